@@ -1,0 +1,39 @@
+# Two commands run everything: `make demo` (the main job, embedded defaults, no cloud keys)
+# and `make test` (the whole suite). Both create .venv and install on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEPS := pyproject.toml
+
+.PHONY: demo test bench lint typecheck clean install
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python $(DEPS)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/voicegraph call
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+$(VENV)/.perf: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,perf]'
+	touch $(VENV)/.perf
+
+bench: $(VENV)/.perf
+	$(BIN)/python perf/run_all.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Agents: interface, registry, orchestrator and industry agents (a later issue)."""

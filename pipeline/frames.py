@@ -1,0 +1,286 @@
+"""The frame vocabulary: everything that travels through a call's graph.
+
+Frames are small, frozen, slotted dataclasses. This module imports only the standard
+library (and numpy, lazily, for audio views), so every layer can depend on it.
+
+Three scheduling classes, as in GStreamer and Pipecat::
+
+    DATA     audio, transcripts, LLM tokens, TTS text and audio. Ordered, queued where a
+             node waits on I/O, dropped by a flush when they belong to a stale turn.
+    CONTROL  in-band: ordered with the data (audio format, end of stream, response
+             start/end, flush stop, handoff). Never dropped by a flush.
+    EVENT    out-of-band: broadcast to every node by direct call, jumping every queue
+             (start, cancel, flush start, user/bot speaking, errors, metrics).
+
+Every frame carries ``turn``, the user-turn sequence number it was produced for. ``0``
+means "not bound to a turn" (caller audio, formats): a flush never drops those. A frame
+of turn ``n`` is stale once ``FlushStart(turn >= n)`` has been broadcast, so audio of an
+interrupted turn is dropped by one comparison, never by timing luck.
+
+``ts`` is the creation time in nanoseconds on ``time.monotonic_ns``, the one clock all
+latency figures are measured on.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
+    import numpy.typing as npt
+
+__all__ = [
+    "AudioFormat",
+    "BotStartedSpeaking",
+    "BotStoppedSpeaking",
+    "Cancel",
+    "ControlFrame",
+    "DataFrame",
+    "EndOfStream",
+    "ErrorEvent",
+    "EventFrame",
+    "FinalTranscript",
+    "FlushStart",
+    "FlushStop",
+    "Frame",
+    "FrameClass",
+    "Handoff",
+    "InputAudio",
+    "InterimTranscript",
+    "LLMToken",
+    "MetricsEvent",
+    "OutputAudio",
+    "ResponseEnd",
+    "ResponseStart",
+    "Start",
+    "TTSText",
+    "Transcript",
+    "UserStartedSpeaking",
+    "UserStoppedSpeaking",
+]
+
+
+class FrameClass(enum.IntEnum):
+    """Scheduling class of a frame type (see the module docstring)."""
+
+    DATA = 0
+    CONTROL = 1
+    EVENT = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Frame:
+    """Base of every frame: the turn it belongs to and when it was created."""
+
+    turn: int = 0
+    ts: int = field(default_factory=time.monotonic_ns, compare=False)
+
+    kind: ClassVar[FrameClass] = FrameClass.DATA
+    #: Sticky frames are remembered by the node that pushed them and replayed to late joiners.
+    sticky: ClassVar[bool] = False
+
+
+# --- scheduling-class bases -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataFrame(Frame):
+    """Payload: ordered, queued, dropped when its turn is flushed."""
+
+    kind: ClassVar[FrameClass] = FrameClass.DATA
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlFrame(Frame):
+    """In-band control: ordered with the data, never dropped by a flush."""
+
+    kind: ClassVar[FrameClass] = FrameClass.CONTROL
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventFrame(Frame):
+    """Out-of-band: broadcast to every node at once, jumping all queues."""
+
+    kind: ClassVar[FrameClass] = FrameClass.EVENT
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InputAudio(DataFrame):
+    """Caller audio: PCM16 mono little-endian; the rate is in the sticky ``AudioFormat``."""
+
+    pcm: bytes
+
+    def samples(self) -> npt.NDArray[np.int16]:
+        """A zero-copy int16 view of the PCM bytes."""
+        import numpy as np
+
+        return np.frombuffer(self.pcm, dtype=np.int16)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputAudio(DataFrame):
+    """Bot audio (TTS output) on its way to the caller; PCM16 mono."""
+
+    pcm: bytes
+
+    def samples(self) -> npt.NDArray[np.int16]:
+        """A zero-copy int16 view of the PCM bytes."""
+        import numpy as np
+
+        return np.frombuffer(self.pcm, dtype=np.int16)
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript(DataFrame):
+    """What speech recognition heard. Times are ms from the start of the call's audio."""
+
+    text: str
+    confidence: float = 1.0
+    start_ms: int = 0
+    end_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InterimTranscript(Transcript):
+    """A partial hypothesis: may still change."""
+
+
+@dataclass(frozen=True, slots=True)
+class FinalTranscript(Transcript):
+    """The final text of a user turn (or typed text on a text-only call)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LLMToken(DataFrame):
+    """A piece of the agent's streamed answer."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TTSText(DataFrame):
+    """A clause or sentence ready to be spoken."""
+
+    text: str
+
+
+# --- in-band control --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFormat(ControlFrame):
+    """Sticky: the format of the audio that follows on one stream (``in`` or ``out``)."""
+
+    sample_rate: int
+    channels: int = 1
+    stream: Literal["in", "out"] = "in"
+
+    sticky: ClassVar[bool] = True
+
+    @property
+    def bytes_per_ms(self) -> float:
+        """PCM16 bytes per millisecond of audio in this format."""
+        return self.sample_rate * self.channels * 2 / 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream(ControlFrame):
+    """The source has nothing more; travels in order behind the last data."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseStart(ControlFrame):
+    """The agent starts answering the user turn ``turn``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseEnd(ControlFrame):
+    """The agent finished answering the user turn ``turn``."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlushStop(ControlFrame):
+    """Second phase of a flush: in-band, resets per-turn state up to ``turn``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff(ControlFrame):
+    """The conversation moves to another agent."""
+
+    agent: str
+    reason: str = ""
+
+
+# --- out-of-band events -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start(EventFrame):
+    """The call starts; carries its id."""
+
+    call_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel(EventFrame):
+    """Stop the call now (hang-up, shutdown); nothing more is processed."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FlushStart(EventFrame):
+    """First phase of a flush (barge-in): drop everything of turns up to ``turn``."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserStartedSpeaking(EventFrame):
+    """VAD: the caller started speaking (``at_ms``: call-audio time of the onset)."""
+
+    at_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class UserStoppedSpeaking(EventFrame):
+    """VAD: the caller stopped speaking (``at_ms``: call-audio time of the stop)."""
+
+    at_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BotStartedSpeaking(EventFrame):
+    """The transport started playing the bot's audio for ``turn``."""
+
+
+@dataclass(frozen=True, slots=True)
+class BotStoppedSpeaking(EventFrame):
+    """The transport stopped playing bot audio (finished, or flushed)."""
+
+    played_ms: float = 0.0
+    interrupted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent(EventFrame):
+    """A node failed on something; ``fatal`` ends the call, otherwise it goes on."""
+
+    node: str
+    message: str
+    fatal: bool = False
+    error: BaseException | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsEvent(EventFrame):
+    """A measurement: ``name`` in ``unit`` for ``node`` (and ``turn`` when per turn)."""
+
+    node: str
+    name: str
+    value: float
+    unit: str = "ms"

@@ -1,0 +1,77 @@
+"""Test helpers: feed frames through a processor and collect what comes out.
+
+``run_processor(node, frames)`` builds ``feeder -> node -> collector``, runs it as a
+call and returns the collector: the data frames, control frames and events it saw, in
+order. Out-of-band events in ``frames`` are emitted (broadcast) when their turn comes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .context import CallContext
+from .frames import ControlFrame, DataFrame, EventFrame, Frame
+from .graph import Graph
+from .processor import Processor
+from .runner import CallResult, run_call
+
+__all__ = ["Collector", "Feeder", "run_processor"]
+
+
+class Feeder(Processor):
+    """A source that pushes a fixed list of frames, then ends the stream."""
+
+    produces = (DataFrame,)
+
+    def __init__(self, frames: Iterable[Frame] = (), *, name: str = "feeder") -> None:
+        super().__init__(name=name)
+        self.frames = list(frames)
+
+    async def run(self) -> None:
+        for frame in self.frames:
+            await self.push(frame)
+
+
+class Collector(Processor):
+    """A sink that records everything it receives, in order."""
+
+    consumes = (DataFrame,)
+
+    def __init__(self, *, name: str = "collector") -> None:
+        super().__init__(name=name)
+        self.frames: list[DataFrame] = []
+        self.controls: list[ControlFrame] = []
+        self.events: list[EventFrame] = []
+        #: Everything, in arrival order.
+        self.seen: list[Frame] = []
+
+    async def process(self, frame: DataFrame) -> None:
+        self.frames.append(frame)
+        self.seen.append(frame)
+
+    async def on_control(self, frame: ControlFrame) -> None:
+        self.controls.append(frame)
+        self.seen.append(frame)
+
+    def on_event(self, event: EventFrame) -> None:
+        self.events.append(event)
+        self.seen.append(event)
+
+    def of_type(self, *types: type[Frame]) -> list[Frame]:
+        """Every frame seen of the given types."""
+        return [f for f in self.seen if isinstance(f, types)]
+
+
+async def run_processor(
+    node: Processor,
+    frames: Sequence[Frame],
+    *,
+    ctx: CallContext | None = None,
+    timeout: float = 10.0,
+) -> tuple[Collector, CallResult]:
+    """Run ``Feeder(frames) -> node -> Collector`` as one call."""
+    graph = Graph(f"test-{node.name}")
+    collector = Collector()
+    graph.chain(Feeder(frames), node, collector)
+    result = await run_call(graph, ctx, timeout=timeout)
+    return collector, result

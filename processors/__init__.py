@@ -1,0 +1,1 @@
+"""Frame processors: audio, speech-to-text, text-to-speech, LLM, text and side-cars."""

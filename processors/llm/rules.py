@@ -1,0 +1,82 @@
+"""RulesBrain: a deterministic agent that answers from the transcript with YAML rules.
+
+It stands where an LLM stands (final transcript in, streamed tokens out, bracketed by
+ResponseStart/ResponseEnd) so pipelines, barge-in and latency can be exercised with no
+model and no network. Rules are case-insensitive regular expressions tried in order; a
+reply may use ``{text}`` (what the caller said) and the rule's named groups.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from pipeline.errors import ConfigError
+from pipeline.frames import FinalTranscript, LLMToken, ResponseEnd, ResponseStart
+from pipeline.processor import Processor
+
+__all__ = ["RulesBrain", "RulesBrainSettings"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RulesBrainSettings:
+    """``rules``: pattern -> reply, tried in order; ``fallback`` when none matches."""
+
+    rules: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    fallback: str = "You said: {text}."
+    #: Reply to a turn whose transcript is empty (noise, or nothing recognised).
+    empty_reply: str = "Sorry, I did not catch that."
+
+
+class RulesBrain(Processor):
+    """Answers each final transcript by the first matching rule, streaming word tokens."""
+
+    consumes = (FinalTranscript,)
+    produces = (LLMToken,)
+    io_bound = True
+    Settings = RulesBrainSettings
+    settings: RulesBrainSettings
+
+    def __init__(self, settings: RulesBrainSettings | None = None, *, name: str | None = None) -> None:
+        super().__init__(settings, name=name)
+        self._rules: list[tuple[re.Pattern[str], str]] = []
+        for pattern, reply in self.settings.rules.items():
+            try:
+                self._rules.append((re.compile(pattern, re.IGNORECASE), reply))
+            except re.error as exc:
+                raise ConfigError(f"rule /{pattern}/ is not a valid regular expression: {exc}") from exc
+
+    def answer(self, text: str) -> str:
+        """The reply to ``text`` (pure: no state, no I/O)."""
+        text = text.strip()
+        if not text:
+            return self.settings.empty_reply
+        for pattern, reply in self._rules:
+            match = pattern.search(text)
+            if match:
+                return _fill(reply, text, match.groupdict())
+        return _fill(self.settings.fallback, text, {})
+
+    async def process(self, frame: FinalTranscript) -> None:
+        turn = frame.turn
+        await self.push(ResponseStart(turn=turn))
+        async for token in self.interruptible(_stream(self.answer(frame.text)), turn):
+            await self.push(LLMToken(token, turn=turn))
+        await self.push(ResponseEnd(turn=turn))
+
+
+def _fill(template: str, text: str, groups: dict[str, str | None]) -> str:
+    values = {k: v or "" for k, v in groups.items()}
+    values["text"] = text
+    try:
+        return str(template.format(**values))
+    except (KeyError, IndexError, ValueError):
+        return template
+
+
+async def _stream(reply: str) -> AsyncIterator[str]:
+    """Word tokens with their leading space, as LLM streams deliver them."""
+    for i, word in enumerate(reply.split()):
+        yield word if i == 0 else " " + word

@@ -1,0 +1,199 @@
+"""Graph: fan-out, fan-in, taps, validation errors, latency budget, Mermaid."""
+
+import asyncio
+
+import pytest
+
+from pipeline import ConfigError, Graph, Processor, run_call
+from pipeline.frames import EndOfStream, FinalTranscript, InputAudio, LLMToken, OutputAudio, TTSText
+from pipeline.testing import Collector, Feeder
+
+
+class Words(Processor):
+    consumes = (FinalTranscript,)
+    produces = (LLMToken,)
+    latency = (5.0, 20.0)
+
+    async def process(self, frame: FinalTranscript) -> None:
+        for word in frame.text.split():
+            await self.push(LLMToken(word, turn=frame.turn))
+
+
+async def test_fan_out_every_consumer_gets_every_frame_in_order() -> None:
+    a, b = Collector(name="a"), Collector(name="b")
+    graph = Graph()
+    graph.chain(Feeder([FinalTranscript("one two three", turn=1)]), Words(name="w"), a)
+    graph.add(b)
+    graph.link("w", "b")
+    result = await run_call(graph, timeout=5)
+    assert result.reason == "eos"
+    assert [f.text for f in a.frames] == ["one", "two", "three"]
+    assert [f.text for f in b.frames] == ["one", "two", "three"]
+    assert isinstance(a.controls[-1], EndOfStream) and isinstance(b.controls[-1], EndOfStream)
+
+
+async def test_fan_in_one_consumer_gets_both_branches() -> None:
+    sink = Collector()
+    graph = Graph()
+    graph.add(Feeder([FinalTranscript("x", turn=1)], name="f1"))
+    graph.add(Feeder([FinalTranscript("y", turn=2), FinalTranscript("z", turn=3)], name="f2"))
+    graph.add(sink)
+    graph.link("f1", "collector")
+    graph.link("f2", "collector")
+    result = await run_call(graph, timeout=5)
+    assert result.reason == "eos"
+    assert sorted(f.text for f in sink.frames) == ["x", "y", "z"]
+    assert sum(isinstance(c, EndOfStream) for c in sink.controls) == 2
+
+
+class SlowTap(Processor):
+    consumes = (LLMToken,)
+
+    def __init__(self) -> None:
+        super().__init__(name="slowtap")
+        self.release = asyncio.Event()
+        self.got: list[str] = []
+
+    async def process(self, frame: LLMToken) -> None:
+        await self.release.wait()
+        self.got.append(frame.text)
+
+
+async def test_a_slow_tap_never_delays_the_main_path() -> None:
+    n = 1000
+    sink = Collector()
+    tap = SlowTap()
+    main_done = asyncio.Event()
+
+    class Watch(Collector):
+        async def on_control(self, frame) -> None:  # type: ignore[no-untyped-def]
+            await super().on_control(frame)
+            if isinstance(frame, EndOfStream):
+                main_done.set()
+
+    sink = Watch()
+    source = Feeder([LLMToken(str(i), turn=1) for i in range(n)])
+    graph = Graph()
+    graph.chain(source, sink)
+    graph.tap(source, tap, maxsize=8, overflow="drop_oldest")
+    task = asyncio.create_task(run_call(graph, timeout=10))
+    await main_done.wait()
+    # The main path finished all 1000 frames while the tap had processed none.
+    assert len(sink.frames) == n and tap.got == []
+    assert tap._queue is not None and tap._queue.dropped == n - 8
+    tap.release.set()
+    result = await task
+    assert result.reason == "eos"
+    # The tap kept the newest 8 data frames (the oldest were dropped) and still saw EOS.
+    assert tap.got == [str(i) for i in range(n - 8, n)]
+
+
+async def test_tap_drop_newest_keeps_the_first_frames() -> None:
+    tap = SlowTap()
+    source = Feeder([LLMToken(str(i), turn=1) for i in range(20)])
+    graph = Graph()
+    graph.chain(source, Collector())
+    graph.tap(source, tap, maxsize=4, overflow="drop_newest")
+    task = asyncio.create_task(run_call(graph, timeout=10))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    tap.release.set()
+    await task
+    assert tap.got == ["0", "1", "2", "3"]
+
+
+def _graph(*names: str) -> Graph:
+    graph = Graph("g", file="pipes/g.yaml")
+    for name in names:
+        graph.add(Words(name=name))
+    return graph
+
+
+def test_cycle_is_a_config_error_naming_nodes() -> None:
+    graph = _graph("a", "b")
+    graph.link("a", "b")
+    graph.link("b", "a")
+    with pytest.raises(ConfigError, match="cycle: a -> b -> a"):
+        graph.validate()
+
+
+def test_dangling_node_and_unknown_edge_end() -> None:
+    graph = _graph("a", "b", "lonely")
+    graph.link("a", "b")
+    with pytest.raises(ConfigError, match="node 'lonely': dangling node"):
+        graph.validate()
+    graph = _graph("a")
+    graph.link("a", "ghost", line=7)
+    with pytest.raises(ConfigError, match=r"pipes/g.yaml:7: node 'ghost': .*unknown node 'ghost'"):
+        graph.validate()
+
+
+def test_type_mismatch_names_both_nodes() -> None:
+    class Tts(Processor):
+        consumes = (TTSText,)
+        produces = (OutputAudio,)
+
+    class Src(Processor):
+        produces = (FinalTranscript,)
+
+    graph = Graph("g", file="p.yaml")
+    graph.add(Src(name="src"))
+    graph.add(Words(name="words"))
+    graph.add(Tts(name="tts"), line=12)
+    graph.link("src", "words")
+    graph.link("words", "tts")
+    with pytest.raises(ConfigError) as info:
+        graph.validate()
+    assert info.value.node == "tts" and info.value.line == 12
+    assert "'tts' consumes TTSText but 'words' emits" in str(info.value)
+    assert "LLMToken" in str(info.value)
+
+
+def test_pass_through_types_flow_to_later_nodes() -> None:
+    class Audio(Processor):
+        produces = (InputAudio, FinalTranscript)
+
+        async def run(self) -> None:
+            pass
+
+    class Speaker(Processor):
+        consumes = (InputAudio,)
+
+    graph = Graph()
+    graph.chain(Audio(name="src"), Words(name="w"), Speaker(name="spk"))
+    graph.validate()  # InputAudio passes through 'w' untouched, so spk is satisfied
+
+
+def test_duplex_transport_round_trip_is_not_a_cycle_and_budget_sums() -> None:
+    class Caller(Processor):
+        duplex = True
+        consumes = (LLMToken,)
+        produces = (FinalTranscript,)
+        latency = (20.0, 40.0)
+
+    graph = Graph()
+    graph.add(Caller(name="caller"))
+    graph.add(Words(name="brain"))
+    graph.chain("caller", "brain", "caller")
+    graph.validate()
+    assert [p.path for p in graph.latency_budget()] == [("caller", "brain", "caller")]
+    budget = graph.latency_budget()[0]
+    assert (budget.min_ms, budget.max_ms) == (45.0, 100.0)  # 20+5+20, 40+20+40
+    mermaid = graph.to_mermaid()
+    assert mermaid.startswith("flowchart LR\n")
+    assert "caller --> brain" in mermaid and "brain --> caller" in mermaid
+
+
+def test_tap_into_duplex_and_tap_target_on_main_path_are_rejected() -> None:
+    graph = _graph("a", "b", "c")
+    graph.link("a", "b")
+    graph.tap("a", "c")
+    graph.link("b", "c")
+    with pytest.raises(ConfigError, match="tap target cannot also be linked"):
+        graph.validate()
+
+
+def test_duplicate_names_and_rewiring_are_rejected() -> None:
+    graph = _graph("a")
+    with pytest.raises(ConfigError, match="duplicate node name 'a'"):
+        graph.add(Words(name="a"))

@@ -1,0 +1,1 @@
+"""Local transports: a scripted text caller now; WAV files and loopback pairs with speech."""

@@ -1,0 +1,190 @@
+"""CallRecorder: what was said and heard in a call, turn by turn, with latencies.
+
+It watches a graph without changing it: probes on each node for the frame types that
+node *produces* (so a frame passing through several nodes is counted once, where it was
+made) and the out-of-band events. The JSON shape is the one ``voicegraph call --json``
+prints and the perf suite reads::
+
+    {"call_id": ..., "turns": [{"turn", "caller_text", "heard_text", "bot_text",
+      "bot_audio_ms", "interrupted", "barge_in_ms",
+      "latency_ms": {"stt_final", "llm_first_token", "tts_first_audio", "first_audio_out"}}]}
+
+Latencies are cumulative from the turn's anchor: the end of the caller's speech when a
+VAD reported it, else (text calls) the moment the final transcript was made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from pipeline.frames import (
+    AudioFormat,
+    BotStartedSpeaking,
+    BotStoppedSpeaking,
+    DataFrame,
+    EventFrame,
+    FinalTranscript,
+    FlushStart,
+    Frame,
+    LLMToken,
+    OutputAudio,
+    TTSText,
+    UserStartedSpeaking,
+    UserStoppedSpeaking,
+)
+from pipeline.graph import Graph
+
+__all__ = ["CallRecorder", "TurnRecord", "format_report"]
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    """Everything recorded about one user turn and the bot's answer to it."""
+
+    turn: int
+    caller_text: str = ""
+    heard_text: str = ""
+    bot_tokens: list[str] = field(default_factory=list)
+    bot_clauses: list[str] = field(default_factory=list)
+    bot_audio_ms: float = 0.0
+    played_ms: float | None = None
+    interrupted: bool = False
+    speech_start_ns: int | None = None
+    speech_end_ns: int | None = None
+    stt_final_ns: int | None = None
+    llm_first_ns: int | None = None
+    tts_first_ns: int | None = None
+    audio_out_ns: int | None = None
+    barge_in_ms: float | None = None
+
+    @property
+    def bot_text(self) -> str:
+        if self.bot_tokens:
+            return "".join(self.bot_tokens).strip()
+        return " ".join(self.bot_clauses).strip()
+
+    def latency_ms(self) -> dict[str, float | None]:
+        anchor = self.speech_end_ns if self.speech_end_ns is not None else self.stt_final_ns
+
+        def since(mark: int | None) -> float | None:
+            if mark is None or anchor is None:
+                return None
+            return round((mark - anchor) / 1e6, 1)
+
+        return {
+            "stt_final": since(self.stt_final_ns),
+            "llm_first_token": since(self.llm_first_ns),
+            "tts_first_audio": since(self.tts_first_ns),
+            "first_audio_out": since(self.audio_out_ns),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "turn": self.turn,
+            "caller_text": self.caller_text,
+            "heard_text": self.heard_text,
+            "bot_text": self.bot_text,
+            "bot_audio_ms": round(self.played_ms if self.played_ms is not None else self.bot_audio_ms, 1),
+            "interrupted": self.interrupted,
+            "latency_ms": self.latency_ms(),
+            "barge_in_ms": None if self.barge_in_ms is None else round(self.barge_in_ms, 1),
+        }
+
+
+class CallRecorder:
+    """Builds ``TurnRecord``s from a graph's frames and events (attach before running)."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.call_id = ""
+        self.turns: dict[int, TurnRecord] = {}
+        self._out_bytes_per_ms = 0.0
+        for name, node in graph.nodes.items():
+            # Generic nodes (pass-through, recorders) declare DataFrame: they forward
+            # frames, they do not make them, so they are not where a frame is counted.
+            produced = tuple(t for t in node.produces if t not in (DataFrame, Frame))
+            if produced:
+                graph.probe(name, partial(self._on_frame, produced, node.duplex))
+        graph.watch_events(self._on_event)
+
+    def turn(self, turn: int) -> TurnRecord:
+        rec = self.turns.get(turn)
+        if rec is None:
+            rec = self.turns[turn] = TurnRecord(turn)
+        return rec
+
+    def caller_said(self, turn: int, text: str) -> None:
+        """Record what the caller really said (the script), to compare with what STT heard."""
+        self.turn(turn).caller_text = text
+
+    def _on_frame(self, produced: tuple[type, ...], from_caller: bool, frame: Frame) -> None:
+        if type(frame) is AudioFormat:
+            if frame.stream == "out":
+                self._out_bytes_per_ms = frame.bytes_per_ms
+            return
+        if not isinstance(frame, produced) or not frame.turn:
+            return
+        rec = self.turn(frame.turn)
+        if isinstance(frame, FinalTranscript):
+            rec.heard_text = frame.text
+            rec.stt_final_ns = frame.ts
+            if from_caller and not rec.caller_text:
+                rec.caller_text = frame.text
+        elif isinstance(frame, LLMToken):
+            rec.bot_tokens.append(frame.text)
+            if rec.llm_first_ns is None:
+                rec.llm_first_ns = frame.ts
+        elif isinstance(frame, TTSText):
+            rec.bot_clauses.append(frame.text)
+        elif isinstance(frame, OutputAudio):
+            if rec.tts_first_ns is None:
+                rec.tts_first_ns = frame.ts
+            if self._out_bytes_per_ms:
+                rec.bot_audio_ms += len(frame.pcm) / self._out_bytes_per_ms
+
+    def _on_event(self, event: EventFrame) -> None:
+        kind = type(event)
+        if kind is UserStartedSpeaking and event.turn:
+            self.turn(event.turn).speech_start_ns = event.ts
+        elif kind is UserStoppedSpeaking and event.turn:
+            self.turn(event.turn).speech_end_ns = event.ts
+        elif kind is FlushStart and event.turn in self.turns:
+            self.turns[event.turn].interrupted = True
+        elif kind is BotStartedSpeaking and event.turn:
+            rec = self.turn(event.turn)
+            if rec.audio_out_ns is None:
+                rec.audio_out_ns = event.ts
+        elif kind is BotStoppedSpeaking and event.turn:
+            assert isinstance(event, BotStoppedSpeaking)
+            rec = self.turn(event.turn)
+            rec.played_ms = (rec.played_ms or 0.0) + event.played_ms
+            if event.interrupted:
+                rec.interrupted = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "turns": [self.turns[t].to_json() for t in sorted(self.turns)]}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The conversation and a per-turn latency table, for people."""
+    lines = [f"call {report['call_id']}", ""]
+    for t in report["turns"]:
+        lines.append(f"turn {t['turn']}")
+        if t["caller_text"] and t["caller_text"] != t["heard_text"]:
+            lines.append(f"  caller said : {t['caller_text']}")
+        lines.append(f"  heard       : {t['heard_text']}")
+        flag = "  [interrupted]" if t["interrupted"] else ""
+        lines.append(f"  bot         : {t['bot_text']}{flag}")
+        if t["bot_audio_ms"]:
+            lines.append(f"  bot audio   : {t['bot_audio_ms']:.0f} ms")
+    keys = ["stt_final", "llm_first_token", "tts_first_audio", "first_audio_out"]
+    lines += ["", "latency (ms from end of caller speech)", "turn  " + "".join(f"{k:>17}" for k in keys) + "  barge_in"]
+    for t in report["turns"]:
+        cells = "".join(f"{_cell(t['latency_ms'][k]):>17}" for k in keys)
+        lines.append(f"{t['turn']:>4}  {cells}  {_cell(t['barge_in_ms']):>8}")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

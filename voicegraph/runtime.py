@@ -1,0 +1,29 @@
+"""Event-loop setup: uvloop where available (a faster loop for many calls per process)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["loop_name", "run"]
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion on uvloop if it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        logger.debug("uvloop not available; using the default asyncio loop")
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def loop_name() -> str:
+    """The running loop's implementation, for reports."""
+    loop = asyncio.get_running_loop()
+    return f"{type(loop).__module__}.{type(loop).__name__}"
