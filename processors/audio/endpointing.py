@@ -1,0 +1,359 @@
+"""Endpointing: the pure state machine that decides when the caller finished a turn.
+
+Inputs are method calls that carry their own time (speech started/stopped from the VAD,
+transcripts from STT, an end-of-turn probability from a semantic model, and a periodic
+:meth:`Endpointing.tick`); outputs are :class:`TurnStarted` and :class:`TurnEnded`
+events. Nothing here reads a clock, sleeps or does I/O.
+
+Rules
+-----
+* A turn starts at the first speech onset while no turn is open; turn ids are
+  increasing ints starting at ``first_turn_id`` (default 1).
+* When speech stops, a silence window starts *at the moment the speech stopped*
+  (:attr:`~processors.audio.vad.SpeechStopped.at_ms`, not the later moment the VAD was
+  sure of it). Speech that resumes before the window ends continues the same turn; if
+  the window elapses the turn ends with reason ``"silence"`` and ``at_ms`` equal to the
+  speech stop plus the window, exactly. The VAD confirms a start ``start_ms`` after the
+  onset, so a resumption is only seen in time if it begins at least ``start_ms`` before
+  the window ends; with the defaults (600 ms window, 200 ms VAD start) a pause of less
+  than 400 ms is always bridged (feed VAD events before calling ``tick``).
+* A turn lasting ``max_turn_ms`` ends with reason ``"max_duration"`` so a turn is never
+  stuck (a monologue, or a TV in the background keeping the VAD in SPEAKING). If the
+  caller is still speaking then, the machine waits in CUT_OFF for that speech to stop
+  before the next onset can open a new turn: ending turns every 30 s on background noise
+  would cancel each answer the bot starts.
+
+The window length comes from a :class:`SilenceStrategy`. The default,
+:class:`FixedSilence`, always returns ``silence_ms``. :class:`ProbabilityScaledSilence`
+shows how a semantic end-of-turn model (e.g. Smart Turn) plugs in: its probability,
+fed through :meth:`Endpointing.on_end_of_turn_probability`, shortens the window for a
+finished sentence and lengthens it for "my number is ...". The model runs elsewhere
+(off the event loop); only its answer enters this machine, with the time it arrived.
+
+Default window: 600 ms from the speech stop. 500 ms cuts off callers who pause
+mid-sentence to think or to read digits; past 700 ms the bot feels slow (human
+conversation leaves ~200 ms between turns, callers accept a little more from machines).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import Protocol
+
+__all__ = [
+    "EndReason",
+    "Endpointing",
+    "EndpointingEvent",
+    "EndpointingParams",
+    "FixedSilence",
+    "ProbabilityScaledSilence",
+    "SilenceStrategy",
+    "TurnEnded",
+    "TurnSnapshot",
+    "TurnStarted",
+    "TurnState",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointingParams:
+    """Tuning of :class:`Endpointing`.
+
+    Attributes:
+        silence_ms: silence after a speech stop that ends the turn (default 600 ms; see
+            the module docstring for why). Strategies may move it.
+        max_turn_ms: longest turn, counted from its start (default 30 s).
+        first_turn_id: id of the first turn (default 1); pass the next free id when a
+            call resumes on another worker.
+    """
+
+    silence_ms: float = 600.0
+    max_turn_ms: float = 30_000.0
+    first_turn_id: int = 1
+
+    def __post_init__(self) -> None:
+        if self.silence_ms <= 0:
+            raise ValueError(f"EndpointingParams.silence_ms must be positive, got {self.silence_ms}")
+        if self.max_turn_ms <= 0:
+            raise ValueError(
+                f"EndpointingParams.max_turn_ms must be positive, got {self.max_turn_ms}"
+            )
+
+
+class TurnState(Enum):
+    """Where the turn stands."""
+
+    IDLE = "idle"  # no turn open
+    SPEAKING = "speaking"  # turn open, caller speaking
+    PAUSED = "paused"  # turn open, silence window running
+    CUT_OFF = "cut_off"  # turn cut at max_turn_ms, waiting for that speech to stop
+
+
+class EndReason(StrEnum):
+    """Why a turn ended."""
+
+    SILENCE = "silence"
+    MAX_DURATION = "max_duration"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStarted:
+    """Turn ``turn_id`` started at ``at_ms`` (the speech onset)."""
+
+    turn_id: int
+    at_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnded:
+    """Turn ``turn_id`` ended at ``at_ms`` for ``reason``.
+
+    ``transcript`` holds the final transcripts received so far plus the latest interim
+    one; STT finals often arrive after the turn ends, so treat it as a preview.
+    """
+
+    turn_id: int
+    at_ms: float
+    reason: EndReason
+    transcript: str = ""
+
+
+EndpointingEvent = TurnStarted | TurnEnded
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSnapshot:
+    """What a :class:`SilenceStrategy` may look at when sizing the silence window."""
+
+    turn_id: int
+    started_at_ms: float
+    stopped_at_ms: float
+    transcript: str
+    end_of_turn_probability: float | None
+
+
+class SilenceStrategy(Protocol):
+    """Sizes the silence window that ends a turn."""
+
+    def silence_ms(self, turn: TurnSnapshot, base_ms: float) -> float:
+        """Return the window in ms, counted from ``turn.stopped_at_ms``.
+
+        ``base_ms`` is :attr:`EndpointingParams.silence_ms`. Called at each speech stop
+        and again whenever a transcript or an end-of-turn probability arrives during
+        the pause; the newest answer wins.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FixedSilence:
+    """The default strategy: the window is always ``base_ms``."""
+
+    def silence_ms(self, turn: TurnSnapshot, base_ms: float) -> float:
+        """Return ``base_ms``."""
+        return base_ms
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbabilityScaledSilence:
+    """Scale the window with a semantic model's end-of-turn probability.
+
+    Probability 1 gives ``min_ms``, 0 gives ``max_ms``, linearly in between; without a
+    probability (the model has not answered yet) the window is ``base_ms``.
+    """
+
+    min_ms: float = 200.0
+    max_ms: float = 1500.0
+
+    def silence_ms(self, turn: TurnSnapshot, base_ms: float) -> float:
+        """Map the turn's end-of-turn probability onto ``[min_ms, max_ms]``."""
+        probability = turn.end_of_turn_probability
+        if probability is None:
+            return base_ms
+        return self.max_ms - probability * (self.max_ms - self.min_ms)
+
+
+class Endpointing:
+    """Turn state machine for one call.
+
+    Args:
+        params: tuning; defaults suit telephony.
+        strategy: sizes the silence window; default :class:`FixedSilence`.
+
+    Every method returns the events it caused, in order. Deadlines that fall at or
+    before an input's time fire before that input is applied, so a late ``tick`` never
+    changes the outcome, only when it is reported.
+    """
+
+    def __init__(
+        self, params: EndpointingParams | None = None, *, strategy: SilenceStrategy | None = None
+    ) -> None:
+        self._params = params if params is not None else EndpointingParams()
+        self._strategy: SilenceStrategy = strategy if strategy is not None else FixedSilence()
+        self._state = TurnState.IDLE
+        self._next_id = self._params.first_turn_id
+        self._turn_id: int | None = None
+        self._started_at = 0.0
+        self._stopped_at = 0.0
+        self._deadline = 0.0  # silence deadline, meaningful in PAUSED
+        self._finals: list[str] = []
+        self._interim = ""
+        self._probability: float | None = None
+
+    @property
+    def params(self) -> EndpointingParams:
+        """The tuning in use."""
+        return self._params
+
+    @property
+    def state(self) -> TurnState:
+        """Current state."""
+        return self._state
+
+    @property
+    def turn_id(self) -> int | None:
+        """Id of the open turn, or None between turns."""
+        return self._turn_id if self._state in (TurnState.SPEAKING, TurnState.PAUSED) else None
+
+    @property
+    def next_turn_id(self) -> int:
+        """Id the next turn will get."""
+        return self._next_id
+
+    @property
+    def deadline_ms(self) -> float | None:
+        """When the open turn will end if nothing else happens (None if no turn is open)."""
+        if self._state is TurnState.PAUSED:
+            return min(self._deadline, self._max_deadline)
+        if self._state is TurnState.SPEAKING:
+            return self._max_deadline
+        return None
+
+    def on_speech_started(self, at_ms: float) -> list[EndpointingEvent]:
+        """The VAD reports speech that began at ``at_ms``."""
+        events = self._advance(at_ms)
+        if self._state in (TurnState.IDLE, TurnState.CUT_OFF):
+            turn_id = self._next_id
+            self._next_id += 1
+            self._turn_id = turn_id
+            self._started_at = at_ms
+            self._finals = []
+            self._interim = ""
+            self._probability = None
+            self._set_state(TurnState.SPEAKING, at_ms)
+            events.append(TurnStarted(turn_id=turn_id, at_ms=at_ms))
+        elif self._state is TurnState.PAUSED:
+            # Resumed inside the window: same turn, and any earlier end-of-turn guess
+            # was about a sentence the caller has now continued.
+            self._probability = None
+            self._set_state(TurnState.SPEAKING, at_ms)
+        return events
+
+    def on_speech_stopped(self, at_ms: float) -> list[EndpointingEvent]:
+        """The VAD reports speech that stopped at ``at_ms`` (start of the silence)."""
+        events = self._advance(at_ms)
+        if self._state is TurnState.SPEAKING:
+            self._stopped_at = at_ms
+            self._set_state(TurnState.PAUSED, at_ms)
+            self._deadline = self._stopped_at + self._window()
+        elif self._state is TurnState.CUT_OFF:
+            self._set_state(TurnState.IDLE, at_ms)
+        return events
+
+    def on_transcript(self, text: str, final: bool, at_ms: float) -> list[EndpointingEvent]:
+        """STT produced ``text`` (interim or final) at ``at_ms`` for the open turn.
+
+        Transcripts outside an open turn (late finals of an ended turn) are ignored.
+        """
+        events = self._advance(at_ms)
+        if self._state not in (TurnState.SPEAKING, TurnState.PAUSED):
+            logger.debug("endpointing: transcript outside a turn ignored: %r", text)
+            return events
+        if final:
+            if text.strip():
+                self._finals.append(text.strip())
+            self._interim = ""
+        else:
+            self._interim = text.strip()
+        self._resize_window(at_ms)
+        return events
+
+    def on_end_of_turn_probability(self, probability: float, at_ms: float) -> list[EndpointingEvent]:
+        """A semantic model estimates the caller is done with ``probability`` (0-1).
+
+        Only used during a pause (an answer arriving while the caller speaks is about
+        a sentence that is still growing, so it is dropped). The window is resized
+        from the speech stop, but never to end before ``at_ms`` (the answer cannot act
+        in the past).
+        """
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"end-of-turn probability must be in [0, 1], got {probability}")
+        events = self._advance(at_ms)
+        if self._state is TurnState.PAUSED:
+            self._probability = probability
+            self._resize_window(at_ms)
+            events += self._advance(at_ms)
+        return events
+
+    def tick(self, now_ms: float) -> list[EndpointingEvent]:
+        """Time passes: fire the deadlines due at or before ``now_ms``."""
+        return self._advance(now_ms)
+
+    def reset(self) -> None:
+        """Drop the open turn without an event (call ended); turn ids keep counting."""
+        self._set_state(TurnState.IDLE, None)
+        self._turn_id = None
+
+    @property
+    def _max_deadline(self) -> float:
+        return self._started_at + self._params.max_turn_ms
+
+    def _transcript(self) -> str:
+        return " ".join([*self._finals, self._interim] if self._interim else self._finals)
+
+    def _window(self) -> float:
+        assert self._turn_id is not None
+        snapshot = TurnSnapshot(
+            turn_id=self._turn_id,
+            started_at_ms=self._started_at,
+            stopped_at_ms=self._stopped_at,
+            transcript=self._transcript(),
+            end_of_turn_probability=self._probability,
+        )
+        return max(0.0, self._strategy.silence_ms(snapshot, self._params.silence_ms))
+
+    def _resize_window(self, at_ms: float) -> None:
+        if self._state is TurnState.PAUSED:
+            self._deadline = max(self._stopped_at + self._window(), at_ms)
+
+    def _advance(self, now_ms: float) -> list[EndpointingEvent]:
+        if self._state is TurnState.PAUSED and self._deadline <= min(now_ms, self._max_deadline):
+            return [self._end(self._deadline, EndReason.SILENCE, TurnState.IDLE)]
+        if self._state in (TurnState.SPEAKING, TurnState.PAUSED) and self._max_deadline <= now_ms:
+            after = TurnState.CUT_OFF if self._state is TurnState.SPEAKING else TurnState.IDLE
+            return [self._end(self._max_deadline, EndReason.MAX_DURATION, after)]
+        return []
+
+    def _end(self, at_ms: float, reason: EndReason, after: TurnState) -> TurnEnded:
+        assert self._turn_id is not None
+        event = TurnEnded(
+            turn_id=self._turn_id, at_ms=at_ms, reason=reason, transcript=self._transcript()
+        )
+        self._set_state(after, at_ms)
+        self._turn_id = None
+        return event
+
+    def _set_state(self, state: TurnState, at_ms: float | None) -> None:
+        if state is not self._state:
+            logger.debug(
+                "endpointing turn %s: %s -> %s at %s ms",
+                self._turn_id,
+                self._state.name,
+                state.name,
+                at_ms,
+            )
+            self._state = state
