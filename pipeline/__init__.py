@@ -20,7 +20,8 @@ from .errors import (
 from .framequeue import FrameQueue
 from .graph import Edge, Graph, PathLatency
 from .metrics import GraphMetrics, instrument
-from .processor import NoSettings, Processor, State, blocking_executor
+from .offload import blocking_executor, iterate_blocking
+from .processor import NoSettings, Processor, State
 from .registry import Registry, default_registry, register
 from .runner import CallResult, CallRunner, run_call
 
@@ -56,6 +57,7 @@ __all__ = [
     "build_graph",
     "default_registry",
     "instrument",
+    "iterate_blocking",
     "load_pipeline",
     "load_yaml",
     "register",

@@ -58,6 +58,8 @@ __all__ = [
     "Start",
     "TTSText",
     "Transcript",
+    "TurnEnd",
+    "TurnStart",
     "UserStartedSpeaking",
     "UserStoppedSpeaking",
 ]
@@ -196,12 +198,39 @@ class EndOfStream(ControlFrame):
 
 @dataclass(frozen=True, slots=True)
 class ResponseStart(ControlFrame):
-    """The agent starts answering the user turn ``turn``."""
+    """The agent starts answering the user turn ``turn``.
+
+    ``interruptible=False`` marks an answer the caller cannot barge in on (a legal
+    disclaimer); the transport passes it on in ``BotStartedSpeaking``.
+    """
+
+    interruptible: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class ResponseEnd(ControlFrame):
     """The agent finished answering the user turn ``turn``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStart(ControlFrame):
+    """The caller started user turn ``turn``; in-band, so it sits right before its audio.
+
+    ``at_ms`` is the call-audio time of the speech onset (the start of the VAD window).
+    """
+
+    at_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnd(ControlFrame):
+    """Endpointing decided the caller finished turn ``turn``: finalise the transcript now.
+
+    ``reason`` is why (``silence``, ``max_duration``); ``at_ms`` the call-audio time.
+    """
+
+    at_ms: float = 0.0
+    reason: str = "silence"
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,13 +286,20 @@ class UserStoppedSpeaking(EventFrame):
 class BotStartedSpeaking(EventFrame):
     """The transport started playing the bot's audio for ``turn``."""
 
+    interruptible: bool = True
+
 
 @dataclass(frozen=True, slots=True)
 class BotStoppedSpeaking(EventFrame):
-    """The transport stopped playing bot audio (finished, or flushed)."""
+    """The transport stopped playing bot audio for ``turn`` (finished, or flushed).
+
+    ``heard_text`` is the part of the answer the caller actually heard: whole clauses
+    played, plus the played share of the clause cut off by a barge-in.
+    """
 
     played_ms: float = 0.0
     interrupted: bool = False
+    heard_text: str = ""
 
 
 @dataclass(frozen=True, slots=True)

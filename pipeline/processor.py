@@ -34,7 +34,6 @@ import asyncio
 import enum
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -51,8 +50,9 @@ from .frames import (
     Frame,
     FrameClass,
 )
+from .offload import blocking_executor
 
-__all__ = ["NoSettings", "Processor", "State", "blocking_executor"]
+__all__ = ["NoSettings", "Processor", "State"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,25 +77,6 @@ class State(enum.Enum):
 @dataclass(frozen=True, kw_only=True)
 class NoSettings:
     """Settings of a processor that has none."""
-
-
-_executor: ThreadPoolExecutor | None = None
-
-
-def blocking_executor() -> ThreadPoolExecutor:
-    """The process-wide bounded executor for CPU-heavy work (decoding, synthesis).
-
-    Bounded so that many calls cannot start more threads than there are cores to run
-    them; one call's slow decode queues here instead of stalling the event loop.
-    """
-    global _executor
-    if _executor is None:
-        import os
-
-        _executor = ThreadPoolExecutor(
-            max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="vg-blocking"
-        )
-    return _executor
 
 
 class Processor:
@@ -154,8 +135,13 @@ class Processor:
         """Handle one consumed data frame. The default forwards it."""
         await self.push(frame)
 
-    async def on_control(self, frame: ControlFrame) -> None:
-        """See an in-band control frame before it is forwarded (push data first if needed)."""
+    async def on_control(self, frame: ControlFrame) -> ControlFrame | None:
+        """See an in-band control frame before it is forwarded (push data first if needed).
+
+        Return a replacement to forward instead (a resampler rewrites the audio format);
+        ``None`` forwards ``frame`` itself. Control frames are never dropped.
+        """
+        return None
 
     async def on_upstream(self, frame: Frame) -> None:
         """Handle a frame pushed upstream by a downstream node. The default forwards it."""
@@ -278,6 +264,9 @@ class Processor:
                 except Exception as exc:  # a node's bug must not take the call down
                     self._failed(exc, frame)
             else:
+                if self._passthrough:
+                    for observe in self._observers:  # taps and probes see what passes through too
+                        observe(frame)
                 for deliver in self._passthrough:
                     await deliver(frame)
         elif frame.kind is _EVENT:  # an event that travelled in-band by mistake
@@ -287,7 +276,9 @@ class Processor:
 
     async def _handle_control(self, frame: ControlFrame) -> None:
         try:
-            await self.on_control(frame)
+            replacement = await self.on_control(frame)
+            if replacement is not None:
+                frame = replacement
         except Exception as exc:
             self._failed(exc, frame)
         if frame.sticky:

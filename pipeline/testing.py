@@ -49,9 +49,10 @@ class Collector(Processor):
         self.frames.append(frame)
         self.seen.append(frame)
 
-    async def on_control(self, frame: ControlFrame) -> None:
+    async def on_control(self, frame: ControlFrame) -> ControlFrame | None:
         self.controls.append(frame)
         self.seen.append(frame)
+        return None
 
     def on_event(self, event: EventFrame) -> None:
         self.events.append(event)

@@ -197,3 +197,16 @@ def test_duplicate_names_and_rewiring_are_rejected() -> None:
     graph = _graph("a")
     with pytest.raises(ConfigError, match="duplicate node name 'a'"):
         graph.add(Words(name="a"))
+
+
+async def test_probes_and_taps_see_frames_a_node_passes_through_untouched() -> None:
+    seen: list[str] = []
+    tap = Collector(name="tap")
+    node = Words(name="w")  # consumes FinalTranscript; InputAudio passes through it
+    graph = Graph()
+    graph.chain(Feeder([InputAudio(b"\x00\x00"), FinalTranscript("a b", turn=1)]), node, Collector())
+    graph.tap(node, tap)
+    graph.probe("w", lambda f: seen.append(type(f).__name__))
+    await run_call(graph, timeout=5)
+    assert seen == ["InputAudio", "LLMToken", "LLMToken", "EndOfStream"]
+    assert [type(f).__name__ for f in tap.frames] == ["InputAudio", "LLMToken", "LLMToken"]

@@ -1,0 +1,53 @@
+"""Run every benchmark in perf/ and keep their figures in perf/results/ (``make bench``).
+
+Each benchmark is its own script with its own docstring (question, method, result);
+this runs them one after another, as separate processes so that none warms the caches
+of the next, and writes each one's JSON to ``perf/results/<name>.json``.
+
+    .venv/bin/python perf/run_all.py [--quick] [--only overhead speech_call ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+# name -> (script, normal args, quick args)
+BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
+    "overhead": ("overhead.py", [], ["--frames", "1000"]),
+    "audio_frontend": ("audio_frontend.py", [], ["--frames", "1000"]),
+    "speech_engines": ("speech_engines.py", [], ["--runs", "5"]),
+    "speech_call": ("speech_call.py", [], ["--calls", "2", "--turns", "3"]),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test of the suite)")
+    parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="run only these")
+    args = parser.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    failed = []
+    for name in args.only or BENCHMARKS:
+        script, normal, quick = BENCHMARKS[name]
+        cmd = [sys.executable, str(HERE / script), *(quick if args.quick else normal), "--json",
+               str(RESULTS / f"{name}.json")]
+        print(f"=== {name}: {' '.join(cmd[1:])}", flush=True)
+        started = time.monotonic()
+        code = subprocess.call(cmd)
+        print(f"=== {name}: exit {code} after {time.monotonic() - started:.0f} s\n", flush=True)
+        if code:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
