@@ -1,0 +1,250 @@
+"""How fast are the local speech engines, and what does each cost a call?
+
+Question
+    For the embedded engines (PocketSphinx and Whisper tiny.en for STT, Piper and eSpeak
+    NG for TTS): CPU per 20 ms audio frame, real-time factor (RTF: compute time / audio
+    time), the delay between the end of speech and the final transcript, the time to the
+    first TTS chunk, and load time and memory. These set how many calls a core carries
+    and what each engine adds to voice-to-voice latency.
+
+Method
+    Each engine is measured in its own fresh subprocess, so load time and memory are its
+    own and no other library's thread pool competes for the cores.
+    STT: three call-centre sentences spoken by Piper (noise off, so the audio is identical
+    every run), resampled to 16 kHz with soxr, 300 ms of silence either side. A run
+    feeds each sentence in 20 ms frames to a new stream and calls finish(): per-frame
+    cost is the thread CPU time of feed(); RTF is the wall time of all feed() and
+    finish() calls over the audio duration (CPU RTF: the process CPU time of the same
+    calls, all threads, which is what limits calls per core); finalisation delay is the wall time of one
+    finish() call. TTS: a run synthesises a two-sentence answer (5 s of speech), timing
+    the first chunk and the whole text (wall and process CPU). Every figure is the median of --runs runs
+    (default 5, at least 5) after one warm-up run. Memory is the growth of resident
+    memory from before the engine's import to after its load (plus, for PocketSphinx,
+    the growth from opening a second concurrent stream). Run on an idle machine:
+    ``.venv/bin/python perf/speech_engines.py [--runs 5] [--json PATH]``.
+
+Result (2-vCPU cloud VM, Python 3.11.7, --runs 5; see the table the script prints)
+    PocketSphinx: ~1.6 ms CPU per 20 ms frame (RTF ~0.08), finish() in ~5 ms (~75 ms
+    with the flat second pass), ~95 MB per concurrent stream, and process_raw holds the
+    GIL. Whisper tiny.en: ~0.5 s per utterance whatever its length (RTF ~0.2 on 2.5 s
+    utterances), no interim results, ~180 MB including its libraries. Piper: first chunk
+    after ~0.2 s for a 3 s sentence (RTF ~0.07), ~110 MB. eSpeak NG: first chunk after
+    ~4 ms (RTF ~0.002), ~2 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in here may download
+
+SENTENCES = (
+    "I want to file a claim for my car accident",
+    "my policy number is four five six",
+    "yes please transfer me to an agent",
+)
+ANSWER = "Thanks, I have opened a claim for your car accident. An agent will call you back within the hour."
+RATE = 16000
+FRAME = RATE * 2 // 50  # 20 ms of PCM16
+STT_ENGINES = ("pocketsphinx", "pocketsphinx-accurate", "whisper-1-thread", "whisper-2-threads")
+TTS_ENGINES = ("piper", "espeak")
+
+
+def rss_mb() -> float:
+    """Resident memory of this process, in MB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def load(name: str) -> Any:
+    """Import and build one engine (imports inside, so they count towards its load)."""
+    if name.startswith("pocketsphinx"):
+        from processors.stt.pocketsphinx_engine import PocketsphinxEngine
+
+        return PocketsphinxEngine(accurate=name.endswith("accurate"))
+    if name.startswith("whisper"):
+        from processors.stt.whisper_engine import WhisperEngine
+
+        return WhisperEngine(cpu_threads=1 if "1-thread" in name else 2)
+    if name == "piper":
+        from processors.tts.piper_engine import PiperEngine
+
+        return PiperEngine()
+    from processors.tts.espeak_engine import EspeakEngine
+
+    return EspeakEngine()
+
+
+def test_speech() -> list[bytes]:
+    """The three sentences, Piper-spoken with noise off, at 16 kHz with padding."""
+    import numpy as np
+    import soxr
+
+    from processors.tts.piper_engine import PiperEngine
+
+    voice = PiperEngine(noise_scale=0.0, noise_w_scale=0.0)
+    pad = np.zeros(RATE * 3 // 10, dtype=np.int16)
+    out = []
+    for sentence in SENTENCES:
+        audio = np.frombuffer(b"".join(voice.synthesize(sentence)), dtype=np.int16)
+        speech = soxr.resample(audio, voice.sample_rate, RATE).astype(np.int16)
+        out.append(np.concatenate([pad, speech, pad]).tobytes())
+    return out
+
+
+def measure_stt(engine: Any, runs: int) -> dict[str, float]:
+    """Medians over runs of: CPU per frame, RTF, finish() delay, WER."""
+    from processors.stt.wer import word_errors
+
+    speech = test_speech()
+    per_frame, rtf, cpu_rtf, finish, wer = [], [], [], [], []
+    audio_s = sum(len(pcm) for pcm in speech) / (RATE * 2)
+    for run in range(runs + 1):
+        frame_cpu: list[float] = []
+        finishes: list[float] = []
+        wall = 0.0
+        errors = words = 0
+        cpu_started = time.process_time()
+        for sentence, pcm in zip(SENTENCES, speech, strict=True):
+            stream = engine.open_stream()
+            for start in range(0, len(pcm), FRAME):
+                cpu0, wall0 = time.thread_time(), time.perf_counter()
+                stream.feed(pcm[start : start + FRAME])
+                wall += time.perf_counter() - wall0
+                frame_cpu.append(time.thread_time() - cpu0)
+            wall0 = time.perf_counter()
+            final = stream.finish()
+            finishes.append(time.perf_counter() - wall0)
+            wall += finishes[-1]
+            e, n = word_errors(sentence, final.text)
+            errors, words = errors + e, words + n
+            if hasattr(stream, "close"):
+                stream.close()
+        cpu = time.process_time() - cpu_started
+        if run == 0:
+            continue  # warm-up
+        per_frame.append(statistics.mean(frame_cpu))
+        rtf.append(wall / audio_s)
+        cpu_rtf.append(cpu / audio_s)
+        finish.append(statistics.mean(finishes))
+        wer.append(errors / words)
+    return {
+        "frame_cpu_ms": statistics.median(per_frame) * 1e3,
+        "rtf": statistics.median(rtf),
+        "cpu_rtf": statistics.median(cpu_rtf),
+        "finish_ms": statistics.median(finish) * 1e3,
+        "wer": statistics.median(wer),
+        "sample_rate": engine.sample_rate,
+    }
+
+
+def measure_tts(engine: Any, runs: int) -> dict[str, float]:
+    """Medians over runs of: time to first chunk, RTF, audio seconds."""
+    first, rtf, cpu_rtf, seconds = [], [], [], []
+    for run in range(runs + 1):
+        cpu_started, started = time.process_time(), time.perf_counter()
+        generator = engine.synthesize(ANSWER)
+        chunk = next(generator)
+        ttfc = time.perf_counter() - started
+        total = len(chunk) + sum(len(c) for c in generator)
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+        if run == 0:
+            continue  # warm-up
+        audio_s = total / (engine.sample_rate * 2)
+        first.append(ttfc)
+        rtf.append(elapsed / audio_s)
+        cpu_rtf.append(cpu / audio_s)
+        seconds.append(audio_s)
+    return {
+        "first_chunk_ms": statistics.median(first) * 1e3,
+        "rtf": statistics.median(rtf),
+        "cpu_rtf": statistics.median(cpu_rtf),
+        "audio_s": statistics.median(seconds),
+        "sample_rate": engine.sample_rate,
+    }
+
+
+def measure(name: str, runs: int) -> dict[str, float]:
+    """All figures for one engine; meant to run in a fresh process."""
+    before, started = rss_mb(), time.perf_counter()
+    engine = load(name)
+    figures = {"load_s": time.perf_counter() - started, "rss_mb": rss_mb() - before}
+    if name.startswith("pocketsphinx"):
+        # The engine holds one decoder; a second concurrent stream needs its own.
+        first = engine.open_stream()
+        before, started = rss_mb(), time.perf_counter()
+        second = engine.open_stream()
+        figures["open_new_stream_ms"] = (time.perf_counter() - started) * 1e3
+        figures["rss_per_stream_mb"] = rss_mb() - before
+        second.close()
+        started = time.perf_counter()
+        engine.open_stream().close()  # from the pool
+        figures["open_pooled_stream_ms"] = (time.perf_counter() - started) * 1e3
+        first.close()
+    if name in STT_ENGINES:
+        figures.update(measure_stt(engine, runs))
+    else:
+        figures.update(measure_tts(engine, runs))
+    return figures
+
+
+def run_child(name: str, runs: int) -> dict[str, float]:
+    command = [sys.executable, __file__, "--engine", name, "--runs", str(runs)]
+    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    figures: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def print_table(results: dict[str, dict[str, float]], runs: int) -> None:
+    print(f"speech engines: median of {runs} runs, {os.cpu_count()} CPUs, one process per engine\n")
+    tail = f"{'load':>8}{'memory':>9}"
+    print(f"{'STT':<24}{'CPU/20ms frame':>15}{'RTF':>8}{'CPU RTF':>9}{'finish()':>11}{'WER':>7}{tail}")
+    for name in STT_ENGINES:
+        f = results[name]
+        print(
+            f"{name:<24}{f['frame_cpu_ms']:>12.2f} ms{f['rtf']:>8.3f}{f['cpu_rtf']:>9.3f}{f['finish_ms']:>8.1f} ms"
+            f"{f['wer']:>7.3f}{f['load_s']:>6.2f} s{f['rss_mb']:>6.0f} MB"
+        )
+    print(f"\n{'TTS':<24}{'first chunk':>15}{'RTF':>8}{'CPU RTF':>9}{'audio':>11}{'rate':>7}{tail}")
+    for name in TTS_ENGINES:
+        f = results[name]
+        print(
+            f"{name:<24}{f['first_chunk_ms']:>12.1f} ms{f['rtf']:>8.3f}{f['cpu_rtf']:>9.3f}{f['audio_s']:>9.2f} s"
+            f"{f['sample_rate']:>7.0f}{f['load_s']:>6.2f} s{f['rss_mb']:>6.0f} MB"
+        )
+    f = results["pocketsphinx"]
+    print(
+        f"\npocketsphinx open_stream(): {f['open_pooled_stream_ms']:.2f} ms from the pool; "
+        f"{f['open_new_stream_ms']:.0f} ms and {f['rss_per_stream_mb']:.0f} MB for a new decoder"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (at least 5)")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--engine", choices=STT_ENGINES + TTS_ENGINES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    runs = max(args.runs, 5)
+    if args.engine:  # child: one engine, figures as one JSON line on stdout
+        print(json.dumps(measure(args.engine, runs)))
+        return
+    results = {name: run_child(name, runs) for name in STT_ENGINES + TTS_ENGINES}
+    print_table(results, runs)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        document = {"runs": runs, "cpus": os.cpu_count(), "engines": results}
+        args.json.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
