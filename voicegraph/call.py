@@ -59,6 +59,12 @@ async def run_call_report(graph: Graph, options: CallOptions) -> dict[str, Any]:
     recorder.call_id = ctx.call_id
     runner = CallRunner(graph, ctx)
     result = await runner.run(timeout=options.timeout_s)
+    notes = getattr(caller, "report_notes", None)
+    for turn, fields in (notes() if notes is not None else {}).items():
+        record = recorder.turn(turn)
+        record.caller_text = str(fields.get("caller_text", record.caller_text))
+        if "barge_in_ms" in fields:
+            record.barge_in_ms = float(str(fields["barge_in_ms"]))
     report = recorder.to_json()
     report["pipeline"] = graph.name
     report["ended"] = result.reason

@@ -16,7 +16,7 @@ from .paths import config_dir, pipeline_path
 
 __all__ = ["main"]
 
-DEFAULT_PIPELINE = "text"
+DEFAULT_PIPELINE = "local"
 
 
 def _yaml_files(paths: Sequence[str]) -> list[Path]:

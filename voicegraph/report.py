@@ -6,7 +6,7 @@ made) and the out-of-band events. The JSON shape is the one ``voicegraph call --
 prints and the perf suite reads::
 
     {"call_id": ..., "turns": [{"turn", "caller_text", "heard_text", "bot_text",
-      "bot_audio_ms", "interrupted", "barge_in_ms",
+      "bot_audio_ms", "bot_heard_text", "interrupted", "barge_in_ms",
       "latency_ms": {"stt_final", "llm_first_token", "tts_first_audio", "first_audio_out"}}]}
 
 Latencies are cumulative from the turn's anchor: the end of the caller's speech when a
@@ -50,6 +50,7 @@ class TurnRecord:
     bot_clauses: list[str] = field(default_factory=list)
     bot_audio_ms: float = 0.0
     played_ms: float | None = None
+    heard_by_caller: str | None = None
     interrupted: bool = False
     speech_start_ns: int | None = None
     speech_end_ns: int | None = None
@@ -87,6 +88,7 @@ class TurnRecord:
             "heard_text": self.heard_text,
             "bot_text": self.bot_text,
             "bot_audio_ms": round(self.played_ms if self.played_ms is not None else self.bot_audio_ms, 1),
+            "bot_heard_text": self.bot_text if self.heard_by_caller is None else self.heard_by_caller,
             "interrupted": self.interrupted,
             "latency_ms": self.latency_ms(),
             "barge_in_ms": None if self.barge_in_ms is None else round(self.barge_in_ms, 1),
@@ -100,12 +102,19 @@ class CallRecorder:
         self.call_id = ""
         self.turns: dict[int, TurnRecord] = {}
         self._out_bytes_per_ms = 0.0
+        # Each frame type is counted at one node: the first, in graph order, that makes
+        # it: produces it without consuming it. A node that consumes and produces a type
+        # (a resampler, the TTS re-pushing its clause text, a pass-through) transforms
+        # or forwards it, and counting there too would count it twice.
+        owner: dict[type, str] = {}
+        for node in graph.topological_order():
+            for kind in node.produces:
+                if kind not in (DataFrame, Frame) and not issubclass(kind, tuple(node.consumes)):
+                    owner.setdefault(kind, node.name)
         for name, node in graph.nodes.items():
-            # Generic nodes (pass-through, recorders) declare DataFrame: they forward
-            # frames, they do not make them, so they are not where a frame is counted.
-            produced = tuple(t for t in node.produces if t not in (DataFrame, Frame))
-            if produced:
-                graph.probe(name, partial(self._on_frame, produced, node.duplex))
+            mine = tuple(kind for kind, who in owner.items() if who == name)
+            if mine:
+                graph.probe(name, partial(self._on_frame, mine, node.duplex))
         graph.watch_events(self._on_event)
 
     def turn(self, turn: int) -> TurnRecord:
@@ -120,7 +129,7 @@ class CallRecorder:
 
     def _on_frame(self, produced: tuple[type, ...], from_caller: bool, frame: Frame) -> None:
         if type(frame) is AudioFormat:
-            if frame.stream == "out":
+            if frame.stream == "out" and OutputAudio in produced:
                 self._out_bytes_per_ms = frame.bytes_per_ms
             return
         if not isinstance(frame, produced) or not frame.turn:
@@ -159,6 +168,7 @@ class CallRecorder:
             assert isinstance(event, BotStoppedSpeaking)
             rec = self.turn(event.turn)
             rec.played_ms = (rec.played_ms or 0.0) + event.played_ms
+            rec.heard_by_caller = event.heard_text
             if event.interrupted:
                 rec.interrupted = True
 
@@ -174,8 +184,9 @@ def format_report(report: dict[str, Any]) -> str:
         if t["caller_text"] and t["caller_text"] != t["heard_text"]:
             lines.append(f"  caller said : {t['caller_text']}")
         lines.append(f"  heard       : {t['heard_text']}")
-        flag = "  [interrupted]" if t["interrupted"] else ""
-        lines.append(f"  bot         : {t['bot_text']}{flag}")
+        lines.append(f"  bot         : {t['bot_text']}")
+        if t["interrupted"]:
+            lines.append(f"  interrupted : the caller heard \"{t['bot_heard_text']}\"")
         if t["bot_audio_ms"]:
             lines.append(f"  bot audio   : {t['bot_audio_ms']:.0f} ms")
     keys = ["stt_final", "llm_first_token", "tts_first_audio", "first_audio_out"]

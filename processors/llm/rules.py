@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from pipeline.errors import ConfigError
-from pipeline.frames import FinalTranscript, LLMToken, ResponseEnd, ResponseStart
-from pipeline.processor import Processor
+
+from .brain import BrainProcessor
 
 __all__ = ["RulesBrain", "RulesBrainSettings"]
 
@@ -28,14 +28,13 @@ class RulesBrainSettings:
     fallback: str = "You said: {text}."
     #: Reply to a turn whose transcript is empty (noise, or nothing recognised).
     empty_reply: str = "Sorry, I did not catch that."
+    #: Patterns whose replies the caller cannot interrupt (disclaimers).
+    uninterruptible: tuple[str, ...] = ()
 
 
-class RulesBrain(Processor):
+class RulesBrain(BrainProcessor):
     """Answers each final transcript by the first matching rule, streaming word tokens."""
 
-    consumes = (FinalTranscript,)
-    produces = (LLMToken,)
-    io_bound = True
     Settings = RulesBrainSettings
     settings: RulesBrainSettings
 
@@ -47,6 +46,10 @@ class RulesBrain(Processor):
                 self._rules.append((re.compile(pattern, re.IGNORECASE), reply))
             except re.error as exc:
                 raise ConfigError(f"rule /{pattern}/ is not a valid regular expression: {exc}") from exc
+        try:
+            self._fixed = [re.compile(p, re.IGNORECASE) for p in self.settings.uninterruptible]
+        except re.error as exc:
+            raise ConfigError(f"uninterruptible pattern is not a valid regular expression: {exc}") from exc
 
     def answer(self, text: str) -> str:
         """The reply to ``text`` (pure: no state, no I/O)."""
@@ -59,12 +62,11 @@ class RulesBrain(Processor):
                 return _fill(reply, text, match.groupdict())
         return _fill(self.settings.fallback, text, {})
 
-    async def process(self, frame: FinalTranscript) -> None:
-        turn = frame.turn
-        await self.push(ResponseStart(turn=turn))
-        async for token in self.interruptible(_stream(self.answer(frame.text)), turn):
-            await self.push(LLMToken(token, turn=turn))
-        await self.push(ResponseEnd(turn=turn))
+    def respond(self, text: str, turn: int) -> AsyncIterator[str]:
+        return _stream(self.answer(text))
+
+    def interruptible_reply(self, text: str) -> bool:
+        return not any(p.search(text) for p in self._fixed)
 
 
 def _fill(template: str, text: str, groups: dict[str, str | None]) -> str:

@@ -68,6 +68,7 @@ class TextCaller(Processor):
         parts.append(frame.text if isinstance(frame, LLMToken) else " " + frame.text)
         self.replies[frame.turn] = "".join(parts).strip()
 
-    async def on_control(self, frame: ControlFrame) -> None:
+    async def on_control(self, frame: ControlFrame) -> ControlFrame | None:
         if type(frame) is ResponseEnd and self._answered is not None and not self._answered.done():
             self._answered.set_result(frame.turn)
+        return None

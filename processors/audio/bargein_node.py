@@ -1,0 +1,103 @@
+"""The barge-in processor: turns the caller talking over the bot into a two-phase flush.
+
+A thin wrapper over the pure ``bargein.BargeIn`` policy. It listens to the speaking
+events (the VAD's, the transport's) and keeps time by the caller's audio passing through
+it. When the policy decides, it emits ``FlushStart(turn)``, which reaches every node
+at once: queues purge, the LLM and TTS streams stop, the transport drops what it has
+buffered. On the next audio frame it sends ``FlushStop(turn)`` in-band behind it.
+
+``BotStartedSpeaking(interruptible=False)`` (a legal disclaimer) suspends barge-in until
+that utterance ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pipeline.frames import (
+    AudioFormat,
+    BotStartedSpeaking,
+    BotStoppedSpeaking,
+    ControlFrame,
+    EventFrame,
+    FlushStart,
+    FlushStop,
+    InputAudio,
+    UserStartedSpeaking,
+    UserStoppedSpeaking,
+)
+from pipeline.processor import Processor
+
+from .bargein import BargeIn, BargeInParams, Interrupt
+
+__all__ = ["BargeInProcessor", "BargeInSettings"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BargeInSettings:
+    """``min_speech_ms``: how long the caller must talk over the bot (guard against
+    coughs and echo; keep it <= the VAD's start_ms); ``enabled``: false to never interrupt."""
+
+    min_speech_ms: float = 200.0
+    enabled: bool = True
+
+
+class BargeInProcessor(Processor):
+    """Barge-in policy on the caller's audio path (see module docstring)."""
+
+    consumes = (InputAudio,)
+    produces = (InputAudio,)
+    Settings = BargeInSettings
+    settings: BargeInSettings
+
+    def __init__(self, settings: BargeInSettings | None = None, *, name: str | None = None) -> None:
+        super().__init__(settings, name=name)
+        self.policy = BargeIn(BargeInParams(min_speech_ms=self.settings.min_speech_ms))
+        self.interrupts: list[Interrupt] = []
+        self._audio_ms = 0.0
+        self._bytes_per_ms = 32.0
+        self._flush_stop: int | None = None
+
+    def on_event(self, event: EventFrame) -> None:
+        kind = type(event)
+        if kind is UserStartedSpeaking:
+            assert isinstance(event, UserStartedSpeaking)
+            self._act(self.policy.on_user_speech_started(event.at_ms, max(self._audio_ms, event.at_ms)))
+        elif kind is UserStoppedSpeaking:
+            assert isinstance(event, UserStoppedSpeaking)
+            self._act(self.policy.on_user_speech_stopped(event.at_ms))
+        elif kind is BotStartedSpeaking:
+            assert isinstance(event, BotStartedSpeaking)
+            decisions = self.policy.on_bot_started_speaking(self._audio_ms, event.turn)
+            decisions += self.policy.set_uninterruptible(not event.interruptible, self._audio_ms)
+            self._act(decisions)
+        elif kind is BotStoppedSpeaking:
+            self._act(self.policy.on_bot_stopped_speaking(self._audio_ms))
+            self._act(self.policy.set_uninterruptible(False, self._audio_ms))
+
+    async def on_control(self, frame: ControlFrame) -> ControlFrame | None:
+        if type(frame) is AudioFormat and frame.stream == "in":
+            self._bytes_per_ms = frame.bytes_per_ms
+        return None
+
+    async def process(self, frame: InputAudio) -> None:
+        self._audio_ms += len(frame.pcm) / self._bytes_per_ms
+        self._act(self.policy.tick(self._audio_ms))
+        if self._flush_stop is not None:
+            turn, self._flush_stop = self._flush_stop, None
+            await self.push(FlushStop(turn=turn))
+        await self.push(frame)
+
+    def _act(self, decisions: list[Interrupt]) -> None:
+        if not self.settings.enabled:
+            return
+        for decision in decisions:
+            turn = decision.turn or 0
+            logger.info("%s: barge-in on turn %d (caller spoke at %.0f ms, decided at %.0f ms)",
+                        self.name, turn, decision.speech_started_at_ms, decision.at_ms)
+            self.interrupts.append(decision)
+            self.emit(FlushStart(turn=turn))
+            self._flush_stop = turn

@@ -1,0 +1,150 @@
+"""The VAD processor: voice activity and end of turn for the caller's audio.
+
+A thin wrapper over two pure state machines (``vad.Vad`` and ``endpointing.Endpointing``)
+on the audio's own clock: the time of a frame is the amount of call audio before it, so
+decisions are exact and reproducible, and identical to wall time for audio arriving in
+real time. It passes the audio through and adds:
+
+* out-of-band ``UserStartedSpeaking``/``UserStoppedSpeaking`` (for barge-in, transports
+  and reports). ``UserStoppedSpeaking.ts`` is set to the wall-clock moment the speech
+  stopped, not when the stop window confirmed it, so latency reports start from the
+  true end of the caller's speech;
+* in-band ``TurnStart`` before the audio of a new user turn and ``TurnEnd`` after its
+  last audio, so the STT finalises exactly the turn's audio.
+
+Turn numbers come from the call context (``ctx.next_turn()``), shared by every node.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from pipeline.errors import FrameError
+from pipeline.frames import (
+    AudioFormat,
+    ControlFrame,
+    EndOfStream,
+    Frame,
+    InputAudio,
+    TurnEnd,
+    TurnStart,
+    UserStartedSpeaking,
+    UserStoppedSpeaking,
+)
+from pipeline.processor import Processor
+
+from .endpointing import Endpointing, EndpointingEvent, EndpointingParams, TurnEnded, TurnStarted
+from .vad import VAD_RATES, SpeechStarted, SpeechStopped, Vad, VadEvent, VadParams
+
+__all__ = ["VADProcessor", "VADSettings"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class VADSettings:
+    """VAD (webrtcvad) and endpointing tuning; defaults suit telephony (see vad.py and
+    endpointing.py for why each default)."""
+
+    aggressiveness: int = 2
+    start_ms: float = 200.0
+    stop_ms: float = 300.0
+    min_volume: float = -50.0
+    silence_ms: float = 600.0
+    max_turn_ms: float = 30_000.0
+
+
+class VADProcessor(Processor):
+    """Speech detection and turn endpointing (see module docstring)."""
+
+    consumes = (InputAudio,)
+    produces = (InputAudio,)
+    Settings = VADSettings
+    settings: VADSettings
+
+    def __init__(self, settings: VADSettings | None = None, *, name: str | None = None) -> None:
+        super().__init__(settings, name=name)
+        s = self.settings
+        try:
+            self._vad_params = VadParams(aggressiveness=s.aggressiveness, start_ms=s.start_ms, stop_ms=s.stop_ms,
+                                         min_volume=s.min_volume)
+            self.endpointing = Endpointing(EndpointingParams(silence_ms=s.silence_ms, max_turn_ms=s.max_turn_ms))
+        except ValueError as exc:
+            from pipeline.errors import ConfigError
+
+            raise ConfigError(str(exc)) from exc
+        self.vad: Vad | None = None
+        self._bytes_per_ms = 0.0
+        self._audio_ms = 0.0
+        self._turns: dict[int, int] = {}  # endpointing's turn id -> the call's turn number
+        self._turn = 0  # the call's turn now open (0: none)
+
+    def latency_ms(self) -> tuple[float, float]:
+        # Speech is confirmed one start window after its onset; the turn ends after the
+        # stop window and the silence window.
+        s = self.settings
+        return (s.start_ms, s.stop_ms + s.silence_ms)
+
+    async def on_control(self, frame: ControlFrame) -> ControlFrame | None:
+        if type(frame) is AudioFormat and frame.stream == "in":
+            if frame.sample_rate not in VAD_RATES:
+                raise FrameError(f"VAD needs one of {sorted(VAD_RATES)} Hz, got {frame.sample_rate}: "
+                                 "put a 'resample' node before it")
+            self.vad = Vad(self._vad_params, frame.sample_rate)
+            self._bytes_per_ms = frame.bytes_per_ms
+        elif type(frame) is EndOfStream and self.vad is not None:
+            # The caller hung up mid-turn: close the turn so its words are not lost.
+            await self._emit_all(self.vad.close(self._audio_ms), self._audio_ms)
+            for event in self.endpointing.tick(self._audio_ms + self.settings.silence_ms + self.settings.max_turn_ms):
+                await self._push_turn_events([event])
+        return None
+
+    async def process(self, frame: InputAudio) -> None:
+        vad = self.vad
+        if vad is None:
+            raise FrameError("caller audio before its AudioFormat")
+        pcm = frame.pcm
+        if len(pcm) % 2:
+            raise FrameError(f"audio frame of {len(pcm)} bytes is not whole PCM16 samples")
+        start_ms = self._audio_ms
+        self._audio_ms += len(pcm) / self._bytes_per_ms
+        before = await self._emit_all(vad.feed(pcm, start_ms), self._audio_ms, push=False)
+        for control in before:
+            await self.push(control)
+        await self.push(frame)
+        await self._push_turn_events(self.endpointing.tick(self._audio_ms))
+
+    async def _emit_all(self, events: list[VadEvent], now_ms: float, *, push: bool = True) -> list[Frame]:
+        """Feed VAD events to endpointing, emit speaking events; return/push TurnStarts."""
+        starts: list[Frame] = []
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                for ep in self.endpointing.on_speech_started(event.at_ms):
+                    starts += self._turn_frames(ep)
+                self.emit(UserStartedSpeaking(at_ms=event.at_ms, turn=self._turn))
+            elif isinstance(event, SpeechStopped):
+                ended = self.endpointing.on_speech_stopped(event.at_ms)
+                stopped_ns = time.monotonic_ns() - int((now_ms - event.at_ms) * 1e6)
+                self.emit(UserStoppedSpeaking(at_ms=event.at_ms, turn=self._turn, ts=stopped_ns))
+                starts += [f for ep in ended for f in self._turn_frames(ep)]
+        if push:
+            for control in starts:
+                await self.push(control)
+            return []
+        return starts
+
+    async def _push_turn_events(self, events: list[EndpointingEvent]) -> None:
+        for ep in events:
+            for control in self._turn_frames(ep):
+                await self.push(control)
+
+    def _turn_frames(self, event: EndpointingEvent) -> list[Frame]:
+        if isinstance(event, TurnStarted):
+            turn = self.ctx.next_turn()
+            self._turns[event.turn_id] = turn
+            self._turn = turn
+            return [TurnStart(at_ms=event.at_ms, turn=turn)]
+        assert isinstance(event, TurnEnded)
+        turn = self._turns.pop(event.turn_id, self._turn)
+        if turn == self._turn:
+            self._turn = 0
+        return [TurnEnd(at_ms=event.at_ms, reason=str(event.reason), turn=turn)]

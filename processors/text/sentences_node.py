@@ -1,0 +1,57 @@
+"""The sentences processor: streamed LLM tokens in, clauses ready to speak out.
+
+Wraps the pure ``SentenceAggregator``: the first clause of an answer leaves as soon as it
+is long enough to sound natural, so TTS can start while the LLM is still writing; the
+rest leave sentence by sentence. ``ResponseEnd`` releases what is left before it is
+forwarded; a flush of the answer's turn drops the half-built sentence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.frames import ControlFrame, LLMToken, ResponseEnd, TTSText
+from pipeline.processor import Processor
+
+from .aggregator import SentenceAggregator
+
+__all__ = ["SentencesProcessor", "SentencesSettings"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SentencesSettings:
+    """``first_clause_min_words``: words before the first clause may go early (0: sentences only)."""
+
+    first_clause_min_words: int = 4
+
+
+class SentencesProcessor(Processor):
+    """Aggregates tokens into clauses for TTS (see module docstring)."""
+
+    consumes = (LLMToken,)
+    produces = (TTSText,)
+    Settings = SentencesSettings
+    settings: SentencesSettings
+
+    def __init__(self, settings: SentencesSettings | None = None, *, name: str | None = None) -> None:
+        super().__init__(settings, name=name)
+        self.aggregator = SentenceAggregator(first_clause_min_words=self.settings.first_clause_min_words)
+        self._turn = 0
+
+    async def process(self, frame: LLMToken) -> None:
+        if frame.turn != self._turn:
+            self.aggregator.reset()  # a new answer; anything left belonged to an old one
+            self._turn = frame.turn
+        for clause in self.aggregator.push(frame.text):
+            await self.push(TTSText(clause, turn=frame.turn))
+
+    async def on_control(self, frame: ControlFrame) -> ControlFrame | None:
+        if type(frame) is ResponseEnd and frame.turn == self._turn:
+            rest = self.aggregator.flush()
+            if rest and not self.is_stale(frame.turn):
+                await self.push(TTSText(rest, turn=frame.turn))
+        return None
+
+    def on_flush(self, turn: int) -> None:
+        if 0 < self._turn <= turn:
+            self.aggregator.reset()

@@ -1,0 +1,120 @@
+"""The TTS processor: clauses in, the bot's audio out, stoppable mid-sentence.
+
+Each ``TTSText`` clause is forwarded ahead of its audio, so the transport's playout can
+tell which words each piece of audio carries (what the caller heard, on barge-in). The
+engine runs in the bounded executor via ``iterate_blocking``; a flush of the clause's
+turn closes the stream, so synthesis stops at the next chunk and nothing more is pushed.
+
+Engines load once per process and are shared by every call (``engine_for``). If the
+configured engine cannot load or fails on a clause, the processor falls back to eSpeak
+NG, which is always there, so the caller still hears an answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.errors import ServiceError
+from pipeline.frames import AudioFormat, OutputAudio, TTSText
+from pipeline.offload import iterate_blocking
+from pipeline.processor import Processor
+
+from .engine import TTSEngine
+
+__all__ = ["TTSProcessor", "TTSSettings", "engine_for"]
+
+logger = logging.getLogger(__name__)
+
+EngineName = Literal["piper", "espeak"]
+
+_engines: dict[tuple[str, str], TTSEngine] = {}
+_engines_lock = threading.Lock()
+
+
+def engine_for(name: EngineName, voice: str = "") -> TTSEngine:
+    """The process-wide engine ``name`` (loaded on first use; blocking, call off-loop)."""
+    key = (name, voice)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            if name == "piper":
+                from .piper_engine import PiperEngine
+
+                # One ORT thread per synthesis: parallelism comes from calls, not from one call.
+                engine = PiperEngine(model_path=voice or None, threads=1)
+            elif name == "espeak":
+                from .espeak_engine import EspeakEngine
+
+                engine = EspeakEngine(voice=voice or "en-us")
+            else:
+                raise ServiceError(f"unknown TTS engine '{name}'")
+            _engines[key] = engine
+        return engine
+
+
+@dataclass(frozen=True, kw_only=True)
+class TTSSettings:
+    """``engine``: piper (natural, default) or espeak (instant); ``voice``: a Piper .onnx
+    path or an eSpeak voice name (blank: the bundled default); ``fallback``: the engine used
+    when the first one fails."""
+
+    engine: EngineName = "piper"
+    voice: str = ""
+    fallback: EngineName | None = "espeak"
+
+
+class TTSProcessor(Processor):
+    """Synthesises each clause with a local engine (see module docstring)."""
+
+    consumes = (TTSText,)
+    produces = (TTSText, OutputAudio)
+    io_bound = True
+    Settings = TTSSettings
+    settings: TTSSettings
+    latency = (5.0, 250.0)
+
+    def __init__(self, settings: TTSSettings | None = None, *, name: str | None = None) -> None:
+        super().__init__(settings, name=name)
+        self.engine: TTSEngine | None = None
+        self._rate = 0
+        self.synthesised_ms = 0.0
+
+    async def setup(self) -> None:
+        try:
+            self.engine = await self.run_blocking(engine_for, self.settings.engine, self.settings.voice)
+        except Exception as exc:
+            if self.settings.fallback is None or self.settings.fallback == self.settings.engine:
+                raise
+            logger.error("%s: %s engine failed to load (%s); using %s", self.name, self.settings.engine, exc,
+                         self.settings.fallback)
+            self.engine = await self.run_blocking(engine_for, self.settings.fallback, "")
+
+    async def process(self, frame: TTSText) -> None:
+        turn = frame.turn
+        await self.push(frame)  # the words first, then their audio
+        engine = self.engine
+        assert engine is not None, "setup() loads the engine"
+        try:
+            await self._speak(engine, frame.text, turn)
+        except Exception as exc:
+            if self.is_stale(turn) or self.settings.fallback is None:
+                raise
+            logger.error("%s: %s failed on %r (%s); falling back to %s", self.name, engine.name, frame.text[:60],
+                         exc, self.settings.fallback)
+            fallback = await self.run_blocking(engine_for, self.settings.fallback, "")
+            await self._speak(fallback, frame.text, turn)
+
+    async def _speak(self, engine: TTSEngine, text: str, turn: int) -> None:
+        rate = engine.sample_rate
+        chunks = iterate_blocking(lambda: engine.synthesize(text))
+        async for pcm in self.interruptible(chunks, turn):
+            if not pcm:
+                continue
+            if rate != self._rate:
+                self._rate = rate
+                await self.push(AudioFormat(rate, stream="out"))
+            self.synthesised_ms += len(pcm) / (rate * 2 / 1000)
+            await self.push(OutputAudio(pcm, turn=turn))

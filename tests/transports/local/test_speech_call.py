@@ -1,0 +1,82 @@
+"""Whole spoken calls on the embedded stack: caller audio in, bot audio out, barge-in.
+
+These run in real time (the caller speaks at the pace of speech), so they are few and
+short. They assert what was said, heard and played, never how fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import build_graph, load_pipeline
+from pipeline.graph import Graph
+from processors.llm.rules import RulesBrain
+from processors.stt.wer import wer
+from transports.local.speech import SpeechCaller
+from voicegraph.call import CallOptions, run_call_report
+
+ROOT = Path(__file__).resolve().parents[3]
+LOCAL = ROOT / "config" / "pipelines" / "local.yaml"
+CLAIM = "I want to file a claim for my car accident"
+CLAIM_REPLY = ("I am sorry to hear about your accident. I can start a claim for you right away. "
+               "First, what is your policy number?")
+
+
+def local_graph() -> Graph:
+    return build_graph(load_pipeline(LOCAL, env={}))
+
+
+async def call(graph: Graph, say: tuple[str, ...], **kw: Any) -> dict[str, Any]:
+    return await run_call_report(graph, CallOptions(pipeline=LOCAL, say=say, timeout_s=60, **kw))
+
+
+async def test_a_spoken_call_turns_caller_audio_into_a_spoken_answer() -> None:
+    graph = local_graph()
+    report = await call(graph, (CLAIM, "What are your opening hours"))
+    assert report["ended"] == "eos" and report["errors"] == []
+    turns = report["turns"]
+    assert [t["turn"] for t in turns] == [1, 2]
+    first, second = turns
+    assert first["caller_text"] == CLAIM
+    assert wer(CLAIM, first["heard_text"]) <= 0.35, first["heard_text"]
+    assert first["bot_text"] == CLAIM_REPLY
+    assert second["bot_text"].startswith("We are open from eight in the morning")
+    for t in turns:
+        assert not t["interrupted"]
+        assert t["bot_heard_text"] == t["bot_text"]
+        lat = t["latency_ms"]
+        assert 0 < lat["stt_final"] <= lat["llm_first_token"] <= lat["tts_first_audio"] <= lat["first_audio_out"]
+    caller = graph.nodes["caller"]
+    assert isinstance(caller, SpeechCaller)
+    # The caller heard as much bot audio as the report says was played, in 20 ms frames.
+    played = sum(t["bot_audio_ms"] for t in turns)
+    assert 6000 < played < 20000
+    assert len(caller.heard) == len(caller.heard_frames) * 640
+    assert abs(len(caller.heard) / 32 - played) <= 20 * len(turns)
+
+
+async def test_barge_in_stops_the_bot_and_the_context_keeps_only_what_was_heard() -> None:
+    graph = local_graph()
+    report = await call(graph, (CLAIM, "What are your opening hours"), interrupt_after_ms=1200)
+    first = report["turns"][0]
+    assert first["interrupted"] is True
+    assert first["barge_in_ms"] is not None and first["barge_in_ms"] > 0
+    heard = first["bot_heard_text"]
+    assert heard and CLAIM_REPLY.startswith(heard) and len(heard) < len(CLAIM_REPLY)
+    caller = graph.nodes["caller"]
+    assert isinstance(caller, SpeechCaller)
+    answer = caller.line.answers[1]
+    assert answer.interrupted and answer.stopped_ns
+    # No bot audio of the interrupted turn reached the caller after the flush.
+    late = [ns for ns, turn in caller.heard_frames if turn == 1 and ns > answer.stopped_ns]
+    assert late == []
+    assert 1000 <= answer.played_ms <= 1600  # it played about interrupt_after_ms, then stopped
+    # The brain's context holds the heard words, marked interrupted, then the next turn.
+    brain = graph.nodes["brain"]
+    assert isinstance(brain, RulesBrain)
+    history = brain.conversation.history
+    bot1 = next(m for m in history if m.role == "assistant" and m.turn == 1)
+    assert bot1.content == heard and bot1.interrupted
+    assert any(m.role == "user" and m.turn == 2 for m in history)
+    assert report["turns"][1]["bot_text"].startswith("We are open")

@@ -1,0 +1,76 @@
+"""Playout: lead buffer, paced frames, end of response, flush and what was heard."""
+
+import pytest
+
+from transports.playout import Playout, PlayoutStarted, PlayoutStopped
+
+RATE = 16000
+MS = RATE * 2 // 1000  # bytes per ms
+
+
+def audio(ms: int, value: int = 1000) -> bytes:
+    return (value.to_bytes(2, "little", signed=True)) * (RATE * ms // 1000)
+
+
+def test_waits_for_lead_then_plays_whole_frames_and_stops_at_the_end() -> None:
+    p = Playout(RATE, frame_ms=20, lead_ms=60)
+    p.add_text(1, "Hello there.")
+    p.add_audio(1, audio(40))
+    assert p.next_frame(0) == (None, [])  # 40 ms < 60 ms lead
+    p.add_audio(1, audio(50))
+    frame, events = p.next_frame(20)
+    assert events == [PlayoutStarted(1)] and frame is not None and len(frame) == 20 * MS
+    assert p.playing and p.buffered_ms == 70
+    p.end_response(1)
+    out = [p.next_frame(40 + 20 * i) for i in range(4)]
+    assert [len(f) if f else 0 for f, _ in out] == [20 * MS, 20 * MS, 20 * MS, 20 * MS]  # last one padded
+    assert out[3][1] == [PlayoutStopped(1, played_ms=90.0, interrupted=False, heard_text="Hello there.")]
+    assert p.idle and p.next_frame(200) == (None, [])
+
+
+def test_end_of_response_plays_short_audio_without_waiting_for_lead() -> None:
+    p = Playout(RATE, lead_ms=100)
+    p.add_audio(3, audio(20))
+    p.end_response(3)
+    frame, events = p.next_frame(0)
+    assert frame is not None and events[0] == PlayoutStarted(3)
+    assert events[1].interrupted is False and events[1].played_ms == 20.0
+
+
+def test_flush_drops_everything_and_reports_the_heard_words() -> None:
+    p = Playout(RATE, lead_ms=0)
+    p.add_text(2, "The first clause is here,")
+    p.add_audio(2, audio(100))
+    p.add_text(2, "and the second one is longer.")
+    p.add_audio(2, audio(200))
+    for i in range(8):  # play 160 ms: all of clause 1 and 60 of 200 ms of clause 2
+        p.next_frame(i * 20)
+    events = p.flush(2)
+    assert events == [PlayoutStopped(2, played_ms=160.0, interrupted=True,
+                                     heard_text="The first clause is here, and the")]
+    assert p.idle and p.buffered_ms == 0 and p.next_frame(200) == (None, [])
+    assert p.flush(2) == []  # nothing current: a second flush is a no-op
+
+
+def test_flush_of_an_older_turn_leaves_a_newer_answer_alone() -> None:
+    p = Playout(RATE, lead_ms=0)
+    p.add_audio(5, audio(100))
+    assert p.flush(4) == [] and p.buffered_ms == 100
+
+
+def test_a_new_answer_supersedes_the_one_still_buffered() -> None:
+    p = Playout(RATE, lead_ms=0)
+    p.add_text(1, "old answer")
+    p.add_audio(1, audio(100))
+    p.next_frame(0)
+    events = p.add_audio(2, audio(40))
+    assert events == [PlayoutStopped(1, played_ms=20.0, interrupted=True, heard_text="")]
+    assert p.turn == 2 and p.buffered_ms == 40
+
+
+def test_bad_audio_and_settings() -> None:
+    p = Playout(RATE)
+    with pytest.raises(ValueError, match="even byte count"):
+        p.add_audio(1, b"\x00")
+    with pytest.raises(ValueError):
+        Playout(RATE, frame_ms=0)
