@@ -19,12 +19,27 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["blocking_executor", "iterate_blocking"]
+__all__ = ["blocking_executor", "iterate_blocking", "shared"]
 
 T = TypeVar("T")
 
 _executor: ThreadPoolExecutor | None = None
 _DONE = object()
+_shared: dict[object, object] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(key: object, factory: Callable[[], T]) -> T:
+    """The process-wide instance for ``key``, made by ``factory()`` on first use.
+
+    For heavy resources every call shares: speech models, voices. Blocking (a model
+    load takes up to a second): call it off the loop, through ``run_blocking``. A
+    factory that raises caches nothing, so the next call tries again.
+    """
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = factory()
+        return _shared[key]  # type: ignore[return-value]
 
 
 def blocking_executor() -> ThreadPoolExecutor:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.config import build_graph, load_pipeline
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, VoicegraphError
 
 from .paths import config_dir, pipeline_path
 
@@ -73,7 +73,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     )
     try:
         report = run_cli_call(options)
-    except ConfigError as exc:
+    except VoicegraphError as exc:  # bad config, a node that cannot start (missing WAV, model)
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json:

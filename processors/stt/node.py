@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +27,7 @@ from pipeline.frames import (
     TurnEnd,
     TurnStart,
 )
+from pipeline.offload import shared
 from pipeline.processor import Processor
 
 from .engine import Hypothesis, RecognizerStream, STTEngine
@@ -37,27 +37,23 @@ __all__ = ["STTProcessor", "STTSettings", "stt_engine_for"]
 logger = logging.getLogger(__name__)
 
 EngineName = Literal["pocketsphinx", "whisper"]
-_engines: dict[str, STTEngine] = {}
-_engines_lock = threading.Lock()
 
 
 def stt_engine_for(name: EngineName) -> STTEngine:
     """The process-wide engine ``name`` (loaded on first use; blocking, call off-loop)."""
-    with _engines_lock:
-        engine = _engines.get(name)
-        if engine is None:
-            if name == "pocketsphinx":
-                from .pocketsphinx_engine import PocketsphinxEngine
+    return shared(("stt", name), lambda: _load(name))
 
-                engine = PocketsphinxEngine()
-            elif name == "whisper":
-                from .whisper_engine import WhisperEngine
 
-                engine = WhisperEngine(cpu_threads=1)
-            else:
-                raise ServiceError(f"unknown STT engine '{name}'")
-            _engines[name] = engine
-        return engine
+def _load(name: EngineName) -> STTEngine:
+    if name == "pocketsphinx":
+        from .pocketsphinx_engine import PocketsphinxEngine
+
+        return PocketsphinxEngine()
+    if name == "whisper":
+        from .whisper_engine import WhisperEngine
+
+        return WhisperEngine(cpu_threads=1)  # parallelism comes from calls, not from one call
+    raise ServiceError(f"unknown STT engine '{name}'")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,13 +13,12 @@ NG, which is always there, so the caller still hears an answer.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Literal
 
 from pipeline.errors import ServiceError
 from pipeline.frames import AudioFormat, OutputAudio, TTSText
-from pipeline.offload import iterate_blocking
+from pipeline.offload import iterate_blocking, shared
 from pipeline.processor import Processor
 
 from .engine import TTSEngine
@@ -30,29 +29,23 @@ logger = logging.getLogger(__name__)
 
 EngineName = Literal["piper", "espeak"]
 
-_engines: dict[tuple[str, str], TTSEngine] = {}
-_engines_lock = threading.Lock()
-
 
 def engine_for(name: EngineName, voice: str = "") -> TTSEngine:
     """The process-wide engine ``name`` (loaded on first use; blocking, call off-loop)."""
-    key = (name, voice)
-    with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
-            if name == "piper":
-                from .piper_engine import PiperEngine
+    return shared(("tts", name, voice), lambda: _load(name, voice))
 
-                # One ORT thread per synthesis: parallelism comes from calls, not from one call.
-                engine = PiperEngine(model_path=voice or None, threads=1)
-            elif name == "espeak":
-                from .espeak_engine import EspeakEngine
 
-                engine = EspeakEngine(voice=voice or "en-us")
-            else:
-                raise ServiceError(f"unknown TTS engine '{name}'")
-            _engines[key] = engine
-        return engine
+def _load(name: EngineName, voice: str) -> TTSEngine:
+    if name == "piper":
+        from .piper_engine import PiperEngine
+
+        # One ORT thread per synthesis: parallelism comes from calls, not from one call.
+        return PiperEngine(model_path=voice or None, threads=1)
+    if name == "espeak":
+        from .espeak_engine import EspeakEngine
+
+        return EspeakEngine(voice=voice or "en-us")
+    raise ServiceError(f"unknown TTS engine '{name}'")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,6 @@ heard, and each barge-in's reaction time (its speech onset -> bot audio stopped)
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from pipeline.frames import (
     TTSText,
     UserStartedSpeaking,
 )
+from pipeline.offload import shared
 from pipeline.processor import Processor
 from processors.audio.resample import OUTPUT_QUALITY, Resampler
 from processors.tts.engine import TTSEngine
@@ -335,17 +335,20 @@ class SpeechCaller(Processor):
                                              heard_text=ev.heard_text, ts=now_ns))
 
 
-@functools.cache
 def _caller_voice(name: str) -> TTSEngine:
     """The caller's voice: deterministic (Piper's noise off), so the same script gives
     the same audio, and so the same transcripts, on every run."""
-    if name == "piper":
+    if name != "piper":
+        from processors.tts.node import engine_for
+
+        return engine_for("espeak")
+
+    def load() -> TTSEngine:
         from processors.tts.piper_engine import PiperEngine
 
         return PiperEngine(noise_scale=0.0, noise_w_scale=0.0, threads=1)
-    from processors.tts.node import engine_for
 
-    return engine_for("espeak")
+    return shared(("caller-voice", name), load)
 
 
 def _convert(pcm: bytes, rate: int, line_rate: int) -> bytes:

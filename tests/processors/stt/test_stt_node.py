@@ -78,3 +78,12 @@ async def test_empty_turn_gives_an_empty_final() -> None:
                                  [AudioFormat(16000), TurnStart(turn=1), TurnEnd(turn=1)])
     finals = [f for f in out.frames if isinstance(f, FinalTranscript)]
     assert [(f.turn, f.text) for f in finals] == [(1, "")]
+
+
+async def test_whisper_is_selectable_and_transcribes_the_turn_after_it_ends() -> None:
+    node = STTProcessor(STTSettings(engine="whisper"))
+    out, result = await run_processor(node, [AudioFormat(16000), *turn_frames(SENTENCE, 1)])
+    assert result.errors == ()
+    finals = [f for f in out.frames if isinstance(f, FinalTranscript)]
+    assert len(finals) == 1 and wer(SENTENCE, finals[0].text) <= 0.1, finals[0].text
+    assert not [f for f in out.frames if isinstance(f, InterimTranscript)]  # utterance-level engine

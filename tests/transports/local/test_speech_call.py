@@ -80,3 +80,43 @@ async def test_barge_in_stops_the_bot_and_the_context_keeps_only_what_was_heard(
     assert bot1.content == heard and bot1.interrupted
     assert any(m.role == "user" and m.turn == 2 for m in history)
     assert report["turns"][1]["bot_text"].startswith("We are open")
+
+
+async def test_the_caller_can_play_a_wav_file_at_another_rate_in_stereo(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.processors.stt.speech import silence, utterance
+    from transports.local.wav import write_wav
+
+    mono16 = np.frombuffer(silence(300) + utterance("What are your opening hours", pad_ms=0) + silence(300),
+                           dtype=np.int16)
+    import soxr
+
+    mono8 = soxr.resample(mono16, 16000, 8000).astype(np.int16)  # telephone band
+    stereo = np.stack([mono8, mono8], axis=1).reshape(-1).astype(np.int16)
+    path = tmp_path / "caller.wav"
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(stereo.tobytes())
+    graph = local_graph()
+    report = await call(graph, (), wav=path)
+    assert report["ended"] == "eos"
+    assert [t["caller_text"] for t in report["turns"]] == ["<caller.wav>"]
+    heard = report["turns"][0]["heard_text"]
+    assert wer("What are your opening hours", heard) <= 0.5, heard
+    assert report["turns"][0]["bot_text"] and report["turns"][0]["bot_audio_ms"] > 500
+    write_wav(tmp_path / "x.wav", b"\x00\x00", 8000)  # the writer round-trips too
+
+
+def test_bad_wav_is_a_clear_error_not_a_crash(tmp_path: Path, capsys: Any) -> None:
+    from voicegraph.cli import main
+
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....not a wav")
+    assert main(["call", "--wav", str(bad), "--timeout", "20"]) == 1
+    err = capsys.readouterr().err
+    assert "node 'caller' failed to start" in err and "not a readable WAV file" in err
