@@ -224,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

@@ -657,6 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         doc = uvloop.run(_main(args))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 

@@ -15,21 +15,26 @@ Method
     feeds each sentence in 20 ms frames to a new stream and calls finish(): per-frame
     cost is the thread CPU time of feed(); RTF is the wall time of all feed() and
     finish() calls over the audio duration (CPU RTF: the process CPU time of the same
-    calls, all threads, which is what limits calls per core); finalisation delay is the wall time of one
-    finish() call. TTS: a run synthesises a two-sentence answer (5 s of speech), timing
-    the first chunk and the whole text (wall and process CPU). Every figure is the median of --runs runs
-    (default 5, at least 5) after one warm-up run. Memory is the growth of resident
-    memory from before the engine's import to after its load (plus, for PocketSphinx,
-    the growth from opening a second concurrent stream). Run on an idle machine:
+    calls, all threads, which is what limits calls per core); finalisation delay is the
+    wall time of one finish() call. TTS: a run synthesises a two-sentence answer (5 s of
+    speech), timing the first chunk and the whole text (wall and process CPU). Every
+    figure is the median of --runs runs (default 5, at least 5) after one warm-up run.
+    Memory is the growth of resident memory from before the engine's import to after its
+    load (plus, for PocketSphinx, the growth from opening a second concurrent stream).
+    Run on an idle machine:
     ``.venv/bin/python perf/speech_engines.py [--runs 5] [--json PATH]``.
 
-Result (2-vCPU cloud VM, Python 3.11.7, --runs 5; see the table the script prints)
-    PocketSphinx: ~1.6 ms CPU per 20 ms frame (RTF ~0.08), finish() in ~5 ms (~75 ms
-    with the flat second pass), ~95 MB per concurrent stream, and process_raw holds the
-    GIL. Whisper tiny.en: ~0.5 s per utterance whatever its length (RTF ~0.2 on 2.5 s
-    utterances), no interim results, ~180 MB including its libraries. Piper: first chunk
-    after ~0.2 s for a 3 s sentence (RTF ~0.07), ~110 MB. eSpeak NG: first chunk after
-    ~4 ms (RTF ~0.002), ~2 MB.
+Result (2-vCPU cloud VM shared with other jobs, Python 3.11.7, --runs 7; the quietest
+of six runs, with the range over all six in brackets)
+    PocketSphinx: 2.0 ms CPU per 20 ms frame [1.8-2.4] (RTF 0.10), finish() 7.6 ms
+    [7.2-10]; with the flat second pass 72 ms [68-76]. WER 0.083. Load 0.3 s; every
+    concurrent stream needs its own decoder: 270 ms and 95 MB (0.03 ms from the pool).
+    Whisper tiny.en: 475 ms per 2.6-3 s utterance with 1 thread [472-551] (RTF 0.17),
+    377 ms with 2 [371-552]; CPU RTF ~0.2 either way. WER 0.042. Load 0.4 s, 123 MB.
+    Piper (joe, medium, 22050 Hz): first chunk 136 ms [136-343] for a 3 s sentence, RTF
+    0.047 (CPU RTF 0.09: onnxruntime uses both cores). Load 0.5-0.7 s, 142 MB.
+    eSpeak NG (22050 Hz): first chunk 2.6 ms [2.5-3.9], RTF 0.001. Load 0.02 s, 5 MB.
+    Piper and the 2-thread Whisper suffer most when other processes compete for cores.
 """
 
 from __future__ import annotations
@@ -243,6 +248,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         document = {"runs": runs, "cpus": os.cpu_count(), "engines": results}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 

@@ -55,7 +55,9 @@ def test_word_error_rate_on_three_sentences(stream: WhisperStream) -> None:
 
 def test_keeps_whispers_casing_punctuation_and_digits(stream: WhisperStream) -> None:
     final = recognise(stream, utterance(SENTENCES[1]))
-    assert final.text == "My policy number is 456."
+    # Measured: "My policy number is 456." (wer() spells digits out to compare).
+    assert "456" in final.text
+    assert final.text[0].isupper() and final.text.endswith(".")
     assert final.start_ms == 0
     assert final.end_ms <= len(utterance(SENTENCES[1])) // 32
 
@@ -64,7 +66,7 @@ def test_reset_drops_the_audio_fed_so_far(stream: WhisperStream) -> None:
     stream.feed(utterance(SENTENCES[0]))
     stream.reset()
     final = recognise(stream, utterance(SENTENCES[2]))
-    assert final.text == "Yes, please transfer me to an agent."
+    assert word_errors(SENTENCES[2], final.text) == (0, 7)  # measured: no error
 
 
 def test_finish_on_nothing_or_silence_is_empty(stream: WhisperStream) -> None:
