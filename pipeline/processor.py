@@ -63,6 +63,10 @@ Observer = Callable[[Frame], object]
 _EVENT = FrameClass.EVENT
 
 
+# Before a node starts it has no call; one shared placeholder instead of one per node.
+_UNSTARTED = CallContext("unstarted")
+
+
 class State(enum.Enum):
     """Lifecycle of a processor."""
 
@@ -103,7 +107,7 @@ class Processor:
         self.settings = settings if settings is not None else type(self).Settings()
         self.state = State.CREATED
         self.states: list[State] = [State.CREATED]
-        self.ctx = CallContext("unstarted")
+        self.ctx = _UNSTARTED  # replaced by the call's context at start
         self.stale_dropped = 0
         self.errors = 0
         self._outputs: list[Deliver] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -10,7 +11,6 @@ from pipeline.config import build_graph, load_pipeline
 from pipeline.context import CallContext
 from pipeline.errors import ConfigError
 from pipeline.graph import Graph
-from pipeline.processor import Processor
 from pipeline.runner import CallRunner
 
 from .report import CallRecorder
@@ -34,10 +34,10 @@ class CallOptions:
 class ScriptableCaller(Protocol):
     """A caller transport the CLI can script (text lines now; speech and WAV later)."""
 
-    def set_script(self, lines: list[str] | tuple[str, ...]) -> None: ...
+    def set_script(self, lines: Sequence[str]) -> None: ...
 
 
-def find_caller(graph: Graph) -> Processor:
+def find_caller(graph: Graph) -> ScriptableCaller:
     """The pipeline's scriptable caller: a duplex node with ``set_script``."""
     for node in graph.nodes.values():
         if node.duplex and isinstance(node, ScriptableCaller):
@@ -50,7 +50,7 @@ async def run_call_report(graph: Graph, options: CallOptions) -> dict[str, Any]:
     """Run one call on ``graph`` and return the report as JSON-ready data."""
     caller = find_caller(graph)
     if options.say:
-        caller.set_script(options.say)  # type: ignore[attr-defined]
+        caller.set_script(options.say)
     configure = getattr(caller, "configure_call", None)
     if configure is not None:
         configure(wav=options.wav, interrupt_after_ms=options.interrupt_after_ms)

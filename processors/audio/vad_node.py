@@ -93,9 +93,11 @@ class VADProcessor(Processor):
             self._bytes_per_ms = frame.bytes_per_ms
         elif type(frame) is EndOfStream and self.vad is not None:
             # The caller hung up mid-turn: close the turn so its words are not lost.
-            await self._emit_all(self.vad.close(self._audio_ms), self._audio_ms)
-            for event in self.endpointing.tick(self._audio_ms + self.settings.silence_ms + self.settings.max_turn_ms):
-                await self._push_turn_events([event])
+            closing = self._on_vad(self.vad.close(self._audio_ms), self._audio_ms)
+            end_of_time = self._audio_ms + self.settings.silence_ms + self.settings.max_turn_ms
+            closing += [f for ep in self.endpointing.tick(end_of_time) for f in self._turn_frames(ep)]
+            for control in closing:
+                await self.push(control)
         return None
 
     async def process(self, frame: InputAudio) -> None:
@@ -107,35 +109,27 @@ class VADProcessor(Processor):
             raise FrameError(f"audio frame of {len(pcm)} bytes is not whole PCM16 samples")
         start_ms = self._audio_ms
         self._audio_ms += len(pcm) / self._bytes_per_ms
-        before = await self._emit_all(vad.feed(pcm, start_ms), self._audio_ms, push=False)
-        for control in before:
-            await self.push(control)
+        for control in self._on_vad(vad.feed(pcm, start_ms), self._audio_ms):
+            await self.push(control)  # TurnStart goes before the audio it starts with
         await self.push(frame)
-        await self._push_turn_events(self.endpointing.tick(self._audio_ms))
+        for ep in self.endpointing.tick(self._audio_ms):
+            for control in self._turn_frames(ep):
+                await self.push(control)  # TurnEnd goes after the audio that ended the turn
 
-    async def _emit_all(self, events: list[VadEvent], now_ms: float, *, push: bool = True) -> list[Frame]:
-        """Feed VAD events to endpointing, emit speaking events; return/push TurnStarts."""
-        starts: list[Frame] = []
+    def _on_vad(self, events: list[VadEvent], now_ms: float) -> list[Frame]:
+        """Feed VAD events to endpointing and emit the speaking events; return turn frames."""
+        out: list[Frame] = []
         for event in events:
             if isinstance(event, SpeechStarted):
                 for ep in self.endpointing.on_speech_started(event.at_ms):
-                    starts += self._turn_frames(ep)
+                    out += self._turn_frames(ep)
                 self.emit(UserStartedSpeaking(at_ms=event.at_ms, turn=self._turn))
             elif isinstance(event, SpeechStopped):
                 ended = self.endpointing.on_speech_stopped(event.at_ms)
                 stopped_ns = time.monotonic_ns() - int((now_ms - event.at_ms) * 1e6)
                 self.emit(UserStoppedSpeaking(at_ms=event.at_ms, turn=self._turn, ts=stopped_ns))
-                starts += [f for ep in ended for f in self._turn_frames(ep)]
-        if push:
-            for control in starts:
-                await self.push(control)
-            return []
-        return starts
-
-    async def _push_turn_events(self, events: list[EndpointingEvent]) -> None:
-        for ep in events:
-            for control in self._turn_frames(ep):
-                await self.push(control)
+                out += [f for ep in ended for f in self._turn_frames(ep)]
+        return out
 
     def _turn_frames(self, event: EndpointingEvent) -> list[Frame]:
         if isinstance(event, TurnStarted):

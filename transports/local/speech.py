@@ -280,14 +280,13 @@ class SpeechCaller(Processor):
         self._emit_playout(events, self.ctx.clock.now_ns())
 
     async def on_control(self, frame: ControlFrame) -> ControlFrame | None:
-        kind = type(frame)
-        if kind is AudioFormat and frame.stream == "out":  # type: ignore[attr-defined]
-            if frame.sample_rate != self.settings.sample_rate:  # type: ignore[attr-defined]
-                raise FrameError(f"bot audio at {frame.sample_rate} Hz on a {self.settings.sample_rate} Hz "  # type: ignore[attr-defined]
+        if isinstance(frame, AudioFormat):
+            if frame.stream == "out" and frame.sample_rate != self.settings.sample_rate:
+                raise FrameError(f"bot audio at {frame.sample_rate} Hz on a {self.settings.sample_rate} Hz "
                                  "line: put a 'resample' node (stream: out) before the caller")
-        elif kind is ResponseStart:
-            self._answer(frame.turn).interruptible = frame.interruptible  # type: ignore[attr-defined]
-        elif kind is ResponseEnd:
+        elif isinstance(frame, ResponseStart):
+            self._answer(frame.turn).interruptible = frame.interruptible
+        elif isinstance(frame, ResponseEnd):
             self._answer(frame.turn).ended = True
             self._emit_playout(self.playout.end_response(frame.turn), self.ctx.clock.now_ns())
         return None
