@@ -10,6 +10,7 @@ not assume the caller heard the rest.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 
 from pipeline.frames import BotStoppedSpeaking, EventFrame, FinalTranscript, LLMToken, ResponseEnd, ResponseStart
@@ -19,7 +20,7 @@ from processors.text.context import Conversation
 __all__ = ["BrainProcessor"]
 
 
-class BrainProcessor(Processor):
+class BrainProcessor(Processor, ABC):
     """Base of agent nodes: subclasses implement ``respond()`` (see module docstring)."""
 
     consumes = (FinalTranscript,)
@@ -31,9 +32,9 @@ class BrainProcessor(Processor):
         self.conversation = Conversation()
         self._live_turn = 0
 
+    @abstractmethod
     def respond(self, text: str, turn: int) -> AsyncIterator[str]:
-        """Stream the answer to ``text`` as tokens (override)."""
-        raise NotImplementedError
+        """Stream the answer to ``text`` as tokens."""
 
     def interruptible_reply(self, text: str) -> bool:
         """False for answers the caller must hear whole (a legal disclaimer)."""
