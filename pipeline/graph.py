@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .bus import Message, MessageType
 from .context import CallContext
 from .errors import ConfigError
 from .framequeue import FrameQueue, Overflow
@@ -307,8 +308,6 @@ class Graph:
                 for node in self._order:
                     node._on_event(ev)
                 if type(ev) is ErrorEvent and self.ctx is not None:
-                    from .bus import Message, MessageType
-
                     self.ctx.bus.post(
                         Message(type=MessageType.ERROR, source=ev.node, text=ev.message, data=ev)
                     )

@@ -37,6 +37,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, C
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from .bus import Message, MessageType
 from .context import CallContext
 from .errors import FatalError, StateError
 from .framequeue import FrameQueue
@@ -241,8 +242,6 @@ class Processor:
         self.state = state
         self.states.append(state)
         logger.debug("%s: %s -> %s", self.name, old.value, state.value)
-        from .bus import Message, MessageType
-
         self.ctx.bus.post(
             Message(type=MessageType.STATE_CHANGED, source=self.name, text=f"{old.value} -> {state.value}")
         )
@@ -311,8 +310,6 @@ class Processor:
         except Exception as exc:
             self.errors += 1
             logger.exception("%s: on_event(%s) failed", self.name, type(event).__name__)
-            from .bus import Message, MessageType
-
             self.ctx.bus.post(Message(type=MessageType.ERROR, source=self.name, text=str(exc), data=exc))
 
     def _failed(self, exc: Exception, frame: Frame) -> None:

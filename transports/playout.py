@@ -14,7 +14,6 @@ Sans-I/O (STYLE.md): the transport feeds it clauses and audio as they arrive and
 
 from __future__ import annotations
 
-import collections
 import logging
 from dataclasses import dataclass
 
@@ -56,13 +55,11 @@ class Playout:
         self.sample_rate = sample_rate
         self._frame_bytes = sample_rate * frame_ms // 1000 * 2
         self._buffer = bytearray()
-        self._chunks: collections.deque[tuple[int, int]] = collections.deque()  # (turn, bytes) in buffer order
         self._ledger = Conversation()
         self._turn = 0  # turn being played (or buffered)
         self._playing = False
         self._ending = False  # the response is complete: play out without waiting for lead
         self._played_ms = 0.0
-        self.played_total_ms = 0.0
 
     @property
     def playing(self) -> bool:
@@ -86,7 +83,6 @@ class Playout:
                 logger.warning("playout: rate changed %d -> %d with audio buffered; dropping it",
                                self.sample_rate, sample_rate)
                 self._buffer.clear()
-                self._chunks.clear()
             self.sample_rate = sample_rate
             self._frame_bytes = sample_rate * self.frame_ms // 1000 * 2
 
@@ -104,7 +100,6 @@ class Playout:
         if not pcm:
             return events
         self._buffer += pcm
-        self._chunks.append((turn, len(pcm)))
         self._ledger.bot_audio_queued(turn, len(pcm) / (self.sample_rate * 2 / 1000))
         return events
 
@@ -138,10 +133,8 @@ class Playout:
         n = min(self._frame_bytes, len(self._buffer))
         frame = bytes(self._buffer[:n])
         del self._buffer[:n]
-        self._consume_chunks(n)
         ms = n / (self.sample_rate * 2 / 1000)
         self._played_ms += ms
-        self.played_total_ms += ms
         self._ledger.bot_audio_played(self._turn, ms)
         if len(frame) < self._frame_bytes:  # the last bit of a response: pad to a whole frame
             frame += bytes(self._frame_bytes - len(frame))
@@ -155,7 +148,6 @@ class Playout:
             return []
         dropped = len(self._buffer)
         self._buffer.clear()
-        self._chunks.clear()
         if dropped:
             logger.debug("playout: flushed %.0f ms of turn %d", dropped / (self.sample_rate * 2 / 1000), self._turn)
         return self._stop(interrupted=True)
@@ -170,22 +162,11 @@ class Playout:
             # A new response while the previous one still plays: it was superseded.
             events += self._stop(interrupted=bool(self._buffer))
         self._buffer.clear()
-        self._chunks.clear()
         self._turn = turn
         self._ending = False
         self._played_ms = 0.0
         self._ledger.begin_bot(turn)
         return events
-
-    def _consume_chunks(self, n: int) -> None:
-        while n and self._chunks:
-            turn, size = self._chunks[0]
-            if size <= n:
-                n -= size
-                self._chunks.popleft()
-            else:
-                self._chunks[0] = (turn, size - n)
-                n = 0
 
     def _stop(self, *, interrupted: bool) -> list[PlayoutEvent]:
         """End the current turn's playback; an event only if something had started."""

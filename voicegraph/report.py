@@ -31,7 +31,6 @@ from pipeline.frames import (
     LLMToken,
     OutputAudio,
     TTSText,
-    UserStartedSpeaking,
     UserStoppedSpeaking,
 )
 from pipeline.graph import Graph
@@ -52,7 +51,6 @@ class TurnRecord:
     played_ms: float | None = None
     heard_by_caller: str | None = None
     interrupted: bool = False
-    speech_start_ns: int | None = None
     speech_end_ns: int | None = None
     stt_final_ns: int | None = None
     llm_first_ns: int | None = None
@@ -154,9 +152,7 @@ class CallRecorder:
 
     def _on_event(self, event: EventFrame) -> None:
         kind = type(event)
-        if kind is UserStartedSpeaking and event.turn:
-            self.turn(event.turn).speech_start_ns = event.ts
-        elif kind is UserStoppedSpeaking and event.turn:
+        if kind is UserStoppedSpeaking and event.turn:
             self.turn(event.turn).speech_end_ns = event.ts
         elif kind is FlushStart and event.turn in self.turns:
             self.turns[event.turn].interrupted = True

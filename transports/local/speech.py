@@ -85,11 +85,9 @@ class Utterance:
     text: str
     pcm: bytes
     voice_start_ms: float = 0.0
-    voice_end_ms: float = 0.0
     turn: int = 0
     sent_at_ns: int = 0
     onset_ns: int = 0
-    end_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -100,7 +98,6 @@ class _Answer:
     stopped_ns: int = 0
     played_ms: float = 0.0
     interrupted: bool = False
-    heard: str = ""
 
 
 @dataclass(slots=True)
@@ -188,8 +185,7 @@ class SpeechCaller(Processor):
         return out
 
     def _utterance(self, text: str, pcm: bytes) -> Utterance:
-        start, end = _voice_span(pcm, self.settings.sample_rate)
-        return Utterance(text=text, pcm=pcm, voice_start_ms=start, voice_end_ms=end)
+        return Utterance(text=text, pcm=pcm, voice_start_ms=_voice_onset_ms(pcm, self.settings.sample_rate))
 
     async def run(self) -> None:
         s = self.settings
@@ -243,12 +239,8 @@ class SpeechCaller(Processor):
         self._next_ns += self.settings.frame_ms * 1_000_000
         now = clock.now_ns()
         utt = self._speaking
-        if utt is not None:
-            sent_ms = (now - utt.sent_at_ns) / 1e6
-            if not utt.onset_ns and sent_ms >= utt.voice_start_ms:
-                utt.onset_ns = now
-            if not utt.end_ns and sent_ms >= utt.voice_end_ms:
-                utt.end_ns = now
+        if utt is not None and not utt.onset_ns and (now - utt.sent_at_ns) / 1e6 >= utt.voice_start_ms:
+            utt.onset_ns = now  # the caller's voice starts on the line: barge-in timing starts here
         await self.push(InputAudio(pcm))
         frame, events = self.playout.next_frame(now / 1e6)
         self._emit_playout(events, now)  # a start is announced before its first frame goes out
@@ -329,7 +321,6 @@ class SpeechCaller(Processor):
                 answer.stopped_ns = now_ns
                 answer.played_ms += ev.played_ms
                 answer.interrupted = answer.interrupted or ev.interrupted
-                answer.heard = ev.heard_text
                 self.emit(BotStoppedSpeaking(turn=ev.turn, played_ms=ev.played_ms, interrupted=ev.interrupted,
                                              heard_text=ev.heard_text, ts=now_ns))
 
@@ -357,15 +348,13 @@ def _convert(pcm: bytes, rate: int, line_rate: int) -> bytes:
     return resampler.process(pcm) + resampler.flush()
 
 
-def _voice_span(pcm: bytes, rate: int) -> tuple[float, float]:
-    """(first, last) ms of 10 ms windows louder than SPEECH_DBFS; (0, length) if none."""
+def _voice_onset_ms(pcm: bytes, rate: int) -> float:
+    """Start (ms) of the first 10 ms window louder than SPEECH_DBFS; 0 if none."""
     samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
     win = rate // 100
     n = len(samples) // win
     if n == 0:
-        return 0.0, len(samples) / rate * 1000
+        return 0.0
     rms = np.sqrt(np.mean(samples[: n * win].reshape(n, win) ** 2, axis=1) + 1e-9)
     loud = np.nonzero(20 * np.log10(rms / 32768.0) > SPEECH_DBFS)[0]
-    if len(loud) == 0:
-        return 0.0, len(samples) / rate * 1000
-    return float(loud[0] * 10), float((loud[-1] + 1) * 10)
+    return float(loud[0] * 10) if len(loud) else 0.0
