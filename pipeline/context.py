@@ -1,4 +1,5 @@
-"""CallContext: the little state one call's nodes share (id, clock, bus, turn counters).
+"""CallContext: the little state one call's nodes share (id, clock, bus, turn counter,
+audio clock).
 
 Per-call state stays this small on purpose: hundreds of calls share one process.
 """
@@ -17,11 +18,20 @@ __all__ = ["CallContext"]
 class CallContext:
     """Identity, clock, bus and turn bookkeeping of one call.
 
-    ``turn`` is the latest user turn started; every turn ``<= flushed_turn`` has been
-    interrupted and its frames are stale. Both only ever grow.
+    One owner for each quantity every node needs:
+
+    * ``clock``: the call's one clock. It stamps every frame (the runner installs it for
+      the call's tasks, see ``frames.use_clock``) and paces every wait.
+    * ``turn``: the latest turn handed out by :meth:`next_turn`, to a user turn (by the
+      VAD) or to a bot utterance the caller did not ask for (a greeting, a prompt).
+      Every turn ``<= flushed_turn`` has been interrupted and its frames are stale. Both
+      only ever grow.
+    * ``audio_ms``: the call-audio clock, milliseconds of caller audio received so far
+      (advanced by the VAD node, the node that turns audio into turn timing). Nodes
+      that need "now" in audio time read it instead of counting audio themselves.
     """
 
-    __slots__ = ("_flush_signal", "bus", "call_id", "clock", "flushed_turn", "turn")
+    __slots__ = ("_flush_signal", "audio_ms", "bus", "call_id", "clock", "flushed_turn", "turn")
 
     def __init__(
         self,
@@ -35,10 +45,11 @@ class CallContext:
         self.bus = bus or Bus()
         self.turn = 0
         self.flushed_turn = 0
+        self.audio_ms = 0.0
         self._flush_signal: asyncio.Future[int] | None = None
 
     def next_turn(self) -> int:
-        """Open a new user turn and return its number."""
+        """Hand out the next turn number (a user turn, or a bot utterance of its own)."""
         self.turn += 1
         return self.turn
 

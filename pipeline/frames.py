@@ -17,14 +17,18 @@ means "not bound to a turn" (caller audio, formats): a flush never drops those. 
 of turn ``n`` is stale once ``FlushStart(turn >= n)`` has been broadcast, so audio of an
 interrupted turn is dropped by one comparison, never by timing luck.
 
-``ts`` is the creation time in nanoseconds on ``time.monotonic_ns``, the one clock all
-latency figures are measured on.
+``ts`` is the creation time in nanoseconds on the call's clock (``ctx.clock``): the
+runner installs it with :func:`use_clock` for every task of the call, so a call on a
+``VirtualClock`` stamps its frames in virtual time and latency figures are measured on
+the same clock that paces the audio. Outside a call, frames use ``time.monotonic_ns``.
 """
 
 from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -62,7 +66,30 @@ __all__ = [
     "TurnStart",
     "UserStartedSpeaking",
     "UserStoppedSpeaking",
+    "now_ns",
+    "reset_clock",
+    "use_clock",
 ]
+
+_CLOCK: ContextVar[Callable[[], int]] = ContextVar("voicegraph_clock", default=time.monotonic_ns)
+
+
+def now_ns() -> int:
+    """The current call's clock, in nanoseconds (``time.monotonic_ns`` outside a call)."""
+    return _CLOCK.get()()
+
+
+def use_clock(now: Callable[[], int]) -> Token[Callable[[], int]]:
+    """Stamp frames made in this context (and tasks created from it) with ``now()``.
+
+    Returns the token to pass to ``reset_clock`` when the call ends.
+    """
+    return _CLOCK.set(now)
+
+
+def reset_clock(token: Token[Callable[[], int]]) -> None:
+    """Undo :func:`use_clock`."""
+    _CLOCK.reset(token)
 
 
 class FrameClass(enum.IntEnum):
@@ -78,7 +105,7 @@ class Frame:
     """Base of every frame: the turn it belongs to and when it was created."""
 
     turn: int = 0
-    ts: int = field(default_factory=time.monotonic_ns, compare=False)
+    ts: int = field(default_factory=now_ns, compare=False)
 
     kind: ClassVar[FrameClass] = FrameClass.DATA
     #: Sticky frames are remembered by the node that pushed them and replayed to late joiners.
@@ -216,10 +243,14 @@ class ResponseEnd(ControlFrame):
 class TurnStart(ControlFrame):
     """The caller started user turn ``turn``; in-band, so it sits right before its audio.
 
-    ``at_ms`` is the call-audio time of the speech onset (the start of the VAD window).
+    ``at_ms`` is the call-audio time of the speech onset (the start of the VAD window);
+    ``stream_ms`` the call-audio time at which this frame sits in the audio stream (the
+    end of the audio before it), so a node behind a queue can place the turn's audio
+    without counting audio itself.
     """
 
     at_ms: float = 0.0
+    stream_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

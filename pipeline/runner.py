@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from .bus import Message, MessageType
 from .context import CallContext
 from .errors import FatalError
-from .frames import Cancel, ErrorEvent, EventFrame, Start
+from .frames import Cancel, ErrorEvent, EventFrame, Start, reset_clock, use_clock
 from .graph import Graph
 from .processor import Processor
 
@@ -68,11 +67,20 @@ class CallRunner:
     async def run(self, *, timeout: float | None = None) -> CallResult:
         """Run the call to its end; errors inside nodes never raise here.
 
+        ``timeout`` is in seconds on the call's clock (virtual time on a ``VirtualClock``).
+
         A node whose ``setup()`` fails stops the nodes already started and raises
         ``FatalError`` naming it: a call that cannot start is the caller's to report.
         """
+        clock_token = use_clock(self.ctx.clock.now_ns)  # every frame of the call on its clock
+        try:
+            return await self._run(timeout)
+        finally:
+            reset_clock(clock_token)
+
+    async def _run(self, timeout: float | None) -> CallResult:
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
+        started = self.ctx.clock.now_ns()
         self._stop = loop.create_future()
         order = self.graph.wire(self.ctx)
         self.graph.watch_events(self._on_event)
@@ -109,11 +117,17 @@ class CallRunner:
                 if sinks:
                     eos = asyncio.gather(*(s._eos for s in sinks if s._eos is not None))
                     waits.append(eos)
-                done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                if not done:
-                    reason = "timeout"
-                elif self._stop in done:
+                expiry: asyncio.Task[None] | None = None
+                if timeout is not None:  # on the call's clock, like every other wait
+                    deadline = started + int(timeout * 1e9)
+                    expiry = tg.create_task(self.ctx.clock.sleep_until(deadline), name=f"{self.ctx.call_id}:timeout")
+                    tasks.append(expiry)
+                    waits.append(expiry)
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if self._stop in done:
                     reason = self._stop.result()
+                elif expiry is not None and expiry in done and not (eos is not None and eos.done()):
+                    reason = "timeout"
                 if eos is not None and not eos.done():
                     eos.cancel()
             finally:
@@ -123,7 +137,7 @@ class CallRunner:
         return CallResult(
             call_id=self.ctx.call_id,
             reason=reason,
-            duration_s=time.monotonic() - started,
+            duration_s=(self.ctx.clock.now_ns() - started) / 1e9,
             errors=tuple(self.errors),
         )
 
