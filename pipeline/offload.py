@@ -1,100 +1,328 @@
-"""Running CPU-heavy work off the event loop, in one bounded executor per process.
+"""Running CPU-heavy work off the event loop, in short steps shared fairly between calls.
 
 Many calls share one loop; a 200 ms model call on it would make every other call miss
-its 20 ms audio deadline. So decoding and synthesis run in ``blocking_executor()``,
-bounded to the core count so that many calls queue for CPU instead of thrashing it.
+its 20 ms audio deadline. So decoding and synthesis run on the threads of one
+``FairExecutor`` per process (``blocking_executor()``), one thread per core: more
+would only make the CPU thrash, and decoders that hold the GIL slower still.
 
-``iterate_blocking(factory)`` turns a blocking generator (a TTS engine yielding audio
-chunks) into an async iterator. Items cross to the loop as they are made, so the first
-chunk is not held back by the rest. Closing the async iterator (a barge-in) stops the
-thread at its next chunk boundary and closes the generator there.
+Three rules keep one call from starving the others:
+
+* **Short steps.** A job is one step: one STT feed (about 100 ms of audio), one TTS
+  chunk (a sentence). ``iterate_blocking`` runs a generator one step per job, never a
+  whole answer as one job.
+* **Round-robin between keys.** Every job carries a key, the call id
+  (``Processor.run_blocking`` passes ``ctx.call_id``). Each key has its own FIFO and a
+  free thread serves the keys in turn, one step each. A call's step therefore waits
+  behind at most one step of each other busy call, never behind another call's backlog.
+  The steps of one key run in order, but not one at a time: a call's STT and TTS may
+  run on two threads at once when the cores are free.
+* **A bounded queue.** At most ``queue_per_worker`` steps per thread wait in all. A
+  stream keeps one step queued at a time, so the bound is only reached when more
+  streams want CPU than the cores can serve. Then ``submit`` raises ``OffloadFull`` at
+  once: that one step fails visibly (its node logs it and the call goes on) instead of
+  the wait of every call growing without limit, which is what backpressure would do.
+  Clean-up steps (closing a generator) are exempt, so they are never lost.
+
+The queue wait of each step (submit to start, ``time.perf_counter_ns``) is kept per key:
+``wait_stats(call_id)`` tells how long a call waited for CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+import time
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
 
-__all__ = ["blocking_executor", "iterate_blocking", "shared"]
+from .errors import ServiceError
+
+__all__ = ["FairExecutor", "OffloadFull", "WaitStats", "blocking_executor", "iterate_blocking"]
 
 T = TypeVar("T")
 
-_executor: ThreadPoolExecutor | None = None
-_DONE = object()
-_shared: dict[object, object] = {}
-_shared_lock = threading.Lock()
+_STATS_KEYS = 4096
+"""Keys whose wait statistics are kept (the most recently active ones): a worker serves
+hundreds of calls at once and millions in its life, and nothing tells it when a call ended."""
 
 
-def shared(key: object, factory: Callable[[], T]) -> T:
-    """The process-wide instance for ``key``, made by ``factory()`` on first use.
+class OffloadFull(ServiceError):
+    """More CPU steps are queued than the executor's bound allows; this step was refused."""
 
-    For heavy resources every call shares: speech models, voices. Blocking (a model
-    load takes up to a second): call it off the loop, through ``run_blocking``. A
-    factory that raises caches nothing, so the next call tries again.
+
+@dataclass(slots=True)
+class WaitStats:
+    """How long one key's steps waited for a thread (submit to start).
+
+    Attributes:
+        steps: Steps started.
+        total_ns: Sum of their waits, in nanoseconds.
+        max_ns: The longest wait, in nanoseconds.
     """
-    with _shared_lock:
-        if key not in _shared:
-            _shared[key] = factory()
-        return _shared[key]  # type: ignore[return-value]
+
+    steps: int = 0
+    total_ns: int = 0
+    max_ns: int = 0
 
 
-def blocking_executor() -> ThreadPoolExecutor:
-    """The process-wide bounded executor for CPU-heavy work (decoding, synthesis)."""
+class _Job:
+    __slots__ = ("args", "bounded", "fn", "future", "key", "submitted_ns")
+
+    def __init__(self, key: Hashable, fn: Callable[..., Any], args: tuple[Any, ...], bounded: bool) -> None:
+        self.key = key
+        self.fn = fn
+        self.args = args
+        self.bounded = bounded
+        self.future: Future[Any] = Future()
+        self.submitted_ns = time.perf_counter_ns()
+
+
+class FairExecutor:
+    """Worker threads serving per-key FIFOs round-robin (see the module docstring).
+
+    Args:
+        workers: Threads; default one per core this process may run on.
+        queue_per_worker: Steps that may wait per thread before ``submit`` refuses more.
+        name: Prefix of the threads' names.
+    """
+
+    def __init__(self, workers: int | None = None, *, queue_per_worker: int = 32, name: str = "vg-blocking") -> None:
+        self.workers = workers or _cores()
+        if self.workers < 1 or queue_per_worker < 1:
+            raise ValueError(f"need at least one worker and one queued step, got {workers} and {queue_per_worker}")
+        self.max_queued = self.workers * queue_per_worker
+        # Keys with queued steps, in the order they are served; a served key that still
+        # has steps moves to the end.
+        self._queues: collections.OrderedDict[Hashable, collections.deque[_Job]] = collections.OrderedDict()
+        self._queued = 0  # bounded steps waiting
+        self._stats: collections.OrderedDict[Hashable, WaitStats] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{name}-{i}", daemon=True) for i in range(self.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, key: Hashable, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Queue ``fn(*args)`` as one step of ``key``; thread-safe.
+
+        Raises:
+            OffloadFull: ``max_queued`` steps are already waiting.
+            RuntimeError: the executor was shut down.
+        """
+        return self._submit(key, fn, args, bounded=True)
+
+    def submit_cleanup(self, key: Hashable, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Queue a clean-up step (closing a stream): like ``submit``, but never refused as full."""
+        return self._submit(key, fn, args, bounded=False)
+
+    async def run(self, key: Hashable, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` as one step of ``key`` and return its result.
+
+        Cancelling the awaiting task withdraws the step if it has not started; a step
+        already running finishes on its thread and its result is dropped.
+        """
+        return await asyncio.wrap_future(self.submit(key, fn, *args))
+
+    @property
+    def queued(self) -> int:
+        """Steps waiting for a thread (clean-up steps not counted)."""
+        with self._lock:
+            return self._queued
+
+    def wait_stats(self, key: Hashable) -> WaitStats:
+        """A copy of ``key``'s queue-wait statistics (zeros for an unknown key)."""
+        with self._lock:
+            stats = self._stats.get(key)
+            return WaitStats(stats.steps, stats.total_ns, stats.max_ns) if stats else WaitStats()
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Refuse new steps; the threads finish the queued ones, then exit."""
+        with self._lock:
+            self._closed = True
+            self._work.notify_all()
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+    def _submit(self, key: Hashable, fn: Callable[..., T], args: tuple[Any, ...], *, bounded: bool) -> Future[T]:
+        job = _Job(key, fn, args, bounded)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the executor is shut down")
+            if bounded:
+                if self._queued >= self.max_queued:
+                    raise OffloadFull(
+                        f"{self._queued} CPU steps already wait for {self.workers} threads (limit "
+                        f"{self.max_queued}): this worker has more speech work than cores; step for {key!r} refused"
+                    )
+                self._queued += 1
+            queue = self._queues.get(key)
+            if queue is None:
+                queue = self._queues[key] = collections.deque()
+            queue.append(job)
+            self._work.notify()
+        job.future.add_done_callback(lambda _: self._withdraw(job))
+        return job.future
+
+    def _withdraw(self, job: _Job) -> None:
+        """Take a cancelled step out of its queue, so it neither runs nor counts."""
+        if not job.future.cancelled():
+            return
+        with self._lock:
+            queue = self._queues.get(job.key)
+            if queue is None or job not in queue:
+                return  # a thread took it already; it sees the cancellation and skips it
+            queue.remove(job)
+            if not queue:
+                del self._queues[job.key]
+            if job.bounded:
+                self._queued -= 1
+
+    def _next(self) -> _Job | None:
+        """The next step, round-robin over keys; None when shut down and drained."""
+        with self._lock:
+            while not self._queues:
+                if self._closed:
+                    return None
+                self._work.wait()
+            key, queue = next(iter(self._queues.items()))
+            job = queue.popleft()
+            if queue:
+                self._queues.move_to_end(key)
+            else:
+                del self._queues[key]
+            if job.bounded:
+                self._queued -= 1
+            if job.future.set_running_or_notify_cancel():
+                self._count_wait(key, time.perf_counter_ns() - job.submitted_ns)
+                return job
+            return _SKIP
+
+    def _count_wait(self, key: Hashable, wait_ns: int) -> None:
+        stats = self._stats.get(key)
+        if stats is None:
+            stats = self._stats[key] = WaitStats()
+            if len(self._stats) > _STATS_KEYS:
+                self._stats.popitem(last=False)
+        else:
+            self._stats.move_to_end(key)
+        stats.steps += 1
+        stats.total_ns += wait_ns
+        stats.max_ns = max(stats.max_ns, wait_ns)
+
+    def _serve(self) -> None:
+        while (job := self._next()) is not None:
+            if job is _SKIP:
+                continue
+            try:
+                result = job.fn(*job.args)
+            except BaseException as exc:  # handed to whoever awaits the step
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(result)
+            del job  # drop the result before waiting for the next step
+
+
+_SKIP = _Job("", lambda: None, (), False)  # a cancelled step a thread took before it was withdrawn
+
+_executor: FairExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def blocking_executor() -> FairExecutor:
+    """The process-wide executor for CPU-heavy work (decoding, synthesis)."""
     global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="vg-blocking")
-    return _executor
+    if _executor is not None:
+        return _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = FairExecutor()
+        return _executor
 
 
-async def iterate_blocking(factory: Callable[[], Iterator[T] | Generator[T, None, None]]) -> AsyncIterator[T]:
-    """Yield the items of ``factory()`` run in the blocking executor, as they come."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue()
-    stop = threading.Event()
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
-    def produce() -> None:
-        iterator = factory()
+
+_DONE: Any = object()
+
+
+class _Steps(Generic[T]):
+    """A blocking iterator advanced one step per job; only ever touched by one job at a time."""
+
+    def __init__(self, factory: Callable[[], Iterator[T]]) -> None:
+        self._factory = factory
+        self._iterator: Iterator[T] | None = None
+        self._finished = False
+        self.stopped = threading.Event()
+
+    @property
+    def open(self) -> bool:
+        """True while an iterator was made and is neither exhausted nor closed."""
+        return self._iterator is not None and not self._finished
+
+    def step(self) -> T:
+        """The next item, or ``_DONE`` (also when stopped: then no work is done)."""
+        if self.stopped.is_set() or self._finished:
+            self.close()
+            return cast(T, _DONE)
+        if self._iterator is None:
+            self._iterator = iter(self._factory())  # even making it may be heavy: here, off the loop
         try:
-            for item in iterator:
-                if stop.is_set():
-                    break
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-                if stop.is_set():
-                    break
-        except BaseException as exc:  # handed to the consumer, raised there
-            loop.call_soon_threadsafe(queue.put_nowait, _Failure(exc))
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+            return next(self._iterator)
+        except StopIteration:
+            self._finished = True
+            return cast(T, _DONE)
+        except BaseException:
+            self._finished = True  # a generator that raised is finished
+            raise
 
-    future = loop.run_in_executor(blocking_executor(), produce)
+    def close(self) -> None:
+        """Close the iterator (a generator runs its ``finally`` blocks here)."""
+        self._finished = True
+        close = getattr(self._iterator, "close", None)
+        if close is not None:
+            close()
+
+
+async def iterate_blocking(
+    key: Hashable, factory: Callable[[], Iterator[T]], *, executor: FairExecutor | None = None
+) -> AsyncIterator[T]:
+    """Yield the items of the blocking iterator ``factory()``, one executor step per item.
+
+    ``factory`` runs in the first step, off the loop. While an item is being consumed the
+    next one is already being made (one step ahead, no more), so a TTS engine's next
+    sentence is ready when the current one has been pushed. Closing this async iterator
+    (a barge-in) stops at the next step boundary: a step not started yet never advances
+    the iterator, a running one finishes, and then the iterator is closed on a worker
+    thread. An exception raised by the iterator is raised here.
+    """
+    pool = executor or blocking_executor()
+    steps = _Steps(factory)
+    pending = pool.submit(key, steps.step)
     try:
         while True:
-            item = await queue.get()
+            item = await asyncio.wrap_future(pending)
             if item is _DONE:
-                break
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item  # type: ignore[misc]
+                return
+            pending = pool.submit(key, steps.step)
+            yield item
     finally:
-        stop.set()
-        # The thread notices at its next item; do not wait for it (it may be mid-synthesis).
-        future.add_done_callback(_consume_result)
+        steps.stopped.set()
 
+        def close_after(_: Future[T]) -> None:
+            # The iterator must not be closed while a step runs it: only once that step ended.
+            if steps.open:
+                pool.submit_cleanup(key, steps.close)
 
-class _Failure:
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-def _consume_result(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
+        pending.add_done_callback(close_after)

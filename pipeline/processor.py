@@ -218,9 +218,12 @@ class Processor:
                 await aclose()
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run CPU-heavy ``fn(*args)`` in the shared bounded executor, off the loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(blocking_executor(), fn, *args)
+        """Run CPU-heavy ``fn(*args)`` off the loop, as one step of this call.
+
+        Steps go to the shared executor queued under the call's id, which serves calls
+        round-robin (see ``pipeline.offload``): keep ``fn`` short (one feed, one chunk).
+        """
+        return await blocking_executor().run(self.ctx.call_id, fn, *args)
 
     def latency_ms(self) -> tuple[float, float]:
         """(min, max) latency this node adds; override when it depends on settings."""

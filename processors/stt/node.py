@@ -27,7 +27,7 @@ from pipeline.frames import (
     TurnEnd,
     TurnStart,
 )
-from pipeline.offload import shared
+from pipeline.models import shared
 from pipeline.processor import Processor
 
 from .engine import Hypothesis, RecognizerStream, STTEngine

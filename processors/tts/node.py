@@ -18,7 +18,8 @@ from typing import Literal
 
 from pipeline.errors import ServiceError
 from pipeline.frames import AudioFormat, OutputAudio, TTSText
-from pipeline.offload import iterate_blocking, shared
+from pipeline.models import shared
+from pipeline.offload import iterate_blocking
 from pipeline.processor import Processor
 
 from .engine import TTSEngine
@@ -102,7 +103,7 @@ class TTSProcessor(Processor):
 
     async def _speak(self, engine: TTSEngine, text: str, turn: int) -> None:
         rate = engine.sample_rate
-        chunks = iterate_blocking(lambda: engine.synthesize(text))
+        chunks = iterate_blocking(self.ctx.call_id, lambda: engine.synthesize(text))
         async for pcm in self.interruptible(chunks, turn):
             if not pcm:
                 continue

@@ -41,7 +41,7 @@ from pipeline.frames import (
     TTSText,
     UserStartedSpeaking,
 )
-from pipeline.offload import shared
+from pipeline.models import shared
 from pipeline.processor import Processor
 from processors.audio.resample import OUTPUT_QUALITY, Resampler
 from processors.tts.engine import TTSEngine
