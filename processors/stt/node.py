@@ -5,13 +5,23 @@ with the audio, so the recogniser sees exactly the audio of the turn. Audio outs
 turn is kept in a short pre-roll ring: the VAD declares speech only after its start
 window, so the first syllables arrived before ``TurnStart`` and are fed from the ring.
 
-Audio goes to the engine in batches of ``feed_ms`` (one executor hop per batch, not per
-20 ms frame). ``TurnEnd`` runs ``finish()`` and pushes the ``FinalTranscript``. A turn
-that is flushed, or a call that ends mid-turn, drops the utterance.
+Audio goes to the engine in batches of ``feed_ms`` (one executor step per batch, not
+per 20 ms frame). ``TurnEnd`` runs ``finish()`` and pushes the ``FinalTranscript``. A
+turn that is flushed, or a call that ends mid-turn, drops the utterance.
+
+Nothing here runs an engine on the loop, set-up included: the engine is loaded (once per
+process) and the stream opened in one executor step. A pocketsphinx stream borrows a
+decoder from the engine's pool only while an utterance is open, so a call that is not
+speaking holds none; an utterance dropped by a flush is reset at the next frame, which
+gives its decoder back.
+
+Transcript times are call-audio times: ``TurnStart.stream_ms`` says where the turn starts
+in the call's audio, and the pre-roll fed ahead of it starts that much earlier.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from dataclasses import dataclass
@@ -28,6 +38,7 @@ from pipeline.frames import (
     TurnStart,
 )
 from pipeline.models import shared
+from pipeline.offload import blocking_executor
 from pipeline.processor import Processor
 
 from .engine import Hypothesis, RecognizerStream, STTEngine
@@ -42,6 +53,11 @@ EngineName = Literal["pocketsphinx", "whisper"]
 def stt_engine_for(name: EngineName) -> STTEngine:
     """The process-wide engine ``name`` (loaded on first use; blocking, call off-loop)."""
     return shared(("stt", name), lambda: _load(name))
+
+
+def _open(name: EngineName) -> tuple[STTEngine, RecognizerStream]:
+    engine = stt_engine_for(name)
+    return engine, engine.open_stream()
 
 
 def _load(name: EngineName) -> STTEngine:
@@ -89,19 +105,20 @@ class STTProcessor(Processor):
         self._preroll_bytes = 0
         self._pending = bytearray()
         self._turn = 0
-        self._turn_start_ms = 0.0
-        self._audio_ms = 0.0  # call-audio time of the end of the last frame received
+        self._turn_start_ms = 0.0  # call-audio time of the first byte fed for the turn
+        self._dropped = False  # an utterance was dropped and the stream not reset yet
         self._last_interim = ""
 
     async def setup(self) -> None:
-        self.engine = await self.run_blocking(stt_engine_for, self.settings.engine)
-        self.stream = self.engine.open_stream()
-        self._set_rate(self.engine.sample_rate)
+        engine, self.stream = await self.run_blocking(_open, self.settings.engine)
+        self.engine = engine
+        self._set_rate(engine.sample_rate)
 
     async def cleanup(self) -> None:
         close = getattr(self.stream, "close", None)
         if close is not None:
-            close()
+            # Ending an open utterance is decoder work: off the loop, and never refused.
+            await asyncio.wrap_future(blocking_executor().submit_cleanup(self.ctx.call_id, close))
 
     def _set_rate(self, rate: int) -> None:
         self._rate = rate
@@ -116,7 +133,7 @@ class STTProcessor(Processor):
                     f"{frame.sample_rate} Hz x{frame.channels}: put a 'resample' node before it"
                 )
         elif type(frame) is TurnStart:
-            await self._begin(frame.turn)
+            await self._begin(frame)
         elif type(frame) is TurnEnd and frame.turn == self._turn:
             await self._finish()
 
@@ -124,9 +141,10 @@ class STTProcessor(Processor):
         pcm = frame.pcm
         if len(pcm) % 2:
             raise FrameError(f"audio frame of {len(pcm)} bytes is not whole PCM16 samples")
-        self._audio_ms += len(pcm) / self._bytes_per_ms
         if not self._turn:
             self._remember(pcm)
+            if self._dropped:
+                await self._reset()
             return
         self._pending += pcm
         if len(self._pending) >= self.settings.feed_ms * self._bytes_per_ms:
@@ -136,16 +154,21 @@ class STTProcessor(Processor):
         if self._turn and self._turn <= turn:
             self._drop_turn()
 
-    async def _begin(self, turn: int) -> None:
+    async def _begin(self, start: TurnStart) -> None:
         if self._turn:
             self._drop_turn()
-        self._turn = turn
+        if self._dropped:
+            await self._reset()
+        self._turn = start.turn
         self._last_interim = ""
         preroll = b"".join(self._preroll)
-        self._turn_start_ms = self._audio_ms - len(preroll) / self._bytes_per_ms
+        self._turn_start_ms = start.stream_ms - len(preroll) / self._bytes_per_ms
         self._preroll.clear()
         self._preroll_bytes = 0
         self._pending = bytearray(preroll)
+
+    async def _reset(self) -> None:
+        self._dropped = False
         assert self.stream is not None
         await self.run_blocking(self.stream.reset)
 
@@ -184,7 +207,8 @@ class STTProcessor(Processor):
     def _drop_turn(self) -> None:
         self._turn = 0
         self._pending = bytearray()
-        # The stream is reset at the next TurnStart, on the executor, not here on the loop.
+        # Reset at the next frame, in the executor: here (a flush) we are on the loop.
+        self._dropped = True
 
     def _remember(self, pcm: bytes) -> None:
         self._preroll.append(pcm)

@@ -3,11 +3,20 @@
 Design notes, measured on the models that ship in ``pocketsphinx`` 5.1.1:
 
 - A ``Decoder`` owns its acoustic model, dictionary, language model and search state
-  (about 95 MB and 0.3 s to build). The Python API cannot share the language model
+  (about 90 MB and 0.3-1.4 s to build). The Python API cannot share the language model
   safely: the trie LM keeps a mutable history cache, so two decoders scoring through
-  one LM from two threads would race. The engine therefore keeps a small pool of idle
-  decoders: a stream borrows one and gives it back when closed (or garbage collected),
-  so the load cost is paid once per concurrent call, not once per call.
+  one LM from two threads would race. So decoders are pooled, and a stream holds one
+  only while an utterance is open: it borrows one when the first audio of an utterance
+  arrives (in ``feed``, which runs off the loop) and gives it back at ``finish``,
+  ``reset`` or ``close``. Opening a stream costs nothing; the decoders in use are the
+  callers speaking at that moment, not the calls. The engine builds ``prewarm`` decoders
+  when it loads, so the first speakers never wait for one.
+- The front end adapts to the caller during an utterance (live CMN, the channel's
+  cepstral mean, and the noise estimate). A borrowed decoder's front end is reset, and
+  the stream restores the mean its caller left at the end of the previous turn, so every
+  turn starts from its own caller's channel, never from another caller's. (Measured:
+  without the reset, the same audio is recognised differently depending on what the
+  decoder heard last.)
 - ``process_raw`` holds the GIL (measured: two threads decode slower than one), so
   executor threads give isolation from the event loop's *latency* only when calls are
   short. The cost is about 1.5-2 ms of CPU per 20 ms frame (RTF ~0.1).
@@ -49,7 +58,7 @@ def _is_word(token: str) -> bool:
 
 
 class _Session:
-    """A borrowed decoder plus whether an utterance is open on it.
+    """The decoder a stream holds while an utterance is open (None between utterances).
 
     Kept apart from the stream so the finaliser that returns the decoder to the pool
     can close a half-finished utterance without holding a reference to the stream.
@@ -57,8 +66,8 @@ class _Session:
 
     __slots__ = ("decoder", "in_utterance")
 
-    def __init__(self, decoder: Any) -> None:
-        self.decoder = decoder
+    def __init__(self) -> None:
+        self.decoder: Any = None
         self.in_utterance = False
 
     def abandon_utterance(self) -> None:
@@ -69,33 +78,46 @@ class _Session:
 
 
 class _DecoderPool:
-    """Idle decoders ready for new streams; thread-safe."""
+    """Idle decoders ready for utterances; thread-safe."""
 
     def __init__(self, factory: Callable[[], Any], max_idle: int) -> None:
         self._factory = factory
         self._max_idle = max_idle
         self._idle: list[Any] = []
         self._lock = threading.Lock()
-        self._initial_cmn: str | None = None
 
-    def acquire(self) -> Any:
+    def prewarm(self, count: int) -> None:
+        """Build decoders until ``count`` are idle."""
+        while self.idle < count:
+            session = _Session()
+            session.decoder = self._factory()
+            self.release(session)
+
+    def borrow(self, session: _Session, cmn: str | None) -> None:
+        """Give ``session`` a decoder with a fresh front end and channel mean ``cmn``
+        (None: the configured initial mean)."""
         with self._lock:
             decoder = self._idle.pop() if self._idle else None
         if decoder is None:
-            # Built outside the lock: it takes ~0.3 s and other streams may be closing.
+            # Built outside the lock: it takes 0.3-1.4 s and other streams may be releasing.
             decoder = self._factory()
-            if self._initial_cmn is None:
-                self._initial_cmn = decoder.get_cmn()
-        elif self._initial_cmn is not None:
-            # Live CMN adapts to the channel of the previous caller; start fresh.
-            decoder.set_cmn(self._initial_cmn)
-        return decoder
+        else:
+            # The front end adapts (noise estimate, channel mean) to whoever spoke last;
+            # start clean (measured 0.1 ms), so no caller's audio shapes another's result.
+            decoder.reinit_feat()
+        if cmn is not None:
+            decoder.set_cmn(cmn)
+        session.decoder = decoder
 
     def release(self, session: _Session) -> None:
+        """Take ``session``'s decoder back (ending any open utterance); idempotent."""
+        if session.decoder is None:
+            return
         session.abandon_utterance()
+        decoder, session.decoder = session.decoder, None
         with self._lock:
             if len(self._idle) < self._max_idle:
-                self._idle.append(session.decoder)
+                self._idle.append(decoder)
 
     @property
     def idle(self) -> int:
@@ -106,17 +128,20 @@ class _DecoderPool:
 class PocketsphinxStream:
     """Streaming recogniser for one caller; see :class:`processors.stt.engine.RecognizerStream`.
 
-    Not thread-safe: feed, finish and reset must not run concurrently. Call
-    :meth:`close` (or use it as a context manager) to give the decoder back to the
-    engine's pool; a stream that is simply dropped is recycled when collected.
+    Not thread-safe: feed, finish and reset must not run concurrently. It holds a pooled
+    decoder only while an utterance is open (see the module docstring); :meth:`close`
+    (or a ``with`` block) gives back one still held, and a stream that is simply dropped
+    gives it back when collected.
     """
 
     sample_rate: int = _SAMPLE_RATE
 
     def __init__(self, pool: _DecoderPool) -> None:
-        self._session = _Session(pool.acquire())
+        self._pool = pool
+        self._session = _Session()
         self._finalizer = weakref.finalize(self, pool.release, self._session)
         self._finalizer.atexit = False
+        self._cmn: str | None = None  # this caller's channel mean, kept between utterances
         self._pending = bytearray()  # audio held back until _MIN_UTTERANCE_MS
         self._fed_bytes = 0
         self._partial = ""
@@ -133,6 +158,7 @@ class PocketsphinxStream:
             self._pending += pcm
             if len(self._pending) < _MIN_UTTERANCE_MS * _BYTES_PER_MS:
                 return None
+            self._pool.borrow(session, self._cmn)
             session.decoder.start_utt()
             session.in_utterance = True
             pcm, self._pending = bytes(self._pending), bytearray()
@@ -163,16 +189,17 @@ class PocketsphinxStream:
                 return Hypothesis("", True, 0.0, 0, fed_ms)
             return Hypothesis(text, True, confidence, start_ms, end_ms)
         finally:
+            self._give_back()
             self._clear()
 
     def reset(self) -> None:
-        """Drop the current utterance."""
+        """Drop the current utterance (and give its decoder back)."""
         self._check_open()
-        self._session.abandon_utterance()
+        self._give_back()
         self._clear()
 
     def close(self) -> None:
-        """Give the decoder back to the engine; the stream is unusable afterwards."""
+        """Give back a decoder still held; the stream is unusable afterwards."""
         self._clear()
         self._finalizer()
 
@@ -190,6 +217,13 @@ class PocketsphinxStream:
     def _check_open(self) -> None:
         if not self._finalizer.alive:
             raise RuntimeError("stream is closed")
+
+    def _give_back(self) -> None:
+        session = self._session
+        if session.decoder is not None:
+            session.abandon_utterance()
+            self._cmn = session.decoder.get_cmn()
+            self._pool.release(session)
 
     def _clear(self) -> None:
         self._pending = bytearray()
@@ -219,12 +253,14 @@ class PocketsphinxEngine:
     Args:
         accurate: Run the second (flat lexicon) pass at the end of each utterance:
             somewhat better words, ~65 ms more finalisation delay per 2.5 s of speech.
-        max_idle_decoders: How many decoders closed streams leave ready for reuse.
+        prewarm: Decoders built now, ready for the first speakers. Build the engine off
+            the event loop: each decoder takes 0.3-1.4 s. With at least one, a missing or
+            broken model fails here rather than in the first call.
+        max_idle_decoders: How many decoders given back stay ready for reuse (each holds
+            about 90 MB); when more callers speak at once, the extra decoders are built
+            on demand, off the loop, and dropped afterwards.
         options: Extra PocketSphinx configuration (e.g. ``{"lm": path, "dict": path}``
             or beam widths), passed to ``pocketsphinx.Decoder`` as keyword arguments.
-
-    One decoder is built at construction, so a missing or broken model fails here
-    rather than on the first call.
     """
 
     name: str = "pocketsphinx"
@@ -234,9 +270,12 @@ class PocketsphinxEngine:
         self,
         *,
         accurate: bool = False,
+        prewarm: int = 2,
         max_idle_decoders: int = 4,
         options: Mapping[str, Any] | None = None,
     ) -> None:
+        if prewarm < 0 or max_idle_decoders < 0:
+            raise ValueError(f"prewarm and max_idle_decoders must be >= 0, got {prewarm} and {max_idle_decoders}")
         self._config: dict[str, Any] = {
             "fwdflat": accurate,
             "bestpath": True,
@@ -245,16 +284,16 @@ class PocketsphinxEngine:
         self._config.update(options or {})
         if int(self._config["samprate"]) != _SAMPLE_RATE:
             raise ValueError("PocketsphinxEngine only supports 16000 Hz audio")
-        self._pool = _DecoderPool(self._new_decoder, max_idle_decoders)
-        self._pool.release(_Session(self._pool.acquire()))
+        self._pool = _DecoderPool(self._new_decoder, max(max_idle_decoders, prewarm))
+        self._pool.prewarm(prewarm)
 
     def open_stream(self) -> PocketsphinxStream:
-        """Open a stream on a pooled decoder (built on demand when none is idle)."""
+        """Open a stream; instant, it borrows a decoder only while an utterance is open."""
         return PocketsphinxStream(self._pool)
 
     @property
     def idle_decoders(self) -> int:
-        """Decoders ready for new streams without a model load."""
+        """Decoders ready for utterances without a model load."""
         return self._pool.idle
 
     def _new_decoder(self) -> Any:

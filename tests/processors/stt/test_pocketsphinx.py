@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gc
 import itertools
+import threading
 from collections.abc import Iterator
+from typing import Any
 
+import pocketsphinx
 import pytest
 
 from processors.stt.engine import Hypothesis, RecognizerStream, STTEngine
@@ -133,9 +136,9 @@ def test_odd_byte_count_is_rejected(stream: PocketsphinxStream) -> None:
 
 def test_closed_streams_return_their_decoder(engine: PocketsphinxEngine) -> None:
     stream = engine.open_stream()
+    stream.feed(utterance(SENTENCES[1])[:32000])  # an utterance is open: a decoder is borrowed
     idle = engine.idle_decoders
-    stream.feed(utterance(SENTENCES[1])[:32000])  # close mid-utterance
-    stream.close()
+    stream.close()  # close mid-utterance
     assert stream.closed
     assert engine.idle_decoders == idle + 1
     with pytest.raises(RuntimeError, match="closed"):
@@ -143,6 +146,7 @@ def test_closed_streams_return_their_decoder(engine: PocketsphinxEngine) -> None
     # A dropped stream is recycled by the garbage collector too.
     dropped = engine.open_stream()
     dropped.feed(utterance(SENTENCES[1])[:32000])
+    assert engine.idle_decoders == idle
     del dropped
     gc.collect()
     assert engine.idle_decoders == idle + 1
@@ -150,3 +154,104 @@ def test_closed_streams_return_their_decoder(engine: PocketsphinxEngine) -> None
     with engine.open_stream() as reused:
         _, final = recognise(reused, utterance(SENTENCES[2]))
     assert final.text == "yes please transfer me to an agent"
+
+
+class RecordingDecoder:
+    """A real pocketsphinx Decoder that records how its channel mean is read and set."""
+
+    def __init__(self, decoder: pocketsphinx.Decoder, log: list[tuple[str, str]]) -> None:
+        self._decoder = decoder
+        self._log = log
+
+    def get_cmn(self) -> str:
+        cmn: str = self._decoder.get_cmn()
+        self._log.append(("get", cmn))
+        return cmn
+
+    def set_cmn(self, cmn: str) -> None:
+        self._log.append(("set", cmn))
+        self._decoder.set_cmn(cmn)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._decoder, name)
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
+    """Records the thread that builds each pocketsphinx decoder from now on."""
+    threads: list[threading.Thread] = []
+    real = pocketsphinx.Decoder
+
+    def counting(**config: Any) -> Any:
+        threads.append(threading.current_thread())
+        return real(**config)
+
+    monkeypatch.setattr(pocketsphinx, "Decoder", counting)
+    return threads
+
+
+def test_a_reused_decoder_recognises_like_a_fresh_one() -> None:
+    engine = PocketsphinxEngine(prewarm=1)
+    pcm = silence(400) + utterance(SENTENCES[0], pad_ms=0)
+
+    def heard() -> Hypothesis:
+        with engine.open_stream() as stream:
+            return recognise(stream, pcm)[1]
+
+    fresh = heard()
+    # Another caller's half utterance, then the same audio again on the same decoder.
+    with engine.open_stream() as other:
+        other.feed(pcm[:16000])
+        other.reset()
+    assert heard() == fresh
+    assert engine.idle_decoders == 1
+
+
+def test_opening_streams_builds_and_borrows_no_decoder(built: list[threading.Thread]) -> None:
+    engine = PocketsphinxEngine(prewarm=0)
+    streams = [engine.open_stream() for _ in range(5)]
+    assert built == [] and engine.idle_decoders == 0
+    for stream in streams:
+        stream.feed(silence(40))  # shorter than the shortest utterance: still no decoder
+        assert stream.finish() == Hypothesis("", True, 0.0, 0, 40)
+        stream.close()
+    assert built == []
+
+
+def test_a_decoder_is_held_only_while_an_utterance_is_open(built: list[threading.Thread]) -> None:
+    engine = PocketsphinxEngine(prewarm=1)
+    assert len(built) == 1 and engine.idle_decoders == 1
+    one, two = engine.open_stream(), engine.open_stream()
+    # Two calls speaking one after the other share the one decoder.
+    _, first = recognise(one, utterance(SENTENCES[2]))
+    assert engine.idle_decoders == 1
+    _, second = recognise(two, utterance(SENTENCES[2]))
+    assert first.text == second.text == "yes please transfer me to an agent"
+    assert len(built) == 1
+    # Two speaking at once need two; both come back when their utterances end.
+    one.feed(utterance(SENTENCES[0])[:16000])
+    two.feed(utterance(SENTENCES[1])[:16000])
+    assert len(built) == 2 and engine.idle_decoders == 0
+    one.finish()
+    two.reset()
+    assert engine.idle_decoders == 2
+    one.close()
+    two.close()
+
+
+def test_each_stream_keeps_its_own_channel_mean(monkeypatch: pytest.MonkeyPatch) -> None:
+    log: list[tuple[str, str]] = []
+    real = pocketsphinx.Decoder
+    monkeypatch.setattr(pocketsphinx, "Decoder", lambda **config: RecordingDecoder(real(**config), log))
+    engine = PocketsphinxEngine(prewarm=1)
+    one, two = engine.open_stream(), engine.open_stream()
+    recognise(one, utterance(SENTENCES[0]))
+    recognise(two, utterance(SENTENCES[1]))  # the same decoder, another caller
+    recognise(one, utterance(SENTENCES[2]))
+    one_left, two_left, _ = (cmn for op, cmn in log if op == "get")
+    # A new caller starts from the configured mean (the front end is reset on every
+    # borrow); a caller's next turn from the mean its previous turn left.
+    assert [cmn for op, cmn in log if op == "set"] == [one_left]
+    assert two_left != one_left
+    one.close()
+    two.close()

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from dataclasses import replace
+from typing import Any
+
+import pocketsphinx
+import pytest
+
+from pipeline.context import CallContext
 from pipeline.frames import (
     AudioFormat,
     FinalTranscript,
@@ -13,7 +22,9 @@ from pipeline.frames import (
     TurnStart,
 )
 from pipeline.testing import run_processor
+from processors.stt import node as stt_node
 from processors.stt.node import STTProcessor, STTSettings
+from processors.stt.pocketsphinx_engine import PocketsphinxEngine, PocketsphinxStream
 from processors.stt.wer import wer
 from tests.processors.stt.speech import frames, silence, utterance
 
@@ -26,7 +37,7 @@ def turn_frames(text: str, turn: int, *, lead_ms: int = 600) -> list[Frame]:
     chunks = list(frames(silence(lead_ms) + speech + silence(300)))
     opened = (lead_ms + 200) // 20
     out: list[Frame] = [InputAudio(c) for c in chunks[:opened]]
-    out.append(TurnStart(turn=turn, at_ms=lead_ms))
+    out.append(TurnStart(turn=turn, at_ms=lead_ms, stream_ms=opened * 20))
     out += [InputAudio(c) for c in chunks[opened:]]
     out.append(TurnEnd(turn=turn))
     return out
@@ -87,3 +98,79 @@ async def test_whisper_is_selectable_and_transcribes_the_turn_after_it_ends() ->
     finals = [f for f in out.frames if isinstance(f, FinalTranscript)]
     assert len(finals) == 1 and wer(SENTENCE, finals[0].text) <= 0.1, finals[0].text
     assert not [f for f in out.frames if isinstance(f, InterimTranscript)]  # utterance-level engine
+
+
+async def test_transcript_times_are_placed_by_the_turn_start_not_by_counting_audio() -> None:
+    # The same turn, as if 5 s of call audio had gone by before it (the VAD says so in
+    # TurnStart.stream_ms; the STT saw none of that audio).
+    frames_ = [AudioFormat(16000), *turn_frames(SENTENCE, 1)]
+    later = [replace(f, stream_ms=f.stream_ms + 5000) if isinstance(f, TurnStart) else f for f in frames_]
+    out, _ = await run_processor(STTProcessor(), frames_)
+    out_later, _ = await run_processor(STTProcessor(), later)
+    final = next(f for f in out.frames if isinstance(f, FinalTranscript))
+    final_later = next(f for f in out_later.frames if isinstance(f, FinalTranscript))
+    assert final_later.text == final.text
+    assert (final_later.start_ms, final_later.end_ms) == (final.start_ms + 5000, final.end_ms + 5000)
+
+
+@pytest.fixture
+def fresh_engine(monkeypatch: pytest.MonkeyPatch) -> tuple[PocketsphinxEngine, list[str]]:
+    """A pocketsphinx engine with no decoder yet, used by every STT node; and a log of
+    where decoders were built and streams opened ("loop" or the executor thread's name)."""
+    log: list[str] = []
+    loop_thread = threading.current_thread()
+    real = pocketsphinx.Decoder
+
+    def where(what: str) -> None:
+        thread = threading.current_thread()
+        log.append(f"{what} on {'loop' if thread is loop_thread else thread.name}")
+
+    def decoder(**config: Any) -> Any:
+        where("decoder built")
+        return real(**config)
+
+    monkeypatch.setattr(pocketsphinx, "Decoder", decoder)
+    engine = PocketsphinxEngine(prewarm=0)
+    open_stream = engine.open_stream
+
+    def opening() -> PocketsphinxStream:
+        where("stream opened")
+        return open_stream()
+
+    monkeypatch.setattr(engine, "open_stream", opening)
+    monkeypatch.setattr(stt_node, "stt_engine_for", lambda name: engine)
+    return engine, log
+
+
+async def test_setup_builds_no_decoder_and_nothing_runs_on_the_loop(
+    fresh_engine: tuple[PocketsphinxEngine, list[str]],
+) -> None:
+    engine, log = fresh_engine
+    quiet = [AudioFormat(16000), *(InputAudio(c) for c in frames(silence(200)))]
+    # Ten calls start at once; nobody speaks.
+    await asyncio.gather(*(run_processor(STTProcessor(), quiet) for _ in range(10)))
+    assert len(log) == 10 and all(entry.startswith("stream opened on vg-blocking") for entry in log)
+    # One caller speaks: one decoder, built in the executor, given back when the turn ends.
+    log.clear()
+    out, _ = await run_processor(STTProcessor(), [AudioFormat(16000), *turn_frames(SENTENCE, 1)])
+    assert [entry.split("-")[0] for entry in log] == ["stream opened on vg", "decoder built on vg"]
+    assert engine.idle_decoders == 1
+    assert any(isinstance(f, FinalTranscript) for f in out.frames)
+
+
+async def test_a_flushed_turn_gives_its_decoder_back_at_the_next_frame(
+    fresh_engine: tuple[PocketsphinxEngine, list[str]],
+) -> None:
+    engine, _ = fresh_engine
+    node = STTProcessor()
+    node.ctx = CallContext()
+    await node.setup()
+    await node.on_control(TurnStart(turn=1))
+    for chunk in frames(utterance(SENTENCE)[:16000]):
+        await node.process(InputAudio(chunk))
+    assert engine.idle_decoders == 0  # the caller is speaking: the decoder is borrowed
+    node.on_flush(1)  # a barge-in, on the loop: no decoder work here
+    assert engine.idle_decoders == 0
+    await node.process(InputAudio(silence(20)))
+    assert engine.idle_decoders == 1
+    await node.cleanup()
