@@ -16,11 +16,17 @@ with no special cases. A full stop is not a sentence end after:
 * dotted initials such as ``e.g.``, ``i.e.``, ``a.m.``, ``U.S.``, ``Ph.D.``;
 * a single capital after a capitalised word (``John F. Kennedy``), but not after a
   lower-case one (``say option A.`` ends a sentence);
-* text without a letter (``1.`` opening a numbered list item).
+* text without a letter (``1.`` opening a numbered list item), or a number of one or
+  two digits right after a colon (``Steps: 1. Call us``: a list flattened onto one line,
+  as the TTS text cleaner makes it); ``we have 2. Then`` does end a sentence.
 
 Decisions look only backwards from the whitespace that confirms them, so feeding the
 same text token by token or all at once yields the same pieces. Whitespace inside a
 piece is collapsed to single spaces.
+
+This is voicegraph's one sentence rule: :func:`split_sentences` applies it to a whole
+text, and the TTS engines cut their input with it, so a sentence the aggregator sends
+is never cut differently by the voice.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import logging
 import re
 from typing import Final
 
-__all__ = ["ABBREVIATIONS", "SentenceAggregator"]
+__all__ = ["ABBREVIATIONS", "SentenceAggregator", "split_sentences"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +55,7 @@ _CLOSERS: Final = "\"')]}\u2019\u201d\u00bb"
 _SENTENCE_END: Final = re.compile(rf"[.!?…]+[{re.escape(_CLOSERS)}]*$")
 _CLAUSE_END: Final = re.compile(rf"(?:[,;:]|\s[\u2014\u2013-])[{re.escape(_CLOSERS)}]*$")
 _DOTTED: Final = re.compile(r"^(?:[a-z]{1,3}\.){2,}$")
+_LIST_NUMBER: Final = re.compile(r"^\d{1,2}$")
 _LEADING: Final = "\"'([{\u2018\u201c\u00ab"
 _BOUNDARY_CHARS: Final = frozenset(".!?…,;:\u2014\u2013-" + _CLOSERS)
 
@@ -130,6 +137,18 @@ class SentenceAggregator:
         return False
 
 
+def split_sentences(text: str) -> list[str]:
+    """``text`` cut into sentences by the aggregator's rule (no early first clause).
+
+    The same pieces as pushing ``text`` to a ``SentenceAggregator(first_clause_min_words=0)``
+    and flushing it, which is how it is done: one rule, one implementation.
+    """
+    aggregator = SentenceAggregator(first_clause_min_words=0)
+    pieces = aggregator.push(text)
+    rest = aggregator.flush()
+    return [*pieces, rest] if rest else pieces
+
+
 def _has_letter(buffer: str, end: int) -> bool:
     return any(char.isalpha() for char in buffer[:end])
 
@@ -144,9 +163,12 @@ def _ends_with_abbreviation(segment: str) -> bool:
     stem = word[:-1]
     if stem.lower() in ABBREVIATIONS or _DOTTED.match(word.lower()):
         return True
-    if len(stem) == 1 and stem.isupper() and len(words) > 1:
+    if len(words) > 1:
         previous = words[-2].lstrip(_LEADING)
-        return previous[:1].isupper()
+        if len(stem) == 1 and stem.isupper():
+            return previous[:1].isupper()
+        if _LIST_NUMBER.match(stem):
+            return previous.endswith(":")
     return False
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from processors.tts.engine import MAX_TEXT_CHARS, TTSEngine, clean_text, split_sentences
+from processors.tts.engine import MAX_TEXT_CHARS, TTSEngine, clean_text, synthesis_units
 
 if TYPE_CHECKING:
     from processors.tts.espeak_engine import EspeakEngine
@@ -23,7 +23,7 @@ __all__ = [
     "PiperEngine",
     "TTSEngine",
     "clean_text",
-    "split_sentences",
+    "synthesis_units",
 ]
 
 _LAZY = {

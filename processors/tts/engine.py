@@ -5,8 +5,9 @@ executor and stops early (barge-in) by calling ``close()`` on the generator, so 
 engine must do its work sentence by sentence and never hold a lock across a ``yield``.
 
 Text from an LLM arrives with markup meant for screens (markdown, HTML, SSML);
-:func:`clean_text` turns it into plain speakable text, and :func:`split_sentences` cuts
-it into the units an engine synthesises one at a time.
+:func:`clean_text` turns it into plain speakable text, and :func:`synthesis_units` cuts
+it into the units an engine synthesises one at a time: sentences, by the same rule the
+sentence aggregator uses (``processors.text.aggregator``), over-long ones cut further.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import re
 from collections.abc import Generator
 from typing import Protocol, runtime_checkable
 
-__all__ = ["MAX_TEXT_CHARS", "TTSEngine", "clean_text", "split_sentences"]
+from processors.text.aggregator import SentenceAggregator, split_sentences
+
+__all__ = ["MAX_TEXT_CHARS", "TTSEngine", "clean_text", "synthesis_units"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,33 +67,6 @@ _SPACE = re.compile(r"\s+")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,!?;:])")
 _TERMINAL = ".!?;:,"
 
-# End punctuation, any closing quotes or brackets, then the whitespace that separates.
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'\u201d\u2019)\]]*(\s+)")
-_LIST_NUMBER = re.compile(r"\d{1,2}[.)]")
-_ABBREVIATIONS = frozenset(
-    {
-        "mr.",
-        "mrs.",
-        "ms.",
-        "dr.",
-        "st.",
-        "jr.",
-        "sr.",
-        "vs.",
-        "etc.",
-        "e.g.",
-        "i.e.",
-        "approx.",
-        "dept.",
-        "inc.",
-        "ltd.",
-        "co.",
-        "mt.",
-        "prof.",
-    }
-)
-
-
 def clean_text(text: str) -> str:
     """Plain speakable text: markup removed, whitespace collapsed, length capped.
 
@@ -115,27 +91,15 @@ def clean_text(text: str) -> str:
     return text
 
 
-def split_sentences(text: str, max_chars: int = _MAX_SENTENCE_CHARS) -> list[str]:
+def synthesis_units(text: str, max_chars: int = _MAX_SENTENCE_CHARS) -> list[str]:
     """Cut clean text into sentences, and over-long sentences into clauses.
 
-    Splits after ``. ! ? …`` followed by whitespace, except after common abbreviations
-    ("Dr. Smith"). A piece longer than ``max_chars`` is cut at its last ``, ; :`` (else
-    its last space) before the limit.
+    Sentences are those of :func:`processors.text.aggregator.split_sentences`. A piece
+    longer than ``max_chars`` is cut at its last ``, ; :`` (else its last space) before
+    the limit, so no single synthesis step takes too long.
     """
-    pieces: list[str] = []
-    start = 0
-    for match in _SENTENCE_END.finditer(text):
-        end = match.start(1)
-        last_word = text[start:end].rsplit(" ", 1)[-1].lower()
-        # "Dr. Smith" is one sentence; so is "1. Call us" (a list number).
-        if last_word in _ABBREVIATIONS or _LIST_NUMBER.fullmatch(last_word):
-            continue
-        pieces.append(text[start:end])
-        start = match.end()
-    pieces.append(text[start:])
     out: list[str] = []
-    for piece in pieces:
-        piece = piece.strip()
+    for piece in split_sentences(text):
         while len(piece) > max_chars:
             cut = _cut_point(piece, max_chars)
             out.append(piece[:cut].strip())
@@ -165,10 +129,10 @@ def _cut_point(text: str, limit: int) -> int:
 def _truncate(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` chars at a sentence, else word, boundary."""
     window = text[: limit + 1]
-    sentence_end = max(window.rfind(p + " ") for p in ".!?")
-    if sentence_end > limit // 2:
-        cut = sentence_end + 1
-    else:
+    # The sentences the window confirms (each followed by whitespace inside it).
+    sentences = SentenceAggregator(first_clause_min_words=0).push(window)
+    cut = len(" ".join(sentences))  # clean text has single spaces, so this is a prefix
+    if cut <= limit // 2:
         space = window.rfind(" ")
         cut = space if space > 0 else limit
     logger.warning(

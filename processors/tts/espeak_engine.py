@@ -22,7 +22,7 @@ import logging
 import threading
 from collections.abc import Generator
 
-from processors.tts.engine import clean_text, split_sentences
+from processors.tts.engine import clean_text, synthesis_units
 
 __all__ = ["EspeakEngine"]
 
@@ -126,7 +126,7 @@ class EspeakEngine:
 
     def synthesize(self, text: str) -> Generator[bytes, None, None]:
         """Yield PCM16 mono audio at :attr:`sample_rate`, one chunk per sentence."""
-        for sentence in split_sentences(clean_text(text)):
+        for sentence in synthesis_units(clean_text(text)):
             audio = self._synthesize_sentence(sentence)
             if audio:
                 yield audio

@@ -21,7 +21,7 @@ import onnxruntime
 from piper import PiperVoice, SynthesisConfig
 from piper.config import PiperConfig
 
-from processors.tts.engine import clean_text, split_sentences
+from processors.tts.engine import clean_text, synthesis_units
 
 __all__ = ["PiperEngine", "bundled_voice_paths"]
 
@@ -92,7 +92,7 @@ class PiperEngine:
 
     def synthesize(self, text: str) -> Generator[bytes, None, None]:
         """Yield PCM16 mono audio at :attr:`sample_rate`, one chunk per sentence."""
-        for sentence in split_sentences(clean_text(text)):
+        for sentence in synthesis_units(clean_text(text)):
             chunks = iter(self._voice.synthesize(sentence, syn_config=self._synthesis))
             try:
                 for chunk in chunks:

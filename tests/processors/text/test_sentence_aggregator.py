@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from processors.text.aggregator import SentenceAggregator
+from processors.text.aggregator import SentenceAggregator, split_sentences
+from processors.tts.engine import synthesis_units
 
 # (text, pieces expected from push() and flush() together, in order)
 CASES: list[tuple[str, list[str]]] = [
@@ -154,3 +155,23 @@ def test_flush_of_nothing_is_none() -> None:
 def test_negative_min_words_is_rejected() -> None:
     with pytest.raises(ValueError, match="first_clause_min_words"):
         SentenceAggregator(first_clause_min_words=-1)
+
+
+# Texts the TTS engines' own splitter and the aggregator used to cut differently (each
+# had its own abbreviation list and list-number rule). One rule now cuts them the same
+# while streaming, on a whole text, and for the voice.
+ONE_RULE_CASES: list[tuple[str, list[str]]] = [
+    ("Bring apples, pears, etc. Then pay.", ["Bring apples, pears, etc.", "Then pay."]),  # TTS: "etc." inside
+    ("Then John F. Kennedy spoke. Yes.", ["Then John F. Kennedy spoke.", "Yes."]),  # TTS: split after "F."
+    ("Call ext. 42 now. Thanks.", ["Call ext. 42 now.", "Thanks."]),  # TTS: split after "ext."
+    ("We open on Jan. 5 at noon. Bye.", ["We open on Jan. 5 at noon.", "Bye."]),  # TTS: split after "Jan."
+    ("I counted 12. Then I stopped.", ["I counted 12.", "Then I stopped."]),  # TTS: "12." a list number
+    ("Steps: 1. Call us. 2. Email us.", ["Steps: 1. Call us.", "2. Email us."]),  # aggregator: split after "1."
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), ONE_RULE_CASES)
+def test_one_rule_for_streaming_whole_texts_and_the_voice(text: str, expected: list[str]) -> None:
+    assert run(llm_like(text), SentenceAggregator(first_clause_min_words=0)) == expected
+    assert split_sentences(text) == expected
+    assert synthesis_units(text) == expected

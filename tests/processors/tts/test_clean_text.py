@@ -1,4 +1,4 @@
-"""clean_text and split_sentences: what the TTS engines are actually asked to speak."""
+"""clean_text and synthesis_units: what the TTS engines are actually asked to speak."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from processors.tts.engine import MAX_TEXT_CHARS, clean_text, split_sentences
+from processors.tts.engine import MAX_TEXT_CHARS, clean_text, synthesis_units
 
 
 @pytest.mark.parametrize(
@@ -89,18 +89,18 @@ def test_long_text_without_spaces_is_cut_hard() -> None:
         ("no end punctuation", ["no end punctuation"]),
     ],
 )
-def test_split_sentences(text: str, expected: list[str]) -> None:
-    assert split_sentences(text) == expected
+def test_synthesis_units(text: str, expected: list[str]) -> None:
+    assert synthesis_units(text) == expected
 
 
 def test_overlong_sentences_are_split_at_clauses_then_words() -> None:
     clauses = ", ".join(["we checked the policy"] * 30) + "."
-    pieces = split_sentences(clauses, max_chars=100)
+    pieces = synthesis_units(clauses, max_chars=100)
     assert all(len(p) <= 100 for p in pieces)
     assert all(p.endswith(",") for p in pieces[:-1])
     assert " ".join(pieces) == clauses
 
     words = " ".join(["policy"] * 100)
-    pieces = split_sentences(words, max_chars=50)
+    pieces = synthesis_units(words, max_chars=50)
     assert all(len(p) <= 50 for p in pieces)
     assert " ".join(pieces) == words
