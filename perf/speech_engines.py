@@ -17,23 +17,31 @@ Method
     finish() calls over the audio duration (CPU RTF: the process CPU time of the same
     calls, all threads, which is what limits calls per core); finalisation delay is the
     wall time of one finish() call. TTS: a run synthesises a two-sentence answer (5 s of
-    speech), timing the first chunk and the whole text (wall and process CPU). Every
-    figure is the median of --runs runs (default 5, at least 5) after one warm-up run.
-    Memory is the growth of resident memory from before the engine's import to after its
-    load (plus, for PocketSphinx, the growth from opening a second concurrent stream).
+    speech), timing the first chunk and the whole text (wall and process CPU), then
+    times close() on a fresh generator after its first chunk (a barge-in); for eSpeak,
+    a timing lock in place of its process-wide lock records how long each sentence holds
+    it. Every figure is the median of --runs runs (default 5, at least 5) after one
+    warm-up run. Memory is the growth of resident memory from before the engine's import
+    to after its load. PocketSphinx streams borrow a pooled decoder only during an
+    utterance, so its stream figures are: open_stream(), an utterance's first 200 ms
+    feed with an idle decoder, and with none idle (a decoder is built; memory growth).
     Run on an idle machine:
     ``.venv/bin/python perf/speech_engines.py [--runs 5] [--json PATH]``.
 
 Result (2-vCPU cloud VM shared with other jobs, Python 3.11.7, --runs 7; the quietest
 of six runs, with the range over all six in brackets)
     PocketSphinx: 2.0 ms CPU per 20 ms frame [1.8-2.4] (RTF 0.10), finish() 7.6 ms
-    [7.2-10]; with the flat second pass 72 ms [68-76]. WER 0.083. Load 0.3 s; every
-    concurrent stream needs its own decoder: 270 ms and 95 MB (0.03 ms from the pool).
+    [7.2-10]; with the flat second pass 72 ms [68-76]. WER 0.083. Load 0.5 s and 194 MB
+    with the two pre-warmed decoders; open_stream() 0.02 ms (no decoder); an utterance's
+    first 200 ms feed 11 ms with a pooled decoder, 246 ms and 98 MB when every pooled
+    decoder is busy and one must be built (a later run, --runs 5, on a quiet host).
     Whisper tiny.en: 475 ms per 2.6-3 s utterance with 1 thread [472-551] (RTF 0.17),
     377 ms with 2 [371-552]; CPU RTF ~0.2 either way. WER 0.042. Load 0.4 s, 123 MB.
     Piper (joe, medium, 22050 Hz): first chunk 136 ms [136-343] for a 3 s sentence, RTF
     0.047 (CPU RTF 0.09: onnxruntime uses both cores). Load 0.5-0.7 s, 142 MB.
     eSpeak NG (22050 Hz): first chunk 2.6 ms [2.5-3.9], RTF 0.001. Load 0.02 s, 5 MB.
+    A sentence holds eSpeak's process lock 2.2 ms (max 2.2). close() after the first
+    chunk: 0.03 ms for Piper, under 0.01 ms for eSpeak (both from the --runs 5 run).
     Piper and the 2-thread Whisper suffer most when other processes compete for cores.
 """
 
@@ -152,8 +160,10 @@ def measure_stt(engine: Any, runs: int) -> dict[str, float]:
 
 
 def measure_tts(engine: Any, runs: int) -> dict[str, float]:
-    """Medians over runs of: time to first chunk, RTF, audio seconds."""
-    first, rtf, cpu_rtf, seconds = [], [], [], []
+    """Medians over runs of: time to first chunk, RTF, audio seconds, close() after the
+    first chunk; for eSpeak, how long one sentence holds the process-wide lock."""
+    held = _time_espeak_lock() if engine.name == "espeak" else []
+    first, rtf, cpu_rtf, seconds, close = [], [], [], [], []
     for run in range(runs + 1):
         cpu_started, started = time.process_time(), time.perf_counter()
         generator = engine.synthesize(ANSWER)
@@ -162,20 +172,79 @@ def measure_tts(engine: Any, runs: int) -> dict[str, float]:
         total = len(chunk) + sum(len(c) for c in generator)
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
+        generator = engine.synthesize(ANSWER)
+        next(generator)
+        started = time.perf_counter()
+        generator.close()  # a barge-in after the first sentence
+        closed = time.perf_counter() - started
         if run == 0:
+            held.clear()
             continue  # warm-up
         audio_s = total / (engine.sample_rate * 2)
         first.append(ttfc)
         rtf.append(elapsed / audio_s)
         cpu_rtf.append(cpu / audio_s)
         seconds.append(audio_s)
-    return {
+        close.append(closed)
+    figures = {
         "first_chunk_ms": statistics.median(first) * 1e3,
         "rtf": statistics.median(rtf),
         "cpu_rtf": statistics.median(cpu_rtf),
         "audio_s": statistics.median(seconds),
+        "close_ms": statistics.median(close) * 1e3,
         "sample_rate": engine.sample_rate,
     }
+    if held:
+        figures["lock_hold_ms"] = statistics.median(held) * 1e3
+        figures["lock_hold_max_ms"] = max(held) * 1e3
+    return figures
+
+
+def _time_espeak_lock() -> list[float]:
+    """Replace eSpeak's process lock with one that records how long each hold lasts."""
+    import threading
+
+    from processors.tts import espeak_engine
+
+    held: list[float] = []
+
+    class TimedLock:
+        def __init__(self) -> None:
+            self._lock = threading.Lock()
+            self._since = 0.0
+
+        def __enter__(self) -> None:
+            self._lock.acquire()
+            self._since = time.perf_counter()
+
+        def __exit__(self, *exc: object) -> None:
+            held.append(time.perf_counter() - self._since)
+            self._lock.release()
+
+    espeak_engine._LOCK = TimedLock()  # type: ignore[assignment]
+    return held
+
+
+def measure_decoders(engine: Any) -> dict[str, float]:
+    """PocketSphinx: cost of opening a stream, and of an utterance's first feed (200 ms),
+    which borrows an idle decoder, or builds one when every pooled decoder is in use."""
+    speech = bytes(RATE * 2 // 5)  # 200 ms: enough to open an utterance
+    started = time.perf_counter()
+    streams = [engine.open_stream() for _ in range(engine.idle_decoders + 1)]
+    figures = {"open_stream_ms": (time.perf_counter() - started) * 1e3 / len(streams)}
+    borrows = []
+    for stream in streams[:-1]:  # these take the idle decoders
+        started = time.perf_counter()
+        stream.feed(speech)
+        borrows.append(time.perf_counter() - started)
+    figures["first_feed_pooled_ms"] = statistics.median(borrows) * 1e3
+    before, started = rss_mb(), time.perf_counter()
+    streams[-1].feed(speech)  # none idle: a decoder is built
+    figures["first_feed_new_decoder_ms"] = (time.perf_counter() - started) * 1e3
+    figures["rss_per_decoder_mb"] = rss_mb() - before
+    for stream in streams:
+        stream.close()
+    return figures
 
 
 def measure(name: str, runs: int) -> dict[str, float]:
@@ -184,17 +253,7 @@ def measure(name: str, runs: int) -> dict[str, float]:
     engine = load(name)
     figures = {"load_s": time.perf_counter() - started, "rss_mb": rss_mb() - before}
     if name.startswith("pocketsphinx"):
-        # The engine holds one decoder; a second concurrent stream needs its own.
-        first = engine.open_stream()
-        before, started = rss_mb(), time.perf_counter()
-        second = engine.open_stream()
-        figures["open_new_stream_ms"] = (time.perf_counter() - started) * 1e3
-        figures["rss_per_stream_mb"] = rss_mb() - before
-        second.close()
-        started = time.perf_counter()
-        engine.open_stream().close()  # from the pool
-        figures["open_pooled_stream_ms"] = (time.perf_counter() - started) * 1e3
-        first.close()
+        figures.update(measure_decoders(engine))
     if name in STT_ENGINES:
         figures.update(measure_stt(engine, runs))
     else:
@@ -226,10 +285,15 @@ def print_table(results: dict[str, dict[str, float]], runs: int) -> None:
             f"{name:<24}{f['first_chunk_ms']:>12.1f} ms{f['rtf']:>8.3f}{f['cpu_rtf']:>9.3f}{f['audio_s']:>9.2f} s"
             f"{f['sample_rate']:>7.0f}{f['load_s']:>6.2f} s{f['rss_mb']:>6.0f} MB"
         )
+    print("\n" + "  ".join(f"{name} close() after the first chunk {results[name]['close_ms']:.2f} ms"
+                            for name in TTS_ENGINES))
+    f = results["espeak"]
+    print(f"espeak lock held per sentence: median {f['lock_hold_ms']:.2f} ms, max {f['lock_hold_max_ms']:.2f} ms")
     f = results["pocketsphinx"]
     print(
-        f"\npocketsphinx open_stream(): {f['open_pooled_stream_ms']:.2f} ms from the pool; "
-        f"{f['open_new_stream_ms']:.0f} ms and {f['rss_per_stream_mb']:.0f} MB for a new decoder"
+        f"pocketsphinx: open_stream() {f['open_stream_ms']:.3f} ms; an utterance's first 200 ms feed "
+        f"{f['first_feed_pooled_ms']:.1f} ms with a pooled decoder, {f['first_feed_new_decoder_ms']:.0f} ms "
+        f"and {f['rss_per_decoder_mb']:.0f} MB when a decoder must be built"
     )
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
+from processors.tts import espeak_engine
 from processors.tts.engine import TTSEngine
 from processors.tts.espeak_engine import EspeakEngine
 
@@ -73,13 +73,23 @@ def test_markup_is_not_spoken(engine: EspeakEngine) -> None:
     assert len(marked_up) == pytest.approx(len(plain), rel=0.02)
 
 
-def test_close_after_first_chunk_stops_synthesis(engine: EspeakEngine) -> None:
+def test_first_chunk_comes_before_the_second_sentence_and_close_stops_there(
+    engine: EspeakEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synthesised: list[str] = []
+    real = EspeakEngine._synthesize_sentence
+
+    def counting(self: EspeakEngine, sentence: str) -> bytes:
+        synthesised.append(sentence)
+        return real(self, sentence)
+
+    monkeypatch.setattr(EspeakEngine, "_synthesize_sentence", counting)
     generator = engine.synthesize(LONG_TEXT)
     first = next(generator)
-    started = time.perf_counter()
+    assert len(first) > 0 and synthesised == ["This is sentence number 0 of a long answer."]
+    assert not espeak_engine._LOCK.locked()  # never held while a chunk is out
     generator.close()
-    assert time.perf_counter() - started < 0.05
-    assert len(first) > 0
+    assert len(synthesised) == 1
     with pytest.raises(StopIteration):
         next(generator)
 

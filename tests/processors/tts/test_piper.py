@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
+from typing import Any
 
 import numpy as np
 import pytest
+from piper import PiperVoice
 
 from processors.tts.engine import MAX_TEXT_CHARS, TTSEngine
 from processors.tts.piper_engine import PiperEngine
@@ -62,18 +63,24 @@ def test_markup_is_not_spoken(engine: PiperEngine) -> None:
     assert marked_up == plain
 
 
-def test_close_after_first_chunk_stops_synthesis(engine: PiperEngine) -> None:
-    started = time.perf_counter()
+def test_first_chunk_comes_before_the_second_sentence_and_close_stops_there(
+    engine: PiperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # How fast that is belongs to perf/speech_engines.py; here: how much work is done.
+    synthesised: list[str] = []
+    real = PiperVoice.synthesize
+
+    def counting(voice: PiperVoice, text: str, *args: Any, **kwargs: Any) -> Any:
+        synthesised.append(text)
+        return real(voice, text, *args, **kwargs)
+
+    monkeypatch.setattr(PiperVoice, "synthesize", counting)
     generator = engine.synthesize(LONG_TEXT)
     first = next(generator)
-    first_chunk_s = time.perf_counter() - started
-    started = time.perf_counter()
-    generator.close()
-    close_s = time.perf_counter() - started
-
     assert len(first) > 0
-    assert first_chunk_s < 1.0  # one sentence of work, not forty (measured ~0.08 s)
-    assert close_s < 0.05
+    assert synthesised == ["This is sentence number 0 of a long answer."]  # one sentence of work, not forty
+    generator.close()
+    assert len(synthesised) == 1
     with pytest.raises(StopIteration):
         next(generator)
 
