@@ -16,12 +16,18 @@ Three rules keep one call from starving the others:
   behind at most one step of each other busy call, never behind another call's backlog.
   The steps of one key run in order, but not one at a time: a call's STT and TTS may
   run on two threads at once when the cores are free.
+* **Work ahead of need leaves a thread free.** Steps that prepare output ahead of
+  when it is needed (a TTS answer's second and later sentences, made while the first
+  plays) are submitted with ``submit_ahead`` and may occupy all threads but one. Steps
+  are not preemptible, so without this a few answers synthesised flat out would hold
+  every thread, and each short recognition step would wait for a whole sentence to
+  finish. (With one thread there is nothing to keep free.)
 * **A bounded queue.** At most ``queue_per_worker`` steps per thread wait in all. A
   stream keeps one step queued at a time, so the bound is only reached when more
   streams want CPU than the cores can serve. Then ``submit`` raises ``OffloadFull`` at
   once: that one step fails visibly (its node logs it and the call goes on) instead of
   the wait of every call growing without limit, which is what backpressure would do.
-  Clean-up steps (closing a generator) are exempt, so they are never lost.
+  Clean-up steps (closing a stream) are exempt, so they are never lost.
 
 The queue wait of each step (submit to start, ``time.perf_counter_ns``) is kept per key:
 ``wait_stats(call_id)`` tells how long a call waited for CPU.
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import os
 import threading
 import time
@@ -69,14 +76,20 @@ class WaitStats:
     max_ns: int = 0
 
 
-class _Job:
-    __slots__ = ("args", "bounded", "fn", "future", "key", "submitted_ns")
+class _Kind(enum.Enum):
+    NOW = "now"  # someone waits for it
+    AHEAD = "ahead"  # prepares output before it is needed: never on the last free thread
+    CLEANUP = "cleanup"  # releases resources: never refused
 
-    def __init__(self, key: Hashable, fn: Callable[..., Any], args: tuple[Any, ...], bounded: bool) -> None:
+
+class _Job:
+    __slots__ = ("args", "fn", "future", "key", "kind", "submitted_ns")
+
+    def __init__(self, key: Hashable, fn: Callable[..., Any], args: tuple[Any, ...], kind: _Kind) -> None:
         self.key = key
         self.fn = fn
         self.args = args
-        self.bounded = bounded
+        self.kind = kind
         self.future: Future[Any] = Future()
         self.submitted_ns = time.perf_counter_ns()
 
@@ -95,10 +108,12 @@ class FairExecutor:
         if self.workers < 1 or queue_per_worker < 1:
             raise ValueError(f"need at least one worker and one queued step, got {workers} and {queue_per_worker}")
         self.max_queued = self.workers * queue_per_worker
+        self._ahead_limit = max(1, self.workers - 1)
         # Keys with queued steps, in the order they are served; a served key that still
         # has steps moves to the end.
         self._queues: collections.OrderedDict[Hashable, collections.deque[_Job]] = collections.OrderedDict()
-        self._queued = 0  # bounded steps waiting
+        self._queued = 0  # steps waiting, clean-up steps not counted
+        self._ahead_running = 0
         self._stats: collections.OrderedDict[Hashable, WaitStats] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
@@ -116,11 +131,16 @@ class FairExecutor:
             OffloadFull: ``max_queued`` steps are already waiting.
             RuntimeError: the executor was shut down.
         """
-        return self._submit(key, fn, args, bounded=True)
+        return self._submit(key, fn, args, _Kind.NOW)
+
+    def submit_ahead(self, key: Hashable, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Like ``submit``, for a step that prepares output before it is needed: it never
+        takes the last free thread, which stays for steps someone is waiting for."""
+        return self._submit(key, fn, args, _Kind.AHEAD)
 
     def submit_cleanup(self, key: Hashable, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Queue a clean-up step (closing a stream): like ``submit``, but never refused as full."""
-        return self._submit(key, fn, args, bounded=False)
+        return self._submit(key, fn, args, _Kind.CLEANUP)
 
     async def run(self, key: Hashable, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` as one step of ``key`` and return its result.
@@ -151,12 +171,12 @@ class FairExecutor:
             for thread in self._threads:
                 thread.join()
 
-    def _submit(self, key: Hashable, fn: Callable[..., T], args: tuple[Any, ...], *, bounded: bool) -> Future[T]:
-        job = _Job(key, fn, args, bounded)
+    def _submit(self, key: Hashable, fn: Callable[..., T], args: tuple[Any, ...], kind: _Kind) -> Future[T]:
+        job = _Job(key, fn, args, kind)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the executor is shut down")
-            if bounded:
+            if kind is not _Kind.CLEANUP:
                 if self._queued >= self.max_queued:
                     raise OffloadFull(
                         f"{self._queued} CPU steps already wait for {self.workers} threads (limit "
@@ -182,28 +202,38 @@ class FairExecutor:
             queue.remove(job)
             if not queue:
                 del self._queues[job.key]
-            if job.bounded:
+            if job.kind is not _Kind.CLEANUP:
                 self._queued -= 1
 
     def _next(self) -> _Job | None:
-        """The next step, round-robin over keys; None when shut down and drained."""
+        """The next step to run, round-robin over keys; None when shut down and drained."""
         with self._lock:
-            while not self._queues:
-                if self._closed:
+            while (job := self._pick()) is None:
+                if self._closed and not self._queues:
                     return None
                 self._work.wait()
-            key, queue = next(iter(self._queues.items()))
+            if job.kind is not _Kind.CLEANUP:
+                self._queued -= 1
+            if not job.future.set_running_or_notify_cancel():
+                return _SKIP
+            if job.kind is _Kind.AHEAD:
+                self._ahead_running += 1
+            self._count_wait(job.key, time.perf_counter_ns() - job.submitted_ns)
+            return job
+
+    def _pick(self) -> _Job | None:
+        """Pop the first eligible step in key order (call with the lock held)."""
+        ahead_allowed = self._ahead_running < self._ahead_limit
+        for key, queue in self._queues.items():
+            if queue[0].kind is _Kind.AHEAD and not ahead_allowed:
+                continue  # this key waits; the next one may have a step someone waits for
             job = queue.popleft()
             if queue:
                 self._queues.move_to_end(key)
             else:
                 del self._queues[key]
-            if job.bounded:
-                self._queued -= 1
-            if job.future.set_running_or_notify_cancel():
-                self._count_wait(key, time.perf_counter_ns() - job.submitted_ns)
-                return job
-            return _SKIP
+            return job
+        return None
 
     def _count_wait(self, key: Hashable, wait_ns: int) -> None:
         stats = self._stats.get(key)
@@ -227,10 +257,14 @@ class FairExecutor:
                 job.future.set_exception(exc)
             else:
                 job.future.set_result(result)
+            if job.kind is _Kind.AHEAD:
+                with self._lock:
+                    self._ahead_running -= 1
+                    self._work.notify()  # a step held back for the limit may go now
             del job  # drop the result before waiting for the next step
 
 
-_SKIP = _Job("", lambda: None, (), False)  # a cancelled step a thread took before it was withdrawn
+_SKIP = _Job("", lambda: None, (), _Kind.NOW)  # a cancelled step a thread took before it was withdrawn
 
 _executor: FairExecutor | None = None
 _executor_lock = threading.Lock()
@@ -301,8 +335,9 @@ async def iterate_blocking(
     """Yield the items of the blocking iterator ``factory()``, one executor step per item.
 
     ``factory`` runs in the first step, off the loop. While an item is being consumed the
-    next one is already being made (one step ahead, no more), so a TTS engine's next
-    sentence is ready when the current one has been pushed. Closing this async iterator
+    next one is already being made (one step ahead, no more, submitted with
+    ``submit_ahead``), so a TTS engine's next sentence is ready when the current one has
+    been pushed, without taking the thread other calls' waiting steps need. Closing this async iterator
     (a barge-in) stops at the next step boundary: a step not started yet never advances
     the iterator, a running one finishes, and then the iterator is closed on a worker
     thread. An exception raised by the iterator is raised here.
@@ -315,7 +350,7 @@ async def iterate_blocking(
             item = await asyncio.wrap_future(pending)
             if item is _DONE:
                 return
-            pending = pool.submit(key, steps.step)
+            pending = pool.submit_ahead(key, steps.step)
             yield item
     finally:
         steps.stopped.set()

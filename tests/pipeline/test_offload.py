@@ -143,6 +143,34 @@ async def test_cancelling_while_the_step_runs_does_not_wedge_the_executor(one_wo
     assert finished == [True] and one_worker.queued == 0
 
 
+def test_work_ahead_of_need_leaves_a_thread_for_waiting_steps() -> None:
+    executor = FairExecutor(2, name="test-ahead")
+    started = [threading.Event(), threading.Event()]
+    release = threading.Event()
+
+    def synthesise(i: int) -> int:
+        started[i].set()
+        release.wait(TIMEOUT)
+        return i
+
+    try:
+        first = executor.submit_ahead("answer-a", synthesise, 0)
+        assert started[0].wait(TIMEOUT)
+        second = executor.submit_ahead("answer-b", synthesise, 1)  # a thread is free, but it is the last one
+        # A step someone waits for takes the free thread at once, while both answers hold.
+        assert executor.submit("stt", len, "abc").result(TIMEOUT) == 3
+        assert not started[1].is_set() and executor.queued == 1
+        release.set()
+        assert (first.result(TIMEOUT), second.result(TIMEOUT)) == (0, 1)
+    finally:
+        release.set()
+        executor.shutdown()
+
+
+def test_with_one_thread_work_ahead_still_runs(one_worker: FairExecutor) -> None:
+    assert one_worker.submit_ahead("answer", len, "ab").result(TIMEOUT) == 2
+
+
 def test_bad_sizes_are_rejected() -> None:
     with pytest.raises(ValueError, match="at least one worker and one queued step, got 1 and 0"):
         FairExecutor(1, queue_per_worker=0)

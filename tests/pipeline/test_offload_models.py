@@ -59,6 +59,6 @@ def test_a_failed_load_is_not_cached() -> None:
     def broken() -> object:
         raise FileNotFoundError("no model.bin")
 
-    with pytest.raises(FileNotFoundError, match="no model.bin"):
+    with pytest.raises(FileNotFoundError, match=r"no model\.bin"):
         shared(key, broken)
     assert shared(key, lambda: "loaded") == "loaded"
