@@ -5,9 +5,13 @@ with the audio, so the recogniser sees exactly the audio of the turn. Audio outs
 turn is kept in a short pre-roll ring: the VAD declares speech only after its start
 window, so the first syllables arrived before ``TurnStart`` and are fed from the ring.
 
-Audio goes to the engine in batches of ``feed_ms`` (one executor step per batch, not
-per 20 ms frame). ``TurnEnd`` runs ``finish()`` and pushes the ``FinalTranscript``. A
-turn that is flushed, or a call that ends mid-turn, drops the utterance.
+Audio goes to the engine in batches of at least ``feed_ms`` (one executor step per
+batch, not per 20 ms frame). One batch is decoded at a time, without holding up the
+node: audio that arrives meanwhile collects for the next batch, so when the executor is
+busy the batches grow and the recogniser keeps up with the caller instead of falling
+further behind at every step. ``TurnEnd`` runs ``finish()`` and pushes the
+``FinalTranscript``. A turn that is flushed, or a call that ends mid-turn, drops the
+utterance.
 
 Nothing here runs an engine on the loop, set-up included: the engine is loaded (once per
 process) and the stream opened in one executor step. A pocketsphinx stream borrows a
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,7 +81,7 @@ def _load(name: EngineName) -> STTEngine:
 class STTSettings:
     """``engine``: pocketsphinx (streaming, low latency) or whisper (tiny.en, accurate,
     after the turn ends); ``preroll_ms``: audio kept from before the VAD declared speech
-    (cover the VAD start window); ``feed_ms``: batch size per engine call;
+    (cover the VAD start window); ``feed_ms``: smallest batch per engine call;
     ``interim``: push interim transcripts."""
 
     engine: EngineName = "pocketsphinx"
@@ -107,6 +112,8 @@ class STTProcessor(Processor):
         self._turn = 0
         self._turn_start_ms = 0.0  # call-audio time of the first byte fed for the turn
         self._dropped = False  # an utterance was dropped and the stream not reset yet
+        self._decoding: Future[Hypothesis | None] | None = None  # the batch in the executor
+        self._decoding_turn = 0
         self._last_interim = ""
 
     async def setup(self) -> None:
@@ -115,6 +122,7 @@ class STTProcessor(Processor):
         self._set_rate(engine.sample_rate)
 
     async def cleanup(self) -> None:
+        await self._settle()
         close = getattr(self.stream, "close", None)
         if close is not None:
             # Ending an open utterance is decoder work: off the loop, and never refused.
@@ -147,8 +155,7 @@ class STTProcessor(Processor):
                 await self._reset()
             return
         self._pending += pcm
-        if len(self._pending) >= self.settings.feed_ms * self._bytes_per_ms:
-            await self._feed()
+        await self._pump()
 
     def on_flush(self, turn: int) -> None:
         if self._turn and self._turn <= turn:
@@ -169,24 +176,50 @@ class STTProcessor(Processor):
 
     async def _reset(self) -> None:
         self._dropped = False
+        await self._settle()
         assert self.stream is not None
         await self.run_blocking(self.stream.reset)
 
-    async def _feed(self) -> None:
+    async def _pump(self) -> None:
+        """Push the interim of a batch that finished decoding; start the next batch."""
+        if self._decoding is not None:
+            if not self._decoding.done():
+                return  # the audio waits for the next batch
+            await self._collect()
+        if len(self._pending) >= self.settings.feed_ms * self._bytes_per_ms:
+            self._start_batch()
+
+    def _start_batch(self) -> None:
         chunk, self._pending = bytes(self._pending), bytearray()
-        turn = self._turn
         assert self.stream is not None
-        hyp = await self.run_blocking(self.stream.feed, chunk)
+        self._decoding = blocking_executor().submit(self.ctx.call_id, self.stream.feed, chunk)
+        self._decoding_turn = self._turn
+
+    async def _collect(self) -> None:
+        """Wait for the batch being decoded, if any, and push its interim."""
+        decoding, self._decoding = self._decoding, None
+        if decoding is None:
+            return
+        hyp = decoding.result() if decoding.done() else await asyncio.wrap_future(decoding)
+        turn = self._decoding_turn
         if hyp is not None and self.settings.interim and turn == self._turn and not self.is_stale(turn):
             text = hyp.text.strip()
             if text and text != self._last_interim:
                 self._last_interim = text
                 await self.push(self._transcript(InterimTranscript, hyp, turn))
 
+    async def _settle(self) -> None:
+        """Wait for the batch being decoded, if any, and drop it (its turn was dropped)."""
+        decoding, self._decoding = self._decoding, None
+        if decoding is not None:
+            await asyncio.gather(asyncio.wrap_future(decoding), return_exceptions=True)
+
     async def _finish(self) -> None:
         turn = self._turn
+        await self._collect()
         if self._pending:
-            await self._feed()
+            self._start_batch()
+            await self._collect()
         assert self.stream is not None
         hyp = await self.run_blocking(self.stream.finish)
         self._turn = 0

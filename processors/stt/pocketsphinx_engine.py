@@ -257,8 +257,11 @@ class PocketsphinxEngine:
             the event loop: each decoder takes 0.3-1.4 s. With at least one, a missing or
             broken model fails here rather than in the first call.
         max_idle_decoders: How many decoders given back stay ready for reuse (each holds
-            about 90 MB); when more callers speak at once, the extra decoders are built
-            on demand, off the loop, and dropped afterwards.
+            about 90 MB). When more callers speak at once, the extra decoders are built
+            on demand (in the first feed of their utterance, off the loop, 0.25-1.4 s)
+            and dropped afterwards. The default keeps what eight simultaneous speakers
+            need: with 4, eight callers speaking in bursts rebuilt four decoders every
+            burst (perf/offload.py).
         options: Extra PocketSphinx configuration (e.g. ``{"lm": path, "dict": path}``
             or beam widths), passed to ``pocketsphinx.Decoder`` as keyword arguments.
     """
@@ -271,7 +274,7 @@ class PocketsphinxEngine:
         *,
         accurate: bool = False,
         prewarm: int = 2,
-        max_idle_decoders: int = 4,
+        max_idle_decoders: int = 8,
         options: Mapping[str, Any] | None = None,
     ) -> None:
         if prewarm < 0 or max_idle_decoders < 0:

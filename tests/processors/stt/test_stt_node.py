@@ -21,8 +21,10 @@ from pipeline.frames import (
     TurnEnd,
     TurnStart,
 )
+from pipeline.offload import FairExecutor
 from pipeline.testing import run_processor
 from processors.stt import node as stt_node
+from processors.stt.engine import Hypothesis
 from processors.stt.node import STTProcessor, STTSettings
 from processors.stt.pocketsphinx_engine import PocketsphinxEngine, PocketsphinxStream
 from processors.stt.wer import wer
@@ -174,3 +176,45 @@ async def test_a_flushed_turn_gives_its_decoder_back_at_the_next_frame(
     await node.process(InputAudio(silence(20)))
     assert engine.idle_decoders == 1
     await node.cleanup()
+
+
+async def test_audio_collects_while_a_batch_decodes_so_the_recogniser_keeps_up(
+    fresh_engine: tuple[PocketsphinxEngine, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executor = FairExecutor(1, name="test-stt")
+    monkeypatch.setattr(stt_node, "blocking_executor", lambda: executor)
+    started, release = threading.Event(), threading.Event()
+
+    def busy() -> None:  # another call's long step holds the only thread
+        started.set()
+        release.wait(10)
+
+    executor.submit("other-call", busy)
+    assert started.wait(10)
+    node = STTProcessor()
+    node.ctx = CallContext()
+    await node.setup()
+    assert node.stream is not None
+    batches: list[int] = []  # bytes per feed
+    feed = node.stream.feed
+
+    def counting(pcm: bytes) -> Hypothesis | None:
+        batches.append(len(pcm))
+        return feed(pcm)
+
+    monkeypatch.setattr(node.stream, "feed", counting)
+    speech = utterance(SENTENCE)
+    chunks = list(frames(speech))
+    await node.on_control(TurnStart(turn=1))
+    for chunk in chunks[:50]:  # one second arrives while the executor is busy
+        await node.process(InputAudio(chunk))  # never waits for the decoder
+    assert batches == []
+    release.set()
+    for chunk in chunks[50:]:
+        await node.process(InputAudio(chunk))
+    await node.on_control(TurnEnd(turn=1))
+    # The first batch waited; the 0.9 s that came meanwhile went as one batch, not nine.
+    assert batches[:1] == [100 * 32] and batches[1] >= 900 * 32  # 32 bytes per ms
+    assert sum(batches) == len(speech)
+    await node.cleanup()
+    executor.shutdown()

@@ -6,6 +6,7 @@ import asyncio
 
 from pipeline import CallContext, Graph, run_call
 from pipeline.frames import AudioFormat, FlushStart, OutputAudio, TTSText
+from pipeline.offload import blocking_executor
 from pipeline.testing import Collector, Feeder, run_processor
 from processors.tts.node import TTSProcessor, TTSSettings
 
@@ -64,3 +65,14 @@ async def test_unknown_voice_falls_back_to_espeak() -> None:
     out, _ = await run_processor(node, [TTSText("Hello there.", turn=1)])
     assert node.engine is not None and node.engine.name == "espeak"
     assert audio_ms(out.frames, node.engine.sample_rate) > 300
+
+
+async def test_synthesis_runs_one_sentence_per_step_queued_under_the_call() -> None:
+    node = TTSProcessor(TTSSettings(engine="espeak"))
+    text = "Your claim is open. An agent will call you. Goodbye."
+    out, result = await run_processor(node, [TTSText(text, turn=1)], ctx=CallContext("tts-steps"))
+    assert result.errors == ()
+    assert len([f for f in out.frames if isinstance(f, OutputAudio)]) == 3
+    # One step loads the engine, one per sentence, one finds the end of the text: no
+    # step holds a thread for a whole answer.
+    assert blocking_executor().wait_stats("tts-steps").steps == 5
