@@ -10,22 +10,16 @@ Design notes, measured on the models that ship in ``pocketsphinx`` 5.1.1:
   arrives (in ``feed``, which runs off the loop) and gives it back at ``finish``,
   ``reset`` or ``close``. Opening a stream costs nothing; the decoders in use are the
   callers speaking at that moment, not the calls. The engine builds ``prewarm`` decoders
-  when it loads, so the first speakers do not wait for one, and keeps up to
-  ``max_idle_decoders`` given back, so a decoder is built only when more callers speak
-  at once than ever before.
+  when it loads, so the first speakers never wait for one.
 - The front end adapts to the caller during an utterance (live CMN, the channel's
   cepstral mean, and the noise estimate). A borrowed decoder's front end is reset, and
   the stream restores the mean its caller left at the end of the previous turn, so every
   turn starts from its own caller's channel, never from another caller's. (Measured:
   without the reset, the same audio is recognised differently depending on what the
   decoder heard last.)
-- The library holds the GIL while it works (measured: two threads decode slower than
-  one, and the event loop's thread cannot run meanwhile), so executor threads keep it
-  off the loop's *latency* only when each call into it is short. ``feed`` therefore
-  hands a long batch to ``process_raw`` in slices of 100 ms (10-20 ms of work each;
-  Python switches threads between them). The cost is about 1.5-2 ms of CPU per 20 ms
-  frame (RTF ~0.1). Building a ``Decoder`` holds the GIL for its whole 0.2-1.4 s: the
-  pool makes that rare, but where it happens the loop stalls that long.
+- ``process_raw`` holds the GIL (measured: two threads decode slower than one), so
+  executor threads give isolation from the event loop's *latency* only when calls are
+  short. The cost is about 1.5-2 ms of CPU per 20 ms frame (RTF ~0.1).
 - Low latency by default: the second "flat" pass is off, which makes ``finish()``
   take a few milliseconds instead of ~65 ms for a 2.5 s utterance. The lattice pass
   (``bestpath``) stays on because it is cheap and gives word posteriors, which are the
@@ -56,8 +50,6 @@ _BYTES_PER_MS = _SAMPLE_RATE * 2 // 1000
 # Below ~70 ms the decoder cannot even place its sentence-start token; 100 ms leaves
 # margin and is still far shorter than any word.
 _MIN_UTTERANCE_MS = 100
-# Longest audio handed to one process_raw call, which holds the GIL throughout.
-_SLICE_BYTES = 100 * _BYTES_PER_MS
 
 
 def _is_word(token: str) -> bool:
@@ -170,9 +162,7 @@ class PocketsphinxStream:
             session.decoder.start_utt()
             session.in_utterance = True
             pcm, self._pending = bytes(self._pending), bytearray()
-        view = memoryview(pcm)
-        for start in range(0, len(pcm), _SLICE_BYTES):
-            session.decoder.process_raw(view[start : start + _SLICE_BYTES], False, False)
+        session.decoder.process_raw(pcm, False, False)
         hyp = session.decoder.hyp()
         text = hyp.hypstr if hyp is not None else ""
         if text == self._partial:

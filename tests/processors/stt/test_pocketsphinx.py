@@ -172,10 +172,6 @@ class RecordingDecoder:
         self._log.append(("set", cmn))
         self._decoder.set_cmn(cmn)
 
-    def process_raw(self, data: Any, no_search: bool, full_utt: bool) -> Any:
-        self._log.append(("process_raw", str(len(data))))
-        return self._decoder.process_raw(data, no_search, full_utt)
-
     def __getattr__(self, name: str) -> Any:
         return getattr(self._decoder, name)
 
@@ -259,19 +255,3 @@ def test_each_stream_keeps_its_own_channel_mean(monkeypatch: pytest.MonkeyPatch)
     assert two_left != one_left
     one.close()
     two.close()
-
-
-def test_a_long_batch_is_decoded_in_slices(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The library holds the GIL for a whole process_raw call: slices of 100 ms let the
-    # event loop's thread in between (a 1 s batch would hold it for ~100 ms).
-    log: list[tuple[str, str]] = []
-    real = pocketsphinx.Decoder
-    monkeypatch.setattr(pocketsphinx, "Decoder", lambda **config: RecordingDecoder(real(**config), log))
-    engine = PocketsphinxEngine(prewarm=1)
-    pcm = utterance(SENTENCES[2])
-    with engine.open_stream() as stream:
-        stream.feed(pcm[:32000 + 1000])  # 1 s and 31.25 ms
-        slices = [int(n) for op, n in log if op == "process_raw"]
-        assert slices == [3200] * 10 + [1000]
-        stream.feed(pcm[33000:])
-        assert stream.finish().text == "yes please transfer me to an agent"
