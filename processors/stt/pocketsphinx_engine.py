@@ -10,16 +10,24 @@ Design notes, measured on the models that ship in ``pocketsphinx`` 5.1.1:
   arrives (in ``feed``, which runs off the loop) and gives it back at ``finish``,
   ``reset`` or ``close``. Opening a stream costs nothing; the decoders in use are the
   callers speaking at that moment, not the calls. The engine builds ``prewarm`` decoders
-  when it loads, so the first speakers never wait for one.
+  when it loads, so the first speakers do not wait for one, and keeps up to
+  ``max_idle_decoders`` given back, so a decoder is built only when more callers speak
+  at once than ever before.
 - The front end adapts to the caller during an utterance (live CMN, the channel's
   cepstral mean, and the noise estimate). A borrowed decoder's front end is reset, and
   the stream restores the mean its caller left at the end of the previous turn, so every
   turn starts from its own caller's channel, never from another caller's. (Measured:
   without the reset, the same audio is recognised differently depending on what the
   decoder heard last.)
-- ``process_raw`` holds the GIL (measured: two threads decode slower than one), so
-  executor threads give isolation from the event loop's *latency* only when calls are
-  short. The cost is about 1.5-2 ms of CPU per 20 ms frame (RTF ~0.1).
+- The library holds the GIL while it works (measured: two threads decode slower than
+  one, and the event loop's thread cannot run meanwhile), so executor threads keep it
+  off the loop's *latency* only as far as each call into it is short: a batch of
+  100 ms holds the loop for 10-20 ms. Handing a long batch to ``process_raw`` in
+  slices would let the loop in between, but measured under load (perf/offload.py) it
+  made the recogniser fall seconds behind: each slice has to win the GIL back from the
+  other threads. So a batch goes whole. The cost is about 1.5-2 ms of CPU per 20 ms
+  frame (RTF ~0.1). Building a ``Decoder`` holds the GIL for its whole 0.2-1.4 s: the
+  pool makes that rare, but where it happens the loop stalls that long.
 - Low latency by default: the second "flat" pass is off, which makes ``finish()``
   take a few milliseconds instead of ~65 ms for a 2.5 s utterance. The lattice pass
   (``bestpath``) stays on because it is cheap and gives word posteriors, which are the
