@@ -5,11 +5,12 @@ its 20 ms audio deadline. So decoding and synthesis run on the threads of one
 ``FairExecutor`` per process (``blocking_executor()``), one thread per core: more
 would only make the CPU thrash, and decoders that hold the GIL slower still.
 
-Three rules keep one call from starving the others:
+Four rules keep one call from starving the others:
 
-* **Short steps.** A job is one step: one STT feed (about 100 ms of audio), one TTS
-  chunk (a sentence). ``iterate_blocking`` runs a generator one step per job, never a
-  whole answer as one job.
+* **Short steps.** A job is one step: one STT feed (a batch of audio, 100 ms or what
+  collected while the previous batch decoded), one TTS chunk (a sentence).
+  ``iterate_blocking`` runs a generator one step per job, never a whole answer as one
+  job.
 * **Round-robin between keys.** Every job carries a key, the call id
   (``Processor.run_blocking`` passes ``ctx.call_id``). Each key has its own FIFO and a
   free thread serves the keys in turn, one step each. A call's step therefore waits
@@ -24,7 +25,7 @@ Three rules keep one call from starving the others:
   finish. (With one thread there is nothing to keep free.)
 * **A bounded queue.** At most ``queue_per_worker`` steps per thread wait in all. A
   stream keeps one step queued at a time, so the bound is only reached when more
-  streams want CPU than the cores can serve. Then ``submit`` raises ``OffloadFull`` at
+  streams want CPU than the cores can serve. Then ``submit`` raises ``ServiceError`` at
   once: that one step fails visibly (its node logs it and the call goes on) instead of
   the wait of every call growing without limit, which is what backpressure would do.
   Clean-up steps (closing a stream) are exempt, so they are never lost.
@@ -48,17 +49,13 @@ from typing import Any, Generic, TypeVar, cast
 
 from .errors import ServiceError
 
-__all__ = ["FairExecutor", "OffloadFull", "WaitStats", "blocking_executor", "iterate_blocking"]
+__all__ = ["FairExecutor", "WaitStats", "blocking_executor", "iterate_blocking"]
 
 T = TypeVar("T")
 
 _STATS_KEYS = 4096
 """Keys whose wait statistics are kept (the most recently active ones): a worker serves
 hundreds of calls at once and millions in its life, and nothing tells it when a call ended."""
-
-
-class OffloadFull(ServiceError):
-    """More CPU steps are queued than the executor's bound allows; this step was refused."""
 
 
 @dataclass(slots=True)
@@ -100,6 +97,8 @@ class FairExecutor:
     Args:
         workers: Threads; default one per core this process may run on.
         queue_per_worker: Steps that may wait per thread before ``submit`` refuses more.
+            The default, 32, is 32 streams per core all waiting at once: at 10-30 ms per
+            step, up to a second of wait, past which an answer is too late to be useful.
         name: Prefix of the threads' names.
     """
 
@@ -118,6 +117,7 @@ class FairExecutor:
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._closed = False
+        # Daemon threads: a worker process must be able to exit while a step still runs.
         self._threads = [
             threading.Thread(target=self._serve, name=f"{name}-{i}", daemon=True) for i in range(self.workers)
         ]
@@ -128,7 +128,7 @@ class FairExecutor:
         """Queue ``fn(*args)`` as one step of ``key``; thread-safe.
 
         Raises:
-            OffloadFull: ``max_queued`` steps are already waiting.
+            ServiceError: ``max_queued`` steps are already waiting (the step is refused).
             RuntimeError: the executor was shut down.
         """
         return self._submit(key, fn, args, _Kind.NOW)
@@ -178,7 +178,7 @@ class FairExecutor:
                 raise RuntimeError("the executor is shut down")
             if kind is not _Kind.CLEANUP:
                 if self._queued >= self.max_queued:
-                    raise OffloadFull(
+                    raise ServiceError(
                         f"{self._queued} CPU steps already wait for {self.workers} threads (limit "
                         f"{self.max_queued}): this worker has more speech work than cores; step for {key!r} refused"
                     )
@@ -337,10 +337,10 @@ async def iterate_blocking(
     ``factory`` runs in the first step, off the loop. While an item is being consumed the
     next one is already being made (one step ahead, no more, submitted with
     ``submit_ahead``), so a TTS engine's next sentence is ready when the current one has
-    been pushed, without taking the thread other calls' waiting steps need. Closing this async iterator
-    (a barge-in) stops at the next step boundary: a step not started yet never advances
-    the iterator, a running one finishes, and then the iterator is closed on a worker
-    thread. An exception raised by the iterator is raised here.
+    been pushed, without taking the thread other calls' waiting steps need. Closing this
+    async iterator (a barge-in) stops at the next step boundary: a step not started yet
+    never advances the iterator, a running one finishes, and then the iterator is closed
+    on a worker thread. An exception raised by the iterator is raised here.
     """
     pool = executor or blocking_executor()
     steps = _Steps(factory)
