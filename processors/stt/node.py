@@ -104,7 +104,6 @@ class STTProcessor(Processor):
         super().__init__(settings, name=name)
         self.engine: STTEngine | None = None
         self.stream: RecognizerStream | None = None
-        self._rate = 0
         self._bytes_per_ms = 0.0
         self._preroll: collections.deque[bytes] = collections.deque()
         self._preroll_bytes = 0
@@ -119,7 +118,7 @@ class STTProcessor(Processor):
     async def setup(self) -> None:
         engine, self.stream = await self.run_blocking(_open, self.settings.engine)
         self.engine = engine
-        self._set_rate(engine.sample_rate)
+        self._bytes_per_ms = engine.sample_rate * 2 / 1000
 
     async def cleanup(self) -> None:
         await self._settle()
@@ -127,10 +126,6 @@ class STTProcessor(Processor):
         if close is not None:
             # Ending an open utterance is decoder work: off the loop, and never refused.
             await asyncio.wrap_future(blocking_executor().submit_cleanup(self.ctx.call_id, close))
-
-    def _set_rate(self, rate: int) -> None:
-        self._rate = rate
-        self._bytes_per_ms = rate * 2 / 1000
 
     async def on_control(self, frame: ControlFrame) -> None:
         if type(frame) is AudioFormat and frame.stream == "in":
