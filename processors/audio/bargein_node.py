@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Annotated
 
 from pipeline.frames import (
     AudioFormat,
@@ -28,6 +29,7 @@ from pipeline.frames import (
     UserStoppedSpeaking,
 )
 from pipeline.processor import Processor
+from pipeline.settings import Doc, Range
 
 from .bargein import BargeIn, BargeInParams, Interrupt
 
@@ -38,11 +40,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class BargeInSettings:
-    """``min_speech_ms``: how long the caller must talk over the bot (guard against
-    coughs and echo; keep it <= the VAD's start_ms); ``enabled``: false to never interrupt."""
+    """When caller speech over the bot interrupts it."""
 
-    min_speech_ms: float = 200.0
-    enabled: bool = True
+    min_speech_ms: Annotated[float, Range(ge=0), Doc(
+        "how long the caller must talk over the bot (guards against coughs and echo; keep it <= the VAD's start_ms)"
+    )] = 200.0
+    enabled: Annotated[bool, Doc("false: the caller never interrupts the bot")] = True
 
 
 class BargeInProcessor(Processor):

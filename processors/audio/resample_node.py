@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from pipeline.errors import FrameError
 from pipeline.frames import AudioFormat, ControlFrame, InputAudio, OutputAudio, ResponseEnd
 from pipeline.processor import Processor
+from pipeline.settings import Doc, OneOf
 
-from .resample import INPUT_QUALITY, OUTPUT_QUALITY, Quality, Resampler
+from .resample import INPUT_QUALITY, OUTPUT_QUALITY, SUPPORTED_RATES, Quality, Resampler
 
 __all__ = ["ResampleProcessor", "ResampleSettings"]
 
@@ -26,12 +27,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class ResampleSettings:
-    """``rate``: target Hz; ``stream``: which audio (caller ``in`` or bot ``out``);
-    ``quality``: soxr preset, blank for the per-direction default."""
+    """Which stream to convert, to what rate, at what quality."""
 
-    rate: int = 16000
-    stream: Literal["in", "out"] = "in"
-    quality: Literal["QQ", "LQ", "MQ", "HQ", "VHQ"] | None = None
+    rate: Annotated[int, OneOf(*SUPPORTED_RATES), Doc("target sample rate, Hz")] = 16000
+    stream: Annotated[Literal["in", "out"], Doc("which audio: the caller's (in) or the bot's (out)")] = "in"
+    quality: Annotated[Literal["QQ", "LQ", "MQ", "HQ", "VHQ"] | None, Doc(
+        "soxr preset; null: LQ for the caller's audio (less delay), HQ for the bot's (a person listens)"
+    )] = None
 
 
 class ResampleProcessor(Processor):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
 from pipeline.errors import FrameError
 from pipeline.frames import (
@@ -33,6 +34,7 @@ from pipeline.frames import (
     UserStoppedSpeaking,
 )
 from pipeline.processor import Processor
+from pipeline.settings import Doc, Range
 
 from .endpointing import Endpointing, EndpointingEvent, EndpointingParams, TurnEnded, TurnStarted
 from .vad import VAD_RATES, SpeechStarted, SpeechStopped, Vad, VadEvent, VadParams
@@ -45,12 +47,12 @@ class VADSettings:
     """VAD (webrtcvad) and endpointing tuning; defaults suit telephony (see vad.py and
     endpointing.py for why each default)."""
 
-    aggressiveness: int = 2
-    start_ms: float = 200.0
-    stop_ms: float = 300.0
-    min_volume: float = -50.0
-    silence_ms: float = 600.0
-    max_turn_ms: float = 30_000.0
+    aggressiveness: Annotated[int, Range(ge=0, le=3), Doc("webrtcvad mode; higher rejects more non-speech")] = 2
+    start_ms: Annotated[float, Range(gt=0), Doc("speech this long starts the caller speaking (and a barge-in)")] = 200.0
+    stop_ms: Annotated[float, Range(gt=0), Doc("silence this long ends a stretch of speech")] = 300.0
+    min_volume: Annotated[float, Range(le=0), Doc("dBFS floor under which a frame is silence")] = -50.0
+    silence_ms: Annotated[float, Range(gt=0), Doc("silence after speech that ends the caller's turn")] = 600.0
+    max_turn_ms: Annotated[float, Range(gt=0), Doc("longest caller turn; it is ended after this")] = 30_000.0
 
 
 class VADProcessor(Processor):

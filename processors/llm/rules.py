@@ -12,8 +12,10 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Annotated
 
 from pipeline.errors import ConfigError
+from pipeline.settings import Doc
 
 from .brain import BrainProcessor
 
@@ -22,14 +24,14 @@ __all__ = ["RulesBrain", "RulesBrainSettings"]
 
 @dataclass(frozen=True, kw_only=True)
 class RulesBrainSettings:
-    """``rules``: pattern -> reply, tried in order; ``fallback`` when none matches."""
+    """Regex rules and the replies they give."""
 
-    rules: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    fallback: str = "You said: {text}."
-    #: Reply to a turn whose transcript is empty (noise, or nothing recognised).
-    empty_reply: str = "Sorry, I did not catch that."
-    #: Patterns whose replies the caller cannot interrupt (disclaimers).
-    uninterruptible: tuple[str, ...] = ()
+    rules: Annotated[Mapping[str, str], Doc("regex pattern -> reply, tried in order")] = field(
+        default_factory=lambda: MappingProxyType({}))
+    fallback: Annotated[str, Doc("reply when no rule matches; {text} is what the caller said")] = "You said: {text}."
+    empty_reply: Annotated[str, Doc("reply to a turn with an empty transcript (noise, nothing recognised)")] = (
+        "Sorry, I did not catch that.")
+    uninterruptible: Annotated[tuple[str, ...], Doc("patterns whose replies the caller cannot interrupt")] = ()
 
 
 class RulesBrain(BrainProcessor):

@@ -9,9 +9,11 @@ forwarded; a flush of the answer's turn drops the half-built sentence.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from pipeline.frames import ControlFrame, LLMToken, ResponseEnd, TTSText
 from pipeline.processor import Processor
+from pipeline.settings import Doc, Range
 
 from .aggregator import SentenceAggregator
 
@@ -20,9 +22,11 @@ __all__ = ["SentencesProcessor", "SentencesSettings"]
 
 @dataclass(frozen=True, kw_only=True)
 class SentencesSettings:
-    """``first_clause_min_words``: words before the first clause may go early (0: sentences only)."""
+    """How the bot's tokens are cut into clauses for the TTS."""
 
-    first_clause_min_words: int = 4
+    first_clause_min_words: Annotated[int, Range(ge=0), Doc(
+        "words before the first clause may go to the TTS early (0: whole sentences only)"
+    )] = 4
 
 
 class SentencesProcessor(Processor):

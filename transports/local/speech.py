@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
@@ -43,6 +43,7 @@ from pipeline.frames import (
 )
 from pipeline.offload import shared
 from pipeline.processor import Processor
+from pipeline.settings import Doc, OneOf, Range
 from processors.audio.resample import OUTPUT_QUALITY, Resampler
 from processors.tts.engine import TTSEngine
 
@@ -58,24 +59,19 @@ SPEECH_DBFS = -45.0  # a frame louder than this counts as the caller's voice (fo
 
 @dataclass(frozen=True, kw_only=True)
 class SpeechCallerSettings:
-    """What the caller says and how the line behaves.
+    """What the caller says and how the line behaves."""
 
-    ``say``: lines spoken in turn (synthesised with ``voice``); ``sample_rate``: the line's
-    rate both ways (16000 wideband, 8000 narrowband); ``lead_ms``: playout lead buffer;
-    ``pause_ms``: the caller's pause after the bot finished; ``interrupt_after_ms``: talk
-    over the bot this long after it starts (none: wait for it); ``record``: a WAV path to
-    keep the bot's audio as heard.
-    """
-
-    say: tuple[str, ...] = ()
-    voice: Literal["piper", "espeak"] = "piper"
-    sample_rate: int = 16000
-    frame_ms: int = 20
-    lead_ms: int = 60
-    pause_ms: int = 500
-    answer_timeout_s: float = 20.0
-    interrupt_after_ms: float | None = None
-    record: str = ""
+    say: Annotated[tuple[str, ...], Doc("lines spoken in turn, synthesised with 'voice'")] = ()
+    voice: Annotated[Literal["piper", "espeak"], Doc("the caller's own voice")] = "piper"
+    sample_rate: Annotated[int, OneOf(8000, 16000, 24000, 48000), Doc(
+        "the line's rate both ways (16000 wideband, 8000 narrowband)")] = 16000
+    frame_ms: Annotated[int, OneOf(10, 20, 30), Doc("one packet of line audio")] = 20
+    lead_ms: Annotated[int, Range(ge=0), Doc("playout lead buffer")] = 60
+    pause_ms: Annotated[int, Range(ge=0), Doc("the caller's pause after the bot finished")] = 500
+    answer_timeout_s: Annotated[float, Range(gt=0), Doc("longest wait for the bot's answer")] = 20.0
+    interrupt_after_ms: Annotated[float, Range(ge=0), Doc(
+        "talk over the bot's answer this long after it starts (null: wait for it to finish)")] | None = None
+    record: Annotated[str, Doc("a WAV path to keep the bot's audio as heard (blank: none)")] = ""
 
 
 @dataclass(slots=True)

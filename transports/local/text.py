@@ -12,9 +12,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 from pipeline.frames import ControlFrame, FinalTranscript, LLMToken, ResponseEnd, TTSText
 from pipeline.processor import Processor
+from pipeline.settings import Doc, Range
 
 __all__ = ["TextCaller", "TextCallerSettings"]
 
@@ -23,10 +25,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class TextCallerSettings:
-    """``lines``: what the caller types, one turn each; ``reply_timeout_s``: how long to wait."""
+    """What the caller types."""
 
-    lines: tuple[str, ...] = ()
-    reply_timeout_s: float = 10.0
+    lines: Annotated[tuple[str, ...], Doc("what the caller types, one turn each")] = ()
+    reply_timeout_s: Annotated[float, Range(gt=0), Doc("how long to wait for each reply")] = 10.0
 
 
 class TextCaller(Processor):
