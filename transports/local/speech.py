@@ -168,8 +168,8 @@ class SpeechCaller(Processor):
     def _prepare(self) -> list[Utterance]:
         rate = self.settings.sample_rate
         if self.wav is not None:
-            pcm, wav_rate = read_wav(self.wav)
-            return [self._utterance(f"<{self.wav.name}>", _convert(pcm, wav_rate, rate))]
+            pcm, _ = read_wav(self.wav, rate)  # any file rate, converted to the line's
+            return [self._utterance(f"<{self.wav.name}>", pcm)]
         texts = [t for t in self.script if t.strip()]
         if not texts:
             return []
