@@ -375,6 +375,7 @@ def _env_overrides(env: Mapping[str, str], note: Callable[[str], None]) -> dict[
 
 
 def _settable(settings_cls: type[Any]) -> set[str]:
+    """Setting names of a settings dataclass (the registry checked that it is one)."""
     return {f.name for f in dataclasses.fields(settings_cls) if f.init}
 
 

@@ -122,7 +122,10 @@ def coerce_settings(
     sources = sources or {}
     if not dataclasses.is_dataclass(cls):
         raise ConfigError(f"settings class {cls!r} is not a dataclass", file=file, node=node)
-    hints, fields = _schema(cls)
+    try:
+        hints, fields = _schema(cls)
+    except ConfigError as exc:
+        raise ConfigError(exc.reason, file=file, line=default_line or None, node=node) from exc
     values: dict[str, Any] = {}
     for key, value in raw.items():
         line = None if key in sources else (lines.get(key, default_line) or None)
@@ -198,7 +201,11 @@ def _schema(cls: type[Any]) -> _Schema:
     """(type hints with their Annotated metadata, init fields) of a settings class, once."""
     schema = _schemas.get(cls)
     if schema is None:
-        hints = typing.get_type_hints(cls, include_extras=True)
+        try:
+            hints = typing.get_type_hints(cls, include_extras=True)
+        except Exception as exc:  # a plugin's annotation naming something its module lacks
+            raise ConfigError(f"settings class {cls.__qualname__} has annotations that cannot be resolved: "
+                              f"{type(exc).__name__}: {exc}") from exc
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         schema = _schemas[cls] = (hints, fields)
     return schema

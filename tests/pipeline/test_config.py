@@ -371,3 +371,32 @@ def test_env_override_reaches_nodes_with_dashes_and_dots(tmp_path: Path, registr
     path = write(tmp_path, "nodes:\n  src: {use: source}\n  my-echo.v2: {use: echo}\nedges:\n  - src -> my-echo.v2\n")
     spec = load_pipeline(path, registry=registry, env={"VOICEGRAPH__MY_ECHO_V2__REPEAT": "3"})
     assert spec.nodes[1].settings.repeat == 3 and spec.warnings == ()
+
+
+def test_a_plugin_with_unreadable_settings_is_a_config_error(tmp_path: Path, registry: Registry) -> None:
+    @dataclass(frozen=True, kw_only=True)
+    class BadHints:
+        level: "NoSuchType" = None  # type: ignore[name-defined]  # noqa: F821
+
+    class Odd(Processor):
+        Settings = BadHints
+
+    registry.register("odd", Odd)
+    with pytest.raises(ConfigError, match=r"p.yaml:2: node 'a': settings class .*BadHints has annotations that cannot "
+                                          r"be resolved: NameError"):
+        load_pipeline(write(tmp_path, "nodes:\n  a: {use: odd}\n"), registry=registry, env={})
+
+
+def test_a_plugin_declaring_nonsense_is_refused_when_registered(registry: Registry) -> None:
+    class NotADataclass(Processor):
+        Settings = dict
+
+    class Strings(Processor):
+        consumes = ("text",)  # type: ignore[assignment]
+
+    with pytest.raises(ConfigError, match=r"node type 'a' \(.*NotADataclass\): Settings = <class 'dict'> is not a "
+                                          "dataclass"):
+        registry.register("a", NotADataclass)
+    with pytest.raises(ConfigError, match=r"node type 'b' \(.*Strings\): consumes = \('text',\); expected a tuple "
+                                          "of data frame classes"):
+        registry.register("b", Strings)

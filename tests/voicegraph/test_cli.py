@@ -164,3 +164,24 @@ def test_nodes_for_one_type_and_an_unknown_type(capsys: pytest.CaptureFixture[st
     assert main(["nodes", "vadd"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown node type 'vadd' (known types: barge_in, passthrough,")
+
+
+def test_validate_survives_a_bug_in_one_file_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import voicegraph.cli as cli
+
+    (tmp_path / "a.yaml").write_text(TEXT)
+    (tmp_path / "b.yaml").write_text(TEXT)
+    real = cli.build_graph
+
+    def flaky(spec):  # type: ignore[no-untyped-def]
+        if spec.file.endswith("a.yaml"):
+            raise RuntimeError("a node type with a bug")
+        return real(spec)
+
+    monkeypatch.setattr(cli, "build_graph", flaky)
+    assert main(["validate", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert f"error: {tmp_path / 'a.yaml'}: unexpected RuntimeError while checking it: a node type with a bug" in err
+    assert f"ok: {tmp_path / 'b.yaml'}" in out
