@@ -69,7 +69,7 @@ class Graph:
         self.name = name
         self.file = file
         self.nodes: dict[str, Processor] = {}
-        self.edges: list[Edge] = []
+        self.edges: list[Edge] = []  # read it; add with link()/tap(), which also index it below
         self.node_lines: dict[str, int] = {}
         # Edges by end (names may not be nodes yet: _check_structure reports those).
         self._out: collections.defaultdict[str, list[Edge]] = collections.defaultdict(list)
