@@ -15,14 +15,15 @@ from types import MappingProxyType
 
 from pipeline.errors import ConfigError
 
-from .brain import BrainProcessor
+from .brain import BrainProcessor, BrainSettings, stream_words
 
 __all__ = ["RulesBrain", "RulesBrainSettings"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class RulesBrainSettings:
-    """``rules``: pattern -> reply, tried in order; ``fallback`` when none matches."""
+class RulesBrainSettings(BrainSettings):
+    """``rules``: pattern -> reply, tried in order; ``fallback`` when none matches (plus
+    the ``greeting`` and ``apology`` every brain has)."""
 
     rules: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     fallback: str = "You said: {text}."
@@ -63,7 +64,7 @@ class RulesBrain(BrainProcessor):
         return _fill(self.settings.fallback, text, {})
 
     def respond(self, text: str, turn: int) -> AsyncIterator[str]:
-        return _stream(self.answer(text))
+        return stream_words(self.answer(text))
 
     def interruptible_reply(self, text: str) -> bool:
         return not any(p.search(text) for p in self._fixed)
@@ -76,9 +77,3 @@ def _fill(template: str, text: str, groups: dict[str, str | None]) -> str:
         return str(template.format(**values))
     except (KeyError, IndexError, ValueError):
         return template
-
-
-async def _stream(reply: str) -> AsyncIterator[str]:
-    """Word tokens with their leading space, as LLM streams deliver them."""
-    for i, word in enumerate(reply.split()):
-        yield word if i == 0 else " " + word
