@@ -8,7 +8,7 @@ from pipeline import Graph, Processor
 from pipeline.errors import StateError
 from pipeline.frames import AudioFormat, EndOfStream, InputAudio
 from pipeline.runner import CallRunner
-from pipeline.testing import Collector
+from pipeline.testing import Collector, until
 
 
 class Line(Processor):
@@ -38,8 +38,7 @@ async def test_a_late_tap_gets_the_format_first_then_only_new_frames() -> None:
     call = asyncio.create_task(runner.run(timeout=30))
     for n in (1, 2):
         line.go.put_nowait(n)
-    while len(sink.frames) < 2:
-        await asyncio.sleep(0)
+    await until(lambda: len(sink.frames) == 2)
     listener = Listener(name="listener")
     await runner.attach("line", listener, maxsize=8)
     for n in (3, 4):
@@ -60,13 +59,11 @@ async def test_a_detached_tap_stops_and_the_call_goes_on() -> None:
     graph.chain(line, sink)
     runner = CallRunner(graph)
     call = asyncio.create_task(runner.run(timeout=30))
-    while line.state.value != "running":
-        await asyncio.sleep(0)
+    await until(lambda: line.state.value == "running")
     listener = Listener(name="listener")
     await runner.attach("line", listener)
     line.go.put_nowait(1)
-    while len(listener.frames) < 1:
-        await asyncio.sleep(0)
+    await until(lambda: len(listener.frames) == 1)
     await runner.detach(listener)
     line.go.put_nowait(2)
     line.go.put_nowait(-1)
