@@ -363,6 +363,42 @@ class Graph:
         finally:
             self._broadcasting = False
 
+    def join_tap(self, src: str, node: Processor, *, maxsize: int = 256, overflow: Overflow = "drop_oldest") -> None:
+        """Wire ``node`` as a tap of ``src`` into a graph already running a call.
+
+        A late joiner: ``src``'s sticky frames (the audio formats) are queued for it
+        first, so it knows the format of the audio it joins; then it gets copies of
+        what ``src`` pushes from now on. The runner starts it (``CallRunner.attach``).
+        """
+        if not self._wired:
+            raise ConfigError(f"graph '{self.name}' is not running a call; add taps with tap()")
+        source = self._node(src, 0)
+        if source.duplex:
+            raise self._error(f"cannot tap duplex node '{src}'", node.name, 0)
+        self.add(node)
+        queue = node._queue = FrameQueue(maxsize, overflow)
+        node._emit = self.broadcast
+        node._passthrough = []
+        self._add_edge(Edge(src=src, dst=node.name, tap=True, maxsize=maxsize, overflow=overflow))
+        self._order.append(node)
+        for frame in source.sticky_frames():
+            queue.offer(frame)
+        source._observers.append(queue.offer)
+
+    def leave_tap(self, node: Processor) -> None:
+        """Unwire a tap joined with :meth:`join_tap`; it gets nothing more."""
+        for edge in [e for e in self._in.get(node.name, ()) if e.tap]:
+            self.edges.remove(edge)
+            self._out[edge.src].remove(edge)
+            self._in[edge.dst].remove(edge)
+            source = self.nodes[edge.src]
+            if node._queue is not None and node._queue.offer in source._observers:
+                source._observers.remove(node._queue.offer)
+        if node in self._order:
+            self._order.remove(node)
+        self.nodes.pop(node.name, None)
+        self.node_lines.pop(node.name, None)
+
     # --- helpers -----------------------------------------------------------------------
 
     def _add_edge(self, edge: Edge) -> None:

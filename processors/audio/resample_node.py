@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pipeline.errors import FrameError
-from pipeline.frames import AudioFormat, ControlFrame, InputAudio, OutputAudio, ResponseEnd
+from pipeline.frames import AudioFormat, ControlFrame, DataFrame, InputAudio, OutputAudio, ResponseEnd
 from pipeline.processor import Processor
 from pipeline.settings import Doc, OneOf
 
@@ -39,14 +39,16 @@ class ResampleSettings:
 class ResampleProcessor(Processor):
     """Streaming sample-rate conversion of one direction (see module docstring)."""
 
-    consumes = (InputAudio, OutputAudio)
-    produces = (InputAudio, OutputAudio)
+    consumes: tuple[type[DataFrame], ...] = (InputAudio, OutputAudio)  # narrowed per instance
+    produces: tuple[type[DataFrame], ...] = (InputAudio, OutputAudio)
     Settings = ResampleSettings
     settings: ResampleSettings
 
     def __init__(self, settings: ResampleSettings | None = None, *, name: str | None = None) -> None:
         super().__init__(settings, name=name)
         self._kind: type[InputAudio] | type[OutputAudio] = InputAudio if self.settings.stream == "in" else OutputAudio
+        # Only this direction's audio is consumed; the other passes through untouched.
+        self.consumes = self.produces = (self._kind,)
         self._quality: Quality = self.settings.quality or (INPUT_QUALITY if self.settings.stream == "in"
                                                            else OUTPUT_QUALITY)
         self.resampler: Resampler | None = None
@@ -72,9 +74,6 @@ class ResampleProcessor(Processor):
         return None
 
     async def process(self, frame: InputAudio | OutputAudio) -> None:
-        if type(frame) is not self._kind:
-            await self.push(frame)
-            return
         resampler = self.resampler
         if resampler is None:
             raise FrameError(f"{type(frame).__name__} before any AudioFormat for stream '{self.settings.stream}'")
@@ -87,6 +86,9 @@ class ResampleProcessor(Processor):
         elif pcm:
             await self.push(self._kind(pcm, turn=frame.turn))
 
-    def on_flush(self, turn: int) -> None:
+    def on_flush_stop(self, turn: int) -> None:
         if self._kind is OutputAudio and self.resampler is not None and 0 < self._turn <= turn:
-            self.resampler.reset()  # what the filter holds belongs to the interrupted answer
+            # What the filter holds belongs to the interrupted answer: without a reset it
+            # would play as a click at the start of the next one.
+            self.resampler.reset()
+            self._turn = 0

@@ -17,14 +17,14 @@ from typing import Annotated
 from pipeline.errors import ConfigError
 from pipeline.settings import Doc
 
-from .brain import BrainProcessor
+from .brain import BrainProcessor, BrainSettings, stream_words
 
 __all__ = ["RulesBrain", "RulesBrainSettings"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class RulesBrainSettings:
-    """Regex rules and the replies they give."""
+class RulesBrainSettings(BrainSettings):
+    """Regex rules and the replies they give (plus the ``greeting`` and ``apology`` every brain has)."""
 
     rules: Annotated[Mapping[str, str], Doc("regex pattern -> reply, tried in order")] = field(
         default_factory=lambda: MappingProxyType({}))
@@ -65,7 +65,7 @@ class RulesBrain(BrainProcessor):
         return _fill(self.settings.fallback, text, {})
 
     def respond(self, text: str, turn: int) -> AsyncIterator[str]:
-        return _stream(self.answer(text))
+        return stream_words(self.answer(text))
 
     def interruptible_reply(self, text: str) -> bool:
         return not any(p.search(text) for p in self._fixed)
@@ -78,9 +78,3 @@ def _fill(template: str, text: str, groups: dict[str, str | None]) -> str:
         return str(template.format(**values))
     except (KeyError, IndexError, ValueError):
         return template
-
-
-async def _stream(reply: str) -> AsyncIterator[str]:
-    """Word tokens with their leading space, as LLM streams deliver them."""
-    for i, word in enumerate(reply.split()):
-        yield word if i == 0 else " " + word

@@ -3,7 +3,9 @@
 Wraps the pure ``SentenceAggregator``: the first clause of an answer leaves as soon as it
 is long enough to sound natural, so TTS can start while the LLM is still writing; the
 rest leave sentence by sentence. ``ResponseEnd`` releases what is left before it is
-forwarded; a flush of the answer's turn drops the half-built sentence.
+forwarded. A barge-in's ``FlushStop`` drops the half-built sentence of the interrupted
+answer, in order with the tokens (stale tokens that were still in flight are dropped
+on arrival until then).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class SentencesProcessor(Processor):
                 await self.push(TTSText(rest, turn=frame.turn))
         return None
 
-    def on_flush(self, turn: int) -> None:
+    def on_flush_stop(self, turn: int) -> None:
         if 0 < self._turn <= turn:
             self.aggregator.reset()
+            self._turn = 0

@@ -2,17 +2,13 @@
 
 import asyncio
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import pytest
 
 from pipeline.frames import FinalTranscript, LLMToken, ResponseEnd
 from pipeline.processor import Processor
 from pipeline.registry import default_registry
-from pipeline.settings import Doc
-from processors.llm.rules import RulesBrain, RulesBrainSettings
 from transports.local.text import TextCaller
 from voicegraph.cli import main
 
@@ -45,19 +41,9 @@ class TalkingCaller(TextCaller):
         self.interrupt_after_ms = interrupt_after_ms
 
 
-@dataclass(frozen=True, kw_only=True)
-class GreeterSettings(RulesBrainSettings):
-    greeting: Annotated[str, Doc("said before the caller speaks")] = ""
-
-
-class Greeter(RulesBrain):
-    Settings = GreeterSettings
-
-
 @pytest.fixture(autouse=True)
 def test_types(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, cls in [("t_faulty", FaultyBrain), ("t_mute", MuteCaller), ("t_talking", TalkingCaller),
-                      ("t_greeter", Greeter)]:
+    for name, cls in [("t_faulty", FaultyBrain), ("t_mute", MuteCaller), ("t_talking", TalkingCaller)]:
         monkeypatch.setitem(default_registry._types, name, cls)
 
 
@@ -119,7 +105,7 @@ def test_interrupt_after_with_a_wav_and_no_greeting_is_refused(tmp_path: Path, c
 
 
 def test_one_line_is_enough_when_the_brain_greets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = pipeline(tmp_path, "t_talking", "t_greeter", ", greeting: Hello")
+    path = pipeline(tmp_path, "t_talking", "rules_brain", ", greeting: Hello")
     # Past the check (a greeting to interrupt); this text call never talks over anything, so it fails after.
     assert main(["call", "--pipeline", path, "--say", "hi", "--interrupt-after", "600"]) == 1
     assert "error: --interrupt-after 600: the caller never talked over the bot" in capsys.readouterr().err
