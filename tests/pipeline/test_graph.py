@@ -378,3 +378,15 @@ def test_a_long_cycle_is_named_in_edge_order() -> None:
     message = str(info.value)
     assert message.startswith("pipes/g.yaml: node 'c0': cycle: c0 -> c1 -> c2 -> ")
     assert message.endswith("-> c4999 -> c0")
+
+
+def test_a_tap_joined_and_left_during_a_call_keeps_the_edge_indexes_in_step() -> None:
+    graph = Graph("g")
+    graph.chain(Src(name="src"), Hop(name="hop"), Collector(name="sink"))
+    graph.wire(CallContext(clock=VirtualClock()))
+    late = Collector(name="late")
+    graph.join_tap("hop", late)
+    assert graph.successors("hop") == ["sink", "late"] and graph.predecessors("late") == ["hop"]
+    graph.leave_tap(late)
+    assert graph.successors("hop") == ["sink"] and graph.predecessors("late") == []
+    assert [(e.src, e.dst) for e in graph.edges] == [("src", "hop"), ("hop", "sink")]
