@@ -242,7 +242,7 @@ class SpeechCaller(Processor):
         if utt is not None and not utt.onset_ns and (now - utt.sent_at_ns) / 1e6 >= utt.voice_start_ms:
             utt.onset_ns = now  # the caller's voice starts on the line: barge-in timing starts here
         await self.push(InputAudio(pcm))
-        frame, events = self.playout.next_frame(now / 1e6)
+        frame, events = self.playout.next_frame()
         self._emit_playout(events, now)  # a start is announced before its first frame goes out
         if frame is not None:
             self.heard += frame
