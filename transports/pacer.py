@@ -89,11 +89,6 @@ class Ticks:
         #: Slots that came while the previous one was still not taken (the owner was busy).
         self.missed = 0
 
-    @property
-    def pacer(self) -> Pacer:
-        """The pacer this subscription belongs to."""
-        return self._pacer
-
     async def next(self) -> int | None:
         """Wait for the next tick and return its slot time (ns on the pacer's clock).
 

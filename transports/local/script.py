@@ -65,13 +65,13 @@ def render_script(
             continue
         if not line.strip():
             continue
-        engine = engine or caller_voice(voice)
+        engine = engine or _caller_voice(voice)
         pcm = b"".join(engine.synthesize(line))
         out.append(Utterance.from_pcm(line, convert_rate(pcm, engine.sample_rate, sample_rate), sample_rate))
     return out
 
 
-def caller_voice(name: Voice) -> TTSEngine:
+def _caller_voice(name: Voice) -> TTSEngine:
     """The caller's voice, loaded once per process: deterministic (Piper's noise off), so
     the same script gives the same audio, and so the same transcripts, on every run."""
     if name != "piper":

@@ -79,8 +79,6 @@ class SaidLine:
     utterance: Utterance
     #: The user turn the call opened for it (0 until the VAD reports the speech).
     turn: int = 0
-    #: When its voice reached the line (its first loud frame went out).
-    onset_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -215,10 +213,8 @@ class SpeechCaller(Transport):
         pcm = said.utterance.pcm
         onset_frame = int(said.utterance.voice_start_ms // self.frame_ms)
         for k, offset in enumerate(range(0, len(pcm), fb)):
-            if k == onset_frame:
-                now = self.ctx.clock.now_ns()
-                said.onset_ns = now  # the voice reaches the line: a barge-in's reaction starts here
-                self.meter.voice_on(now)
+            if k == onset_frame:  # the voice reaches the line: a barge-in's reaction starts here
+                self.meter.voice_on(self.ctx.clock.now_ns())
             chunk = pcm[offset:offset + fb]
             yield chunk if len(chunk) == fb else chunk + bytes(fb - len(chunk))
         self._speaking = None
