@@ -9,18 +9,21 @@ does not depend on the wire (see docs/design/transports.md):
   (:meth:`receive_audio`, one ``InputAudio`` each). The wire's :meth:`serve` runs for
   as long as the call: when it returns, the caller has hung up and the stream ends.
 * **Outbound, paced.** Bot ``TTSText`` and ``OutputAudio`` go into a :class:`Playout`
-  (lead buffer, one turn at a time, what-was-heard ledger). The worker's shared
-  :mod:`pacer <transports.pacer>` wakes the transport's playout task once per frame
-  period; it sends at most one frame per tick through :meth:`send_audio`. A wire that
-  is slow to take a frame misses slots (``ticks.missed``) and never bursts.
+  (lead buffer, one turn at a time, what-was-heard ledger). At each tick of the worker's
+  shared :mod:`pacer <transports.pacer>` the transport takes at most one frame from it,
+  synchronously (nothing wakes while there is nothing to play), and hands the frame to
+  its sender task, which awaits :meth:`send_audio`. One frame at a time is in flight:
+  a tick that finds the wire still taking the last one is skipped (``slots_missed``),
+  so a slow wire never gets a burst.
 * **Bot speaking events.** ``BotStartedSpeaking(turn, interruptible)`` when the first
   frame of a turn goes out (``interruptible`` from the turn's ``ResponseStart``), and
   ``BotStoppedSpeaking(turn, played_ms, interrupted, heard_text)`` when it played out,
   was superseded, or was flushed.
 * **Flush (barge-in).** ``on_flush`` is synchronous: it drops the buffered audio at once
-  and emits ``BotStoppedSpeaking``; if any audio of the turn had gone out, it wakes the
-  playout task between ticks to call :meth:`clear_audio` (ACS sends ``StopAudio`` there),
-  before the next frame could go out. No await happens inside ``on_flush``.
+  (a frame taken but not yet sent included) and emits ``BotStoppedSpeaking``; if any
+  audio of the turn had gone out, it wakes the sender task at once, between ticks, to
+  call :meth:`clear_audio` (ACS sends ``StopAudio`` there) before any further frame. No
+  await happens inside ``on_flush``.
 * **Format check.** Bot audio must arrive at the line rate, mono: an
   ``AudioFormat(stream="out")`` that says otherwise is a configuration error (a
   ``resample`` node is missing), reported as a ``FrameError`` naming the rates.
@@ -46,7 +49,7 @@ from pipeline.frames import (
 )
 from pipeline.processor import Processor
 
-from .pacer import Ticks, pacer_for
+from .pacer import pacer_for
 from .playout import Playout, PlayoutEvent, PlayoutStarted, PlayoutStopped
 
 __all__ = ["LINE_RATES", "Transport"]
@@ -88,12 +91,14 @@ class Transport(Processor, ABC):
         self.sample_rate = sample_rate
         self.frame_ms = frame_ms
         self.playout = Playout(sample_rate, frame_ms=frame_ms, lead_ms=lead_ms)
-        #: Bot frames handed to the wire.
+        #: Bot frames the wire took.
         self.frames_sent = 0
-        #: The pacer subscription of the playout (from the start of the call); its
-        #: ``missed`` counts slots that passed while the wire was still taking a frame.
-        self.ticks: Ticks | None = None
+        #: Ticks skipped because the wire was still taking the previous frame.
+        self.slots_missed = 0
+        self._outbox: bytes | None = None  # the frame taken at the last tick, not yet sent
+        self._sending = False
         self._clear = False  # a flush cut audio the wire may still hold: clear it
+        self._wakeup: asyncio.Future[None] | None = None  # the sender task waits on it
         self._interruptible: dict[int, bool] = {}
         self._input_rate = 0
 
@@ -143,18 +148,16 @@ class Transport(Processor, ABC):
         return (float(self.frame_ms), float(self.frame_ms + self.playout.lead_ms))
 
     async def run(self) -> None:
-        ticks = self.ticks = pacer_for(self.ctx.clock, self.frame_ms).subscribe()
         try:
             async with asyncio.TaskGroup() as tasks:
-                player = tasks.create_task(self._play(ticks), name=f"{self.ctx.call_id}:{self.name}:playout")
-                try:
-                    await self.serve()
-                finally:
-                    player.cancel()
+                sender = tasks.create_task(self._send(), name=f"{self.ctx.call_id}:{self.name}:send")
+                with pacer_for(self.ctx.clock, self.frame_ms).every_tick(self._on_tick):
+                    try:
+                        await self.serve()
+                    finally:
+                        sender.cancel()
         except ExceptionGroup as group:  # one wire failure: report it, not a group of one
             raise group.exceptions[0] from None
-        finally:
-            ticks.close()
 
     async def process(self, frame: OutputAudio | TTSText) -> None:
         if isinstance(frame, TTSText):
@@ -184,29 +187,50 @@ class Transport(Processor, ABC):
         events = self.playout.flush(turn)
         if not events:
             return
-        if any(isinstance(ev, PlayoutStopped) and ev.played_ms > 0 for ev in events) and self.ticks is not None:
+        if any(isinstance(ev, PlayoutStopped) and ev.played_ms > 0 for ev in events):
+            self._outbox = None  # taken at the last tick, but not heard yet: drop it too
             self._clear = True
-            self.ticks.wake()  # now, not at the next tick: the far end stops sooner
+            self._wake_sender()  # now, not at the next tick: the far end stops sooner
         self._announce(events)
 
     # --- internals ----------------------------------------------------------------------
 
-    async def _play(self, ticks: Ticks) -> None:
-        """The playout task: one frame per tick, and the wire's clear after a flush."""
-        playout = self.playout
+    def _on_tick(self, slot_ns: int) -> None:
+        """At each tick of the pacer (synchronous, in the call's context): take a frame."""
+        if self._outbox is not None or self._sending:
+            self.slots_missed += 1  # the wire is still taking the last frame: no burst later
+            return
+        frame, events = self.playout.next_frame()
+        if events:
+            self._announce(events)  # a start is announced as its first frame goes out
+        if frame is not None:
+            self._outbox = frame
+            self._wake_sender()
+
+    async def _send(self) -> None:
+        """The sender task: hands each frame taken at a tick to the wire, and clears the
+        wire after a flush. It wakes only when there is something to do."""
+        loop = asyncio.get_running_loop()
         while True:
-            slot = await ticks.next()
+            if self._outbox is None and not self._clear:
+                self._wakeup = loop.create_future()
+                await self._wakeup
             if self._clear:
                 self._clear = False
                 await self.clear_audio()
-            if slot is None:
-                continue  # woken between ticks for the clear only
-            frame, events = playout.next_frame()
-            if events:
-                self._announce(events)  # a start is announced before its first frame goes out
+            frame, self._outbox = self._outbox, None
             if frame is not None:
-                await self.send_audio(frame)
+                self._sending = True
+                try:
+                    await self.send_audio(frame)
+                finally:
+                    self._sending = False
                 self.frames_sent += 1
+
+    def _wake_sender(self) -> None:
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     def _announce(self, events: list[PlayoutEvent]) -> None:
         now = self.ctx.clock.now_ns()

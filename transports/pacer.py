@@ -4,12 +4,19 @@ Real-time audio goes out one frame per period (20 ms). If every call slept until
 next frame, a worker with N calls would wake the event loop N times per period, at N
 different instants, and each wake-up costs about as much CPU as a call's whole media
 path. Instead one task per (event loop, clock, period) sleeps on the clock and, at each
-tick, wakes every subscriber at once: one loop wake-up per tick for all calls.
+tick, serves every subscriber at once: one loop wake-up per tick for all calls.
 
-A subscriber is a :class:`Ticks`: the task that sends a call's audio awaits
-``ticks.next()`` and gets the slot time of the tick. Waking it is setting a future (about
-a microsecond); the tick itself never awaits a subscriber, so one call whose wire is slow,
-or whose graph pushes back, misses its own slots and delays nobody else's.
+The tick never awaits a subscriber, so one call whose wire is slow, or whose graph
+pushes back, misses its own slots and delays nobody else's. Two kinds of subscriber:
+
+* :meth:`Pacer.every_tick` (a :class:`TickCallback`): a plain function called at each
+  tick with the slot time, in the context of the code that subscribed (the call's
+  context: its clock stamps the frames made there). It must not block: a transport's
+  playout takes its frame here (microseconds, nothing else wakes when it has nothing
+  to play) and hands it to its own sender task only when there is one.
+* :meth:`Pacer.subscribe` (a :class:`Ticks`): a task awaits ``ticks.next()`` and gets
+  each slot time; waking it is setting a future. For a task that must await at every
+  tick anyway (a scripted caller pushing its voice into the graph).
 
 Slots and late ticks
 --------------------
@@ -23,8 +30,8 @@ loop was busy and a tick runs late:
   grid is kept, so the next tick is due at its usual place: the line catches up on time
   without sending a burst. (A paced stream that bursts overflows the far end's jitter
   buffer; a gap of a frame is what a jitter buffer is built to absorb.)
-* a subscriber that had not taken its previous slot when the next one came counts it in
-  its own ``Ticks.missed`` and gets only the latest one: the same rule, per subscriber.
+* a ``Ticks`` owner that had not taken its previous slot when the next one came counts
+  it in ``Ticks.missed`` and gets only the latest one: the same rule, per subscriber.
 
 Which pacer
 -----------
@@ -42,13 +49,14 @@ import asyncio
 import contextvars
 import logging
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
 from pipeline.clock import Clock, MonotonicClock
 from pipeline.errors import StateError
 
-__all__ = ["LATE_MS", "Pacer", "PacerStats", "Ticks", "pacer_for"]
+__all__ = ["LATE_MS", "Pacer", "PacerStats", "TickCallback", "Ticks", "pacer_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +148,41 @@ class Ticks:
             waiter.set_result(None)
 
 
+class TickCallback:
+    """A function called at every tick of a :class:`Pacer` (see :meth:`Pacer.every_tick`)."""
+
+    __slots__ = ("_closed", "_context", "_fn", "_pacer")
+
+    def __init__(self, pacer: Pacer, fn: Callable[[int], None]) -> None:
+        self._pacer = pacer
+        self._fn = fn
+        self._context = contextvars.copy_context()
+        self._closed = False
+
+    def close(self) -> None:
+        """Unsubscribe (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._pacer._remove(self)
+
+    def __enter__(self) -> TickCallback:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _tick(self, slot_ns: int) -> None:
+        try:
+            self._context.run(self._fn, slot_ns)
+        except Exception:
+            # A subscriber's bug must not stop the ticker every call shares, nor be
+            # logged fifty times a second: it is unsubscribed.
+            logger.exception("pacer: tick callback %r failed; unsubscribed", self._fn)
+            self.close()
+
+
 class Pacer:
     """The shared ticker of one clock and period (see module docstring).
 
@@ -153,7 +196,7 @@ class Pacer:
         self.period_ms = period_ms
         self._period_ns = period_ms * 1_000_000
         self._late_ns = int(LATE_MS * 1e6)
-        self._subscribers: tuple[Ticks, ...] = ()
+        self._subscribers: tuple[Ticks | TickCallback, ...] = ()
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
         self.late_ticks = 0
@@ -166,16 +209,20 @@ class Pacer:
         return len(self._subscribers)
 
     def subscribe(self) -> Ticks:
-        """A new subscription; its first tick is the pacer's next slot (at once if idle)."""
+        """A subscription for a task that awaits each tick; its first tick is the pacer's
+        next slot (at once if the pacer was idle)."""
         ticks = Ticks(self)
-        self._subscribers += (ticks,)
-        if self._task is None:
-            # A fresh context: the ticker serves many calls and must carry none of their
-            # context variables (each subscriber's task runs in its own call's context).
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"pacer-{self.period_ms}ms", context=contextvars.Context()
-            )
+        self._add(ticks)
         return ticks
+
+    def every_tick(self, fn: Callable[[int], None]) -> TickCallback:
+        """Call ``fn(slot_ns)`` at every tick, in the caller's context, until closed.
+
+        ``fn`` must not block; if it raises, it is logged and unsubscribed.
+        """
+        callback = TickCallback(self, fn)
+        self._add(callback)
+        return callback
 
     def stats(self) -> PacerStats:
         """The counters now."""
@@ -188,8 +235,17 @@ class Pacer:
             max_late_ms=self.max_late_ns / 1e6,
         )
 
-    def _remove(self, ticks: Ticks) -> None:
-        self._subscribers = tuple(t for t in self._subscribers if t is not ticks)
+    def _add(self, subscriber: Ticks | TickCallback) -> None:
+        self._subscribers += (subscriber,)
+        if self._task is None:
+            # A fresh context: the ticker serves many calls and carries none of their
+            # context variables (callbacks run in their own, Ticks owners in their tasks').
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"pacer-{self.period_ms}ms", context=contextvars.Context()
+            )
+
+    def _remove(self, subscriber: Ticks | TickCallback) -> None:
+        self._subscribers = tuple(t for t in self._subscribers if t is not subscriber)
         if not self._subscribers and self._task is not None:
             self._task.cancel()  # nobody to pace: stop waking the loop
             self._task = None
@@ -210,8 +266,8 @@ class Pacer:
                 self.late_ticks += 1
             if late > self.max_late_ns:
                 self.max_late_ns = late
-            for ticks in self._subscribers:
-                ticks._tick(slot)
+            for subscriber in self._subscribers:
+                subscriber._tick(slot)
             slot += period
 
 

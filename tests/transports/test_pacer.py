@@ -148,3 +148,42 @@ async def test_counters_survive_the_ticker_stopping_and_restarting() -> None:
     with pacer.subscribe() as ticks:
         assert await ticks.next() == 120 * MS  # a new grid from the restart
     assert pacer.ticks == 3
+
+
+async def test_tick_callbacks_run_in_the_subscribers_context_without_waking_a_task() -> None:
+    import contextvars
+
+    call_id: contextvars.ContextVar[str] = contextvars.ContextVar("call_id", default="none")
+    clock = CountingClock()
+    pacer = Pacer(clock)
+    seen: list[tuple[str, int, int]] = []
+
+    def subscribe(name: str) -> None:
+        call_id.set(name)
+        pacer.every_tick(lambda slot: seen.append((call_id.get(), slot, clock.now_ns())))
+
+    for name in ("a", "b"):
+        contextvars.copy_context().run(subscribe, name)  # each call subscribes from its own context
+    await clock.advance(0)
+    await clock.advance(20 * MS)
+    assert seen == [("a", 0, 0), ("b", 0, 0), ("a", 20 * MS, 20 * MS), ("b", 20 * MS, 20 * MS)]
+    assert clock.parks == 2 and pacer.subscribers == 2
+
+
+async def test_a_failing_callback_is_unsubscribed_and_the_others_keep_ticking(caplog: pytest.LogCaptureFixture) -> None:
+    clock = VirtualClock()
+    pacer = Pacer(clock)
+    good: list[int] = []
+
+    def broken(slot: int) -> None:
+        raise RuntimeError("bug in a transport")
+
+    pacer.every_tick(broken)
+    with pacer.every_tick(good.append):
+        await clock.advance(0)
+        await clock.advance(40 * MS)
+        assert good == [0, 20 * MS, 40 * MS] and pacer.subscribers == 1
+    errors = [r for r in caplog.records if r.name == "transports.pacer"]
+    assert len(errors) == 1 and "unsubscribed" in errors[0].getMessage()  # logged once, not per tick
+    await clock.advance(0)
+    assert clock.sleepers == 0
