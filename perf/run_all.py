@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "audio_frontend": ("audio_frontend.py", [], ["--frames", "1000"]),
     "speech_engines": ("speech_engines.py", [], ["--runs", "5"]),
     "speech_call": ("speech_call.py", [], ["--calls", "2", "--turns", "3"]),
+    "pacing": ("pacing.py", [], ["--seconds", "1", "--repeats", "1"]),
 }
 
 
