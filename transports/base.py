@@ -17,8 +17,8 @@ does not depend on the wire (see docs/design/transports.md):
   so a slow wire never gets a burst.
 * **Bot speaking events.** ``BotStartedSpeaking(turn, interruptible)`` when the first
   frame of a turn goes out (``interruptible`` from the turn's ``ResponseStart``), and
-  ``BotStoppedSpeaking(turn, played_ms, interrupted, heard_text)`` when it played out,
-  was superseded, or was flushed.
+  ``BotStoppedSpeaking(turn, played_ms, interrupted, heard_text)`` when it played out or
+  was flushed. Turns play one after the other in turn order; only a flush cuts one.
 * **Flush (barge-in).** ``on_flush`` is synchronous: it drops the buffered audio at once
   (a frame taken but not yet sent included) and emits ``BotStoppedSpeaking``; if any
   audio of the turn had gone out, it wakes the sender task at once, between ticks, to
@@ -95,7 +95,9 @@ class Transport(Processor, ABC):
         self.frames_sent = 0
         #: Ticks skipped because the wire was still taking the previous frame.
         self.slots_missed = 0
-        self._outbox: bytes | None = None  # the frame taken at the last tick, not yet sent
+        #: The turn of the frame being handed to the wire (for wires that label audio).
+        self.sending_turn = 0
+        self._outbox: tuple[int, bytes] | None = None  # (turn, frame) taken at the last tick, not yet sent
         self._sending = False
         self._clear = False  # a flush cut audio the wire may still hold: clear it
         self._wakeup: asyncio.Future[None] | None = None  # the sender task waits on it
@@ -161,11 +163,9 @@ class Transport(Processor, ABC):
 
     async def process(self, frame: OutputAudio | TTSText) -> None:
         if isinstance(frame, TTSText):
-            events = self.playout.add_text(frame.turn, frame.text)
+            self.playout.add_text(frame.turn, frame.text)
         else:
-            events = self.playout.add_audio(frame.turn, frame.pcm)
-        if events:
-            self._announce(events)
+            self.playout.add_audio(frame.turn, frame.pcm)
 
     async def on_control(self, frame: ControlFrame) -> ControlFrame | None:
         if isinstance(frame, AudioFormat):
@@ -200,11 +200,12 @@ class Transport(Processor, ABC):
         if self._outbox is not None or self._sending:
             self.slots_missed += 1  # the wire is still taking the last frame: no burst later
             return
+        turn = self.playout.turn  # before next_frame: after a turn's last frame, the next is current
         frame, events = self.playout.next_frame()
         if events:
             self._announce(events)  # a start is announced as its first frame goes out
         if frame is not None:
-            self._outbox = frame
+            self._outbox = (turn, frame)
             self._wake_sender()
 
     async def _send(self) -> None:
@@ -218,8 +219,9 @@ class Transport(Processor, ABC):
             if self._clear:
                 self._clear = False
                 await self.clear_audio()
-            frame, self._outbox = self._outbox, None
-            if frame is not None:
+            out, self._outbox = self._outbox, None
+            if out is not None:
+                self.sending_turn, frame = out
                 self._sending = True
                 try:
                     await self.send_audio(frame)

@@ -2,7 +2,8 @@
 
 Sans-I/O (STYLE.md): the transport feeds it clauses and audio as they arrive and calls
 ``next_frame()`` once per frame period; it answers with the frame to send (or ``None``
-for silence) and the speaking events to emit. Nothing here sleeps or sends.
+for silence) and the speaking events to emit (``end_response`` and ``flush`` return
+events too). Nothing here sleeps or sends.
 
 * Every bot utterance belongs to a turn handed out by the call's context (``>= 1``),
   greetings included. Bot audio or text of turn 0 is a bug upstream and is refused with
@@ -10,10 +11,12 @@ for silence) and the speaking events to emit. Nothing here sleeps or sends.
 * A small lead buffer (``lead_ms``) is filled before a response starts playing, so
   jitter in TTS delivery does not make the audio stutter; the end of a response (or a
   clause when nothing else is coming) plays out whatever is buffered.
-* One turn plays at a time. Audio of a newer turn supersedes the one still buffered;
-  audio of an older turn, or of a flushed one, is dropped (it was superseded already).
-* ``flush(turn)`` (barge-in) drops everything buffered of the turn playing if it is
-  ``<= turn``, at once, and reports what the caller actually heard: whole clauses
+* One turn plays at a time, in turn order. Text and audio of a newer turn wait, in
+  arrival order, until the turn playing has played out or been flushed: back-to-back
+  bot utterances (a greeting, then a prompt) are each heard whole, and only a flush
+  ever cuts one. Audio of an older turn, or of a flushed one, is dropped.
+* ``flush(turn)`` (barge-in) drops everything of turns ``<= turn`` at once, the turn
+  playing and those waiting, and reports what the caller actually heard: whole clauses
   played, plus the played share of the clause that was cut off, from the
   ``Conversation`` ledger. A turn that finished playing is not flushed again.
 """
@@ -21,7 +24,7 @@ for silence) and the speaking events to emit. Nothing here sleeps or sends.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.errors import FrameError
 from processors.text.context import Conversation
@@ -55,6 +58,17 @@ class PlayoutStopped:
 PlayoutEvent = PlayoutStarted | PlayoutStopped
 
 
+@dataclass(slots=True)
+class _Waiting:
+    """A turn waiting for the one playing: its clauses and audio in arrival order."""
+
+    items: list[str | bytes] = field(default_factory=list)
+    ended: bool = False
+
+
+_CURRENT = _Waiting()  # marks "the turn playing" where a turn's place is returned
+
+
 class Playout:
     """Buffers bot audio per turn and releases it in fixed frames (see module docstring)."""
 
@@ -69,9 +83,10 @@ class Playout:
         self._frame_bytes = sample_rate * frame_ms // 1000 * 2
         self._buffer = bytearray()
         self._ledger = Conversation()
-        self._turn = 0  # the latest turn accepted
+        self._turn = 0  # the current turn: playing, or buffering its lead (0: none yet)
         self._flushed = 0  # every turn <= this was flushed: its audio never plays
         self._active = False  # the current turn has audio or text that has not stopped
+        self._waiting: dict[int, _Waiting] = {}  # newer turns, until the current one stops
         self._playing = False
         self._ending = False  # the response is complete: play out without waiting for lead
         self._played_ms = 0.0
@@ -83,43 +98,47 @@ class Playout:
 
     @property
     def turn(self) -> int:
-        """The latest turn whose audio or text was accepted (0: none yet)."""
+        """The current turn: the one playing, or buffering its lead (0: none yet)."""
         return self._turn
 
     @property
     def buffered_ms(self) -> float:
-        """Audio waiting to be played, in ms."""
+        """Audio of the current turn waiting to be played, in ms."""
         return len(self._buffer) / self._bytes_per_ms
 
     @property
     def idle(self) -> bool:
-        """Nothing playing and nothing buffered."""
-        return not self._playing and not self._buffer
+        """Nothing playing, nothing buffered, no turn waiting."""
+        return not self._playing and not self._buffer and not self._waiting
 
-    def add_text(self, turn: int, text: str) -> list[PlayoutEvent]:
+    def add_text(self, turn: int, text: str) -> None:
         """A clause of ``turn`` whose audio follows."""
-        events: list[PlayoutEvent] = []
-        if self._accept(turn, events):
+        place = self._place(turn)
+        if place is _CURRENT:
             self._ledger.bot_text_queued(turn, text)
-        return events
+        elif place is not None:
+            place.items.append(text)
 
-    def add_audio(self, turn: int, pcm: bytes) -> list[PlayoutEvent]:
+    def add_audio(self, turn: int, pcm: bytes) -> None:
         """Audio of ``turn`` (PCM16 at the line rate) to play after what is buffered."""
         if len(pcm) % 2:
             raise FrameError(f"playout: PCM16 audio must have an even byte count, got {len(pcm)}")
-        events: list[PlayoutEvent] = []
-        if self._accept(turn, events) and pcm:
-            self._buffer += pcm
-            self._ledger.bot_audio_queued(turn, len(pcm) / self._bytes_per_ms)
-        return events
+        place = self._place(turn)
+        if place is _CURRENT:
+            self._queue_audio(turn, pcm)
+        elif place is not None and pcm:
+            place.items.append(pcm)
 
     def end_response(self, turn: int) -> list[PlayoutEvent]:
         """No more audio is coming for ``turn``: play the rest without waiting for lead."""
+        if turn in self._waiting:
+            self._waiting[turn].ended = True
+            return []
         if turn != self._turn or not self._active:
             return []
         self._ending = True
         if not self._buffer and not self._playing:
-            return self._stop(interrupted=False)
+            return self._stop(interrupted=False) + self._advance()
         return []
 
     def next_frame(self) -> tuple[bytes | None, list[PlayoutEvent]]:
@@ -134,7 +153,7 @@ class Playout:
             events.append(PlayoutStarted(self._turn))
         if not self._buffer:
             if self._ending:
-                events += self._stop(interrupted=False)
+                events += self._stop(interrupted=False) + self._advance()
             return None, events  # an underrun mid-response: silence, keep the turn open
         n = min(self._frame_bytes, len(self._buffer))
         frame = bytes(self._buffer[:n])
@@ -145,40 +164,74 @@ class Playout:
         if n < self._frame_bytes:  # the last bit of a response: pad to a whole frame
             frame += bytes(self._frame_bytes - n)
         if not self._buffer and self._ending:
-            events += self._stop(interrupted=False)
+            events += self._stop(interrupted=False) + self._advance()  # the next turn starts next tick
         return frame, events
 
     def flush(self, turn: int) -> list[PlayoutEvent]:
-        """Barge-in: drop the buffered audio of the turn playing, if it is ``<= turn``;
-        report what was heard. Audio of turns ``<= turn`` arriving later is dropped."""
+        """Barge-in: drop the audio of turns ``<= turn``, playing or waiting, and report
+        what was heard of each. Audio of turns ``<= turn`` arriving later is dropped."""
         self._flushed = max(self._flushed, turn)
-        if not self._active or self._turn > turn:
-            return []
-        if self._buffer:
-            logger.debug("playout: flushed %.0f ms of turn %d", self.buffered_ms, self._turn)
-        return self._stop(interrupted=True)
+        events: list[PlayoutEvent] = []
+        if self._active and self._turn <= turn:
+            if self._buffer:
+                logger.debug("playout: flushed %.0f ms of turn %d", self.buffered_ms, self._turn)
+            events += self._stop(interrupted=True)
+        for waiting in sorted(t for t in self._waiting if t <= turn):
+            del self._waiting[waiting]
+            events.append(PlayoutStopped(waiting, 0.0, True, ""))  # never played: nothing heard
+        return events + self._advance()
 
     # --- internals ---------------------------------------------------------------------
 
-    def _accept(self, turn: int, events: list[PlayoutEvent]) -> bool:
-        """Make ``turn`` current if it is new; False if its audio must not play."""
+    def _place(self, turn: int) -> _Waiting | None:
+        """Where text and audio of ``turn`` go: ``_CURRENT``, its waiting entry, or None
+        (dropped). A new turn becomes current at once when nothing is playing."""
         if turn < 1:
             raise FrameError(f"playout: bot audio or text of turn {turn}; every bot utterance (a greeting "
                              "too) needs a turn from ctx.next_turn(), so that it can be flushed and heard")
-        if turn <= self._flushed or turn < self._turn:
-            logger.debug("playout: dropping audio of turn %d (flushed or superseded)", turn)
-            return False
-        if turn == self._turn:
-            return self._active  # not active: it stopped already, this is a late straggler
-        if self._active:
-            # A new response while the previous one still plays: it was superseded.
-            events += self._stop(interrupted=bool(self._buffer))
+        if turn == self._turn and self._active:
+            return _CURRENT
+        if turn <= self._flushed or turn <= self._turn:
+            # Flushed, older than the current turn, or the current one after it stopped.
+            logger.debug("playout: dropping audio of turn %d (flushed, stopped or older)", turn)
+            return None
+        if not self._active:
+            self._begin(turn)
+            return _CURRENT
+        waiting = self._waiting.get(turn)
+        if waiting is None:
+            waiting = self._waiting[turn] = _Waiting()
+        return waiting
+
+    def _begin(self, turn: int) -> None:
         self._turn = turn
         self._active = True
         self._ending = False
         self._played_ms = 0.0
         self._ledger.begin_bot(turn)
-        return True
+
+    def _queue_audio(self, turn: int, pcm: bytes) -> None:
+        if pcm:
+            self._buffer += pcm
+            self._ledger.bot_audio_queued(turn, len(pcm) / self._bytes_per_ms)
+
+    def _advance(self) -> list[PlayoutEvent]:
+        """The current turn stopped: make the next waiting turn current."""
+        events: list[PlayoutEvent] = []
+        while self._waiting and not self._active:
+            turn = min(self._waiting)
+            waiting = self._waiting.pop(turn)
+            self._begin(turn)
+            for item in waiting.items:
+                if isinstance(item, str):
+                    self._ledger.bot_text_queued(turn, item)
+                else:
+                    self._queue_audio(turn, item)
+            if waiting.ended:
+                self._ending = True
+                if not self._buffer:
+                    events += self._stop(interrupted=False)  # a response with no audio
+        return events
 
     def _stop(self, *, interrupted: bool) -> list[PlayoutEvent]:
         """End the current turn's playback; an event if it started or was cut off."""

@@ -43,6 +43,7 @@ class MemoryWire(Transport):
     def __init__(self, name: str = "line", **kw: Any) -> None:
         super().__init__(name=name, **kw)
         self.sent: list[tuple[int, bytes]] = []
+        self.turns: list[int] = []
         self.clears: list[int] = []
         self.hangup: asyncio.Future[None] | None = None
         self.gate: asyncio.Future[None] | None = None  # set: send_audio waits on it (a slow socket)
@@ -56,6 +57,7 @@ class MemoryWire(Transport):
         if self.gate is not None:
             await self.gate
         self.sent.append((self.ctx.clock.now_ns(), pcm))
+        self.turns.append(self.sending_turn)
 
     async def clear_audio(self) -> None:
         self.clears.append(self.ctx.clock.now_ns())
@@ -140,6 +142,27 @@ async def test_frames_go_out_on_exact_slots_once_the_lead_is_buffered() -> None:
     assert call.wire.clears == [] and call.wire.frames_sent == 5
     result = await call.hang_up()
     assert result.reason == "eos" and result.errors == ()
+
+
+async def test_turns_play_one_after_the_other_and_the_wire_knows_each_frames_turn() -> None:
+    clock = VirtualClock()
+    call = await start(clock, lead_ms=0)
+    await call.bot.say(ResponseStart(turn=1), TTSText("Welcome.", turn=1), OutputAudio(audio(40), turn=1),
+                       ResponseEnd(turn=1),
+                       ResponseStart(turn=2, interruptible=False), TTSText("This call is recorded.", turn=2),
+                       OutputAudio(audio(40), turn=2), ResponseEnd(turn=2))
+    await at(clock, 100)
+    # Turn 2 arrived while turn 1 was still buffered: it waits, then plays whole.
+    assert call.wire.turns == [1, 1, 2, 2] and call.sent_ms() == [20, 40, 60, 80]
+    await call.bot.say(ResponseStart(turn=3), OutputAudio(audio(40), turn=3), ResponseEnd(turn=3))
+    await at(clock, 200)
+    assert call.wire.turns == [1, 1, 2, 2, 3, 3] and call.sent_ms() == [20, 40, 60, 80, 120, 140]
+    assert call.bot.speaking() == [
+        ("started", 20, (1, True)), ("stopped", 40, (1, 40.0, False, "Welcome.")),
+        ("started", 60, (2, False)), ("stopped", 80, (2, 40.0, False, "This call is recorded.")),
+        ("started", 120, (3, True)), ("stopped", 140, (3, 40.0, False, "")),
+    ]
+    await call.hang_up()
 
 
 async def test_a_flush_drops_the_buffer_and_clears_the_wire_before_the_next_tick() -> None:

@@ -59,14 +59,39 @@ def test_flush_of_an_older_turn_leaves_a_newer_answer_alone() -> None:
     assert p.flush(4) == [] and p.buffered_ms == 100
 
 
-def test_a_new_answer_supersedes_the_one_still_buffered() -> None:
+def test_a_newer_turn_waits_until_the_one_playing_has_played_out() -> None:
     p = Playout(RATE, lead_ms=0)
-    p.add_text(1, "old answer")
+    p.add_text(1, "Welcome.")
+    p.add_audio(1, audio(40))
+    p.end_response(1)
+    p.add_text(2, "This call is recorded.")  # a second bot utterance, on a turn of its own
+    p.add_audio(2, audio(40))
+    p.end_response(2)
+    assert p.turn == 1 and p.buffered_ms == 40 and not p.idle
+    out = [p.next_frame() for _ in range(5)]
+    assert [f is not None for f, _ in out] == [True, True, True, True, False]
+    assert [e for _, e in out] == [
+        [PlayoutStarted(1)],
+        [PlayoutStopped(1, played_ms=40.0, interrupted=False, heard_text="Welcome.")],
+        [PlayoutStarted(2)],
+        [PlayoutStopped(2, played_ms=40.0, interrupted=False, heard_text="This call is recorded.")],
+        [],
+    ]
+    assert p.idle
+
+
+def test_a_flush_drops_the_turn_playing_and_the_turns_waiting_up_to_it() -> None:
+    p = Playout(RATE, lead_ms=0)
+    p.add_text(1, "One two three four.")
     p.add_audio(1, audio(100))
+    p.add_text(2, "Next.")
+    p.add_audio(2, audio(40))
+    p.add_audio(3, audio(40))
     p.next_frame()
-    events = p.add_audio(2, audio(40))
-    assert events == [PlayoutStopped(1, played_ms=20.0, interrupted=True, heard_text="")]
-    assert p.turn == 2 and p.buffered_ms == 40
+    assert p.flush(2) == [PlayoutStopped(1, played_ms=20.0, interrupted=True, heard_text="One"),
+                          PlayoutStopped(2, played_ms=0.0, interrupted=True, heard_text="")]
+    assert p.turn == 3 and p.buffered_ms == 40  # turn 3 was not flushed: it plays next
+    assert p.next_frame()[1] == [PlayoutStarted(3)]
 
 
 def test_bad_audio_and_settings() -> None:
@@ -110,10 +135,12 @@ def test_audio_of_a_flushed_or_older_turn_never_plays() -> None:
     p = Playout(RATE, lead_ms=0)
     p.add_audio(2, audio(40))
     p.flush(2)
-    assert p.add_audio(2, audio(40)) == [] and p.idle  # a straggler of the flushed turn
+    p.add_audio(2, audio(40))
+    assert p.idle  # a straggler of the flushed turn
     p.add_audio(4, audio(40))
-    assert p.add_audio(3, audio(40)) == [] and p.buffered_ms == 40  # older than the one playing
-    assert p.flush(3) == [] and p.buffered_ms == 40
+    p.add_audio(3, audio(40))
+    assert p.turn == 4 and p.buffered_ms == 40 and p.next_frame()[1] == [PlayoutStarted(4)]  # 3 is older
+    assert p.flush(3) == [] and p.buffered_ms == 20
 
 
 def test_a_flush_before_anything_played_reports_nothing_heard() -> None:

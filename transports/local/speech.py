@@ -178,7 +178,7 @@ class SpeechCaller(Transport):
 
     async def send_audio(self, pcm: bytes) -> None:
         """The caller's ear: the frame is heard now."""
-        self.heard.add(self.ctx.clock.now_ns(), self.playout.turn, pcm)
+        self.heard.add(self.ctx.clock.now_ns(), self.sending_turn, pcm)
 
     # The caller's audio is a generator of frames, one per slot: each step runs when its
     # slot comes, so every decision (keep waiting, or talk now) sees the line as it is at
