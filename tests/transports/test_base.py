@@ -267,3 +267,21 @@ async def test_fifty_transports_on_one_clock_share_one_wake_up_per_tick() -> Non
     assert {r.reason for r in results} == {"eos"}
     await clock.advance(0)
     assert clock.sleepers == 0  # everyone left: the ticker stopped
+
+
+async def test_a_broken_wire_ends_the_call_with_its_own_error() -> None:
+    class BrokenWire(MemoryWire):
+        async def send_audio(self, pcm: bytes) -> None:
+            raise ConnectionResetError("peer went away")
+
+    clock = VirtualClock()
+    wire, bot = BrokenWire(lead_ms=0), Bot()
+    graph = Graph("broken")
+    graph.chain(wire, bot, wire)
+    task = asyncio.create_task(run_call(graph, CallContext(clock=clock)))
+    await clock.advance(0)
+    await bot.say(OutputAudio(audio(100), turn=1))
+    await clock.advance(20 * MS)
+    result = await task
+    assert result.reason == "eos"  # the caller's side ended: end of stream, not a hang
+    assert [e.message for e in result.errors] == ["ConnectionResetError: peer went away"]
