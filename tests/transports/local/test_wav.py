@@ -69,7 +69,8 @@ async def test_the_speech_caller_plays_a_44k1_stereo_wav_on_a_16k_line(tmp_path:
     caller = SpeechCaller(SpeechCallerSettings(sample_rate=16000))
     caller.configure_call(wav=path)
     await caller.setup()  # used to fail: "Resampler: unsupported in_rate 44100 Hz"
-    (utt,) = caller.utterances
+    (said,) = caller.said
+    utt = said.utterance
     assert utt.text == "<caller.wav>" and len(utt.pcm) == 2 * 8000  # 0.5 s at 16 kHz
     assert abs(dominant_hz(utt.pcm, 16000) - 300.0) <= 2.0
 
