@@ -25,6 +25,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "speech_engines": ("speech_engines.py", [], ["--runs", "5"]),
     "offload": ("offload.py", [], ["--calls", "4", "--sentences", "10"]),
     "speech_call": ("speech_call.py", [], ["--calls", "2", "--turns", "3"]),
+    "graph_build": ("graph_build.py", [], ["--sizes", "1000", "2000"]),
+    "pacing": ("pacing.py", [], ["--seconds", "1", "--repeats", "1"]),
 }
 
 

@@ -13,25 +13,30 @@ A pipeline file::
       - brain ~> log                     # a tap: a side-car copy, never blocking
 
 Every node's settings are checked against its processor's ``Settings`` dataclass when
-the file is loaded: unknown keys, wrong types and missing values are ``ConfigError``s
-naming the file, line and node. Components never see raw dicts.
+the file is loaded (types, finite numbers, declared ranges: see ``settings.py``):
+unknown keys, wrong types, out-of-range and missing values are ``ConfigError``s naming
+the file, line and node. Components never see raw dicts. Whatever is wrong with the file
+itself (missing, a folder, binary, not UTF-8, empty, not a mapping, nested absurdly deep)
+is a ``ConfigError`` naming it too, never a traceback.
 
-Environment overrides: ``VOICEGRAPH__<NODE>__<SETTING>=value`` (value parsed as YAML),
-so endpoints and secrets never have to live in files.
+Environment overrides: ``VOICEGRAPH__<NODE>__<SETTING>=value`` (value parsed as YAML;
+``-`` and ``.`` in node names read as ``_``), so endpoints and secrets never have to live
+in files. A bad value is blamed on the variable. A variable naming no node of the
+pipeline, or no setting of that node, is ignored with a warning (the same environment
+serves every pipeline, and not every pipeline has every node).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
+import logging
 import os
 import re
-import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any
 
 import yaml
 
@@ -39,9 +44,11 @@ from .errors import ConfigError
 from .framequeue import Overflow
 from .graph import Graph
 from .registry import Registry, default_registry
+from .settings import coerce_settings
 
 __all__ = [
     "ENV_PREFIX",
+    "MAX_DEPTH",
     "NodeSpec",
     "PipelineSpec",
     "TapSpec",
@@ -51,7 +58,12 @@ __all__ = [
     "load_yaml",
 ]
 
+logger = logging.getLogger(__name__)
+
 ENV_PREFIX = "VOICEGRAPH__"
+#: Deepest YAML nesting accepted. A pipeline needs under ten levels; the bound keeps a
+#: hostile or broken file from exhausting the parser's recursion.
+MAX_DEPTH = 64
 _EDGE_SPLIT = re.compile(r"\s*(->|~>)\s*")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _OVERFLOWS = ("drop_oldest", "drop_newest")
@@ -78,7 +90,21 @@ class LineList(list[Any]):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """SafeLoader with line numbers and a nesting bound (see ``MAX_DEPTH``)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise ConfigError(f"YAML nested more than {MAX_DEPTH} levels deep", line=mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> LineMap:
@@ -109,20 +135,42 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 
 
 def load_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; syntax errors become ``ConfigError`` with file and line."""
+    """Parse a YAML file; every problem becomes a ``ConfigError`` naming the file (and line)."""
     file = str(path)
+    text = _read_text(Path(path), file)
+    return _parse(text, file)
+
+
+def _read_text(path: Path, file: str) -> str:
+    if path.is_dir():
+        raise ConfigError("is a folder, not a YAML file", file=file)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=file) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", file=file) from exc
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError("UTF-16 text; save the file as UTF-8", file=file)
+    if b"\x00" in data:
+        raise ConfigError("binary file (contains NUL bytes), not YAML text", file=file)
     try:
-        return yaml.load(text, Loader=_Loader)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded; save the file as UTF-8",
+                          file=file, line=line) from None
+
+
+def _parse(text: str, file: str | None) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader: no arbitrary objects
     except ConfigError as exc:
-        raise ConfigError(exc.reason, file=file, line=exc.line) from exc
+        raise ConfigError(exc.reason, file=file, line=exc.line) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"invalid YAML: {problem}", file=file, line=mark.line + 1 if mark else None) from exc
+        raise ConfigError(f"invalid YAML: {problem}", file=file, line=mark.line + 1 if mark else None) from None
 
 
 # --- typed specs -----------------------------------------------------------------------
@@ -159,7 +207,7 @@ class EdgeSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PipelineSpec:
-    """A whole pipeline file, parsed and checked."""
+    """A whole pipeline file, parsed and checked; ``warnings`` were also logged."""
 
     name: str
     file: str
@@ -167,6 +215,7 @@ class PipelineSpec:
     nodes: tuple[NodeSpec, ...] = ()
     edges: tuple[EdgeSpec, ...] = ()
     types: Mapping[str, type] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 def load_pipeline(
@@ -174,24 +223,42 @@ def load_pipeline(
     *,
     registry: Registry | None = None,
     env: Mapping[str, str] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> PipelineSpec:
-    """Load and check a pipeline file (settings typed, env overrides applied)."""
+    """Load and check a pipeline file (settings typed, env overrides applied).
+
+    Warnings (environment variables that name no node or setting of this pipeline) go
+    to ``warn``, by default ``logging.warning``; they are kept in ``spec.warnings`` too.
+    """
     registry = registry or default_registry
     env = os.environ if env is None else env
     file = str(path)
+    warnings: list[str] = []
+
+    def note(message: str) -> None:
+        warnings.append(message)
+        (warn or logger.warning)(message)
+
     doc = load_yaml(path)
+    if doc is None:
+        raise ConfigError("empty file; a pipeline file is a mapping with 'nodes' and 'edges'", file=file)
     if not isinstance(doc, LineMap):
-        raise ConfigError("a pipeline file must be a mapping with 'nodes' and 'edges'", file=file)
+        raise ConfigError(f"the top level is {_kind(doc)}; a pipeline file must be a mapping with 'nodes' and "
+                          "'edges'", file=file, line=getattr(doc, "line", None))
     unknown = set(doc) - {"name", "description", "nodes", "edges"}
     if unknown:
         key = sorted(unknown)[0]
         raise ConfigError(f"unknown top-level key '{key}' (expected name, description, nodes, edges)",
                           file=file, line=doc.line_of(key))
+    for key in ("name", "description"):
+        if key in doc and not isinstance(doc[key], str):
+            raise ConfigError(f"'{key}' must be a string, got {_kind(doc[key])}", file=file, line=doc.line_of(key))
     nodes_doc = doc.get("nodes")
     if not isinstance(nodes_doc, LineMap) or not nodes_doc:
         raise ConfigError("'nodes' must be a non-empty mapping of name -> {use: type, ...}",
                           file=file, line=doc.line_of("nodes"))
-    overrides = _env_overrides(env)
+    overrides = _env_overrides(env, note)
+    claimed: set[str] = set()
     nodes: list[NodeSpec] = []
     types_used: dict[str, type] = {}
     for name, body in nodes_doc.items():
@@ -209,38 +276,61 @@ def load_pipeline(
             raise ConfigError(exc.reason, file=file, line=body.line_of("use"), node=name) from exc
         types_used[name] = cls
         raw = {k: v for k, v in body.items() if k not in ("use", "tap")}
-        raw.update(overrides.get(name.lower().replace("-", "_"), {}))
         lines = {k: body.line_of(k) for k in raw}
-        settings = coerce_settings(cls.Settings, raw, file=file, node=name, lines=lines, default_line=line)
+        sources: dict[str, str] = {}
+        settable = _settable(cls.Settings)
+        for ov in overrides.get(_env_key(name), ()):
+            claimed.add(ov.var)
+            if ov.setting not in settable:
+                known = ", ".join(sorted(settable)) or "none"
+                note(f"{file}: environment variable {ov.var} ignored: node '{name}' ({use}) has no setting "
+                     f"'{ov.setting}' (settings: {known})")
+                continue
+            raw[ov.setting] = ov.value
+            sources[ov.setting] = ov.var
+        settings = coerce_settings(cls.Settings, raw, file=file, node=name, lines=lines, default_line=line,
+                                   sources=sources)
         tap = None
         if "tap" in body:
             tap = _tap_spec(body["tap"], file=file, node=name, line=body.line_of("tap"))
         nodes.append(NodeSpec(name=name, use=use, settings=settings, line=line, tap=tap))
+    for node_key, ovs in overrides.items():
+        for ov in ovs:
+            if ov.var not in claimed:
+                note(f"{file}: environment variable {ov.var} ignored: this pipeline has no node '{node_key}' "
+                     f"(nodes: {', '.join(nodes_doc)})")
     edges = _parse_edges(doc.get("edges"), file=file, line=doc.line_of("edges"), names=set(nodes_doc))
-    name = doc.get("name", Path(file).stem)
     return PipelineSpec(
-        name=str(name),
+        name=doc.get("name", Path(file).stem),
         file=file,
-        description=str(doc.get("description", "")),
+        description=doc.get("description", ""),
         nodes=tuple(nodes),
         edges=tuple(edges),
         types=types_used,
+        warnings=tuple(warnings),
     )
 
 
 def build_graph(spec: PipelineSpec) -> Graph:
-    """Instantiate a fresh graph (one per call) from a checked spec, and validate it."""
+    """Instantiate a fresh graph (one per call) from a checked spec, and validate it.
+
+    A node whose constructor refuses its settings (``ConfigError``, ``ValueError``, or any
+    other exception) is reported with the file, line and node like every config error.
+    """
     graph = Graph(spec.name, file=spec.file)
     taps = {n.name: n.tap for n in spec.nodes}
     for node in spec.nodes:
         cls = spec.types[node.name]
         try:
-            graph.add(cls(node.settings, name=node.name), line=node.line)
-        except ConfigError:
-            raise
+            instance = cls(node.settings, name=node.name)
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, file=spec.file, line=node.line, node=node.name) from exc
+        except ValueError as exc:
+            raise ConfigError(f"invalid settings: {exc}", file=spec.file, line=node.line, node=node.name) from exc
         except Exception as exc:
-            raise ConfigError(f"cannot create {cls.__name__}: {exc}", file=spec.file, line=node.line,
-                              node=node.name) from exc
+            raise ConfigError(f"cannot create {cls.__name__}: {type(exc).__name__}: {exc}", file=spec.file,
+                              line=node.line, node=node.name) from exc
+        graph.add(instance, line=node.line)
     for edge in spec.edges:
         if edge.tap:
             tap = taps.get(edge.dst) or TapSpec()
@@ -254,21 +344,46 @@ def build_graph(spec: PipelineSpec) -> Graph:
 # --- helpers ---------------------------------------------------------------------------
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+@dataclass(frozen=True, slots=True)
+class _Override:
+    var: str
+    setting: str
+    value: Any
+
+
+def _env_key(node: str) -> str:
+    """How a node name reads in a variable name: ``resample-in`` -> ``resample_in``."""
+    return node.lower().replace("-", "_").replace(".", "_")
+
+
+def _env_overrides(env: Mapping[str, str], note: Callable[[str], None]) -> dict[str, list[_Override]]:
+    """``VOICEGRAPH__<NODE>__<SETTING>`` variables by node key (lower case)."""
+    out: dict[str, list[_Override]] = {}
     for key, value in env.items():
         if not key.startswith(ENV_PREFIX):
             continue
         parts = key[len(ENV_PREFIX):].split("__")
         if len(parts) != 2 or not all(parts):
+            note(f"environment variable {key} ignored: expected {ENV_PREFIX}<NODE>__<SETTING>")
             continue
-        node, setting = parts[0].lower(), parts[1].lower()
         try:
-            parsed = yaml.safe_load(value) if value else value
-        except yaml.YAMLError:
-            parsed = value
-        out.setdefault(node, {})[setting] = parsed
+            parsed = _parse(value, None) if value else value
+        except ConfigError:
+            parsed = value  # not YAML: the plain string (the setting's type decides if it fits)
+        out.setdefault(parts[0].lower(), []).append(_Override(key, parts[1].lower(), parsed))
     return out
+
+
+def _settable(settings_cls: type[Any]) -> set[str]:
+    """Setting names of a settings dataclass (the registry checked that it is one)."""
+    return {f.name for f in dataclasses.fields(settings_cls) if f.init}
+
+
+def _kind(value: Any) -> str:
+    """'a list', 'a string', ... for messages about YAML values."""
+    kinds = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number"}
+    return next((k for t, k in kinds.items() if isinstance(value, t)), type(value).__name__)
 
 
 def _tap_spec(raw: Any, *, file: str, node: str, line: int) -> TapSpec:
@@ -303,107 +418,3 @@ def _parse_edges(raw: Any, *, file: str, line: int, names: set[str]) -> list[Edg
                     raise ConfigError(f"edge '{item}' names unknown node '{end}'", file=file, line=item_line, node=end)
             edges.append(EdgeSpec(src=src, dst=dst, tap=arrow == "~>", line=item_line))
     return edges
-
-
-def coerce_settings(
-    cls: type[Any],
-    raw: Mapping[str, Any],
-    *,
-    file: str | None = None,
-    node: str | None = None,
-    lines: Mapping[str, int] | None = None,
-    default_line: int = 0,
-) -> Any:
-    """Build the frozen settings dataclass ``cls`` from ``raw``, checking every value."""
-    lines = lines or {}
-    if not dataclasses.is_dataclass(cls):
-        raise ConfigError(f"settings class {cls!r} is not a dataclass", file=file, node=node)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        line = lines.get(key, default_line) or None
-        if key not in fields:
-            known = ", ".join(sorted(fields)) or "none"
-            raise ConfigError(f"unknown setting '{key}' (settings: {known})", file=file, line=line, node=node)
-        try:
-            values[key] = _coerce(value, hints[key])
-        except _Mismatch as exc:
-            raise ConfigError(f"setting '{key}': {exc}", file=file, line=line, node=node) from None
-    for name, f in fields.items():
-        if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing required setting '{name}'", file=file, line=default_line or None, node=node)
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid settings: {exc}", file=file, line=default_line or None, node=node) from exc
-
-
-class _Mismatch(Exception):
-    pass
-
-
-def _describe(tp: Any) -> str:
-    if get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in get_args(tp))
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any) -> Any:
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        for arg in get_args(tp):
-            if arg is type(None) and value is None:
-                return None
-            try:
-                return _coerce(value, arg)
-            except _Mismatch:
-                continue
-        raise _Mismatch(f"expected {_describe(tp)}, got {value!r}")
-    if origin is Literal:
-        if value in get_args(tp):
-            return value
-        raise _Mismatch(f"expected one of {_describe(tp)}, got {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch(f"expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch(f"expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _Mismatch(f"expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch(f"expected a string, got {value!r}")
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(value)
-        except ValueError:
-            raise _Mismatch(f"expected one of {[m.value for m in tp]}, got {value!r}") from None
-    if origin in (tuple, list, Sequence) or tp in (tuple, list):
-        args = get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch(f"expected a list, got {value!r}")
-        item_tp = args[0] if args else Any
-        items = [_coerce(v, item_tp) for v in value]
-        return tuple(items) if origin is not list else items
-    if origin in (dict, Mapping) or tp in (dict,):
-        args = get_args(tp) or (Any, Any)
-        if not isinstance(value, Mapping):
-            raise _Mismatch(f"expected a mapping, got {value!r}")
-        return types.MappingProxyType({_coerce(k, args[0]): _coerce(v, args[1]) for k, v in value.items()})
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if not isinstance(value, Mapping):
-            raise _Mismatch(f"expected a mapping for {tp.__name__}, got {value!r}")
-        try:
-            return coerce_settings(tp, value)
-        except ConfigError as exc:
-            raise _Mismatch(exc.reason) from None
-    raise _Mismatch(f"unsupported setting type {_describe(tp)}")

@@ -1,6 +1,9 @@
 """FrameQueue: the bounded queue in front of a node that waits on I/O, and of a tap.
 
-A deque and one waiter future, a few times cheaper than ``asyncio.Queue``. Two policies:
+A deque, one getter future and a deque of putter futures, a few times cheaper than
+``asyncio.Queue``. Every blocked producer keeps its own future: with fan-in into an
+``io_bound`` node several producers can wait on one full queue, and each must be woken
+(one shared slot lost all but the last, which hung the call). Two policies:
 
 * ``block`` (main path): ``put`` waits while the queue is above its high-water mark and
   resumes below the low-water mark, so a slow node pushes back on its producer instead of
@@ -32,7 +35,7 @@ class FrameQueue:
     __slots__ = (
         "_getter",
         "_items",
-        "_putter",
+        "_putters",
         "dropped",
         "high_mark",
         "low_water",
@@ -45,7 +48,7 @@ class FrameQueue:
             raise ValueError(f"queue size must be >= 1, got {maxsize}")
         self._items: collections.deque[Frame] = collections.deque()
         self._getter: asyncio.Future[None] | None = None
-        self._putter: asyncio.Future[None] | None = None
+        self._putters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.maxsize = maxsize
         self.low_water = max(1, maxsize // 2)
         self.overflow: Overflow = overflow
@@ -76,8 +79,13 @@ class FrameQueue:
             self.offer(frame)
             return
         while len(self._items) >= self.maxsize and frame.kind is FrameClass.DATA:
-            self._putter = asyncio.get_running_loop().create_future()
-            await self._putter
+            putter = asyncio.get_running_loop().create_future()
+            self._putters.append(putter)
+            try:
+                await putter
+            finally:
+                if not putter.done():  # cancelled while waiting: leave no dead entry behind
+                    putter.cancel()
         self._append(frame)
 
     def offer(self, frame: Frame) -> bool:
@@ -107,12 +115,17 @@ class FrameQueue:
             self._getter = asyncio.get_running_loop().create_future()
             await self._getter
         frame = items.popleft()
-        putter = self._putter
-        if putter is not None and len(items) <= self.low_water:
-            self._putter = None
+        if self._putters and len(items) <= self.low_water:
+            self._wake_putters()
+        return frame
+
+    def _wake_putters(self) -> None:
+        """Below the low-water mark: wake every blocked producer (each re-checks the bound)."""
+        putters = self._putters
+        while putters:
+            putter = putters.popleft()
             if not putter.done():
                 putter.set_result(None)
-        return frame
 
     def purge(self, flushed_turn: int) -> int:
         """Drop queued data frames of turns ``1..flushed_turn``; return how many."""
@@ -122,9 +135,6 @@ class FrameQueue:
         if removed:
             items.clear()
             items.extend(keep)
-            putter = self._putter
-            if putter is not None and len(items) <= self.low_water:
-                self._putter = None
-                if not putter.done():
-                    putter.set_result(None)
+            if self._putters and len(items) <= self.low_water:
+                self._wake_putters()
         return removed

@@ -8,12 +8,14 @@ Three scheduling classes, as in GStreamer and Pipecat::
     DATA     audio, transcripts, LLM tokens, TTS text and audio. Ordered, queued where a
              node waits on I/O, dropped by a flush when they belong to a stale turn.
     CONTROL  in-band: ordered with the data (audio format, end of stream, response
-             start/end, flush stop, handoff). Never dropped by a flush.
+             start/end, turn start/end, flush stop). Never dropped by a flush.
     EVENT    out-of-band: broadcast to every node by direct call, jumping every queue
              (start, cancel, flush start, user/bot speaking, errors, metrics).
 
-Every frame carries ``turn``, the user-turn sequence number it was produced for. ``0``
-means "not bound to a turn" (caller audio, formats): a flush never drops those. A frame
+Every frame carries ``turn``, the turn it was produced for: a user turn, or a bot
+utterance of its own (a greeting); both numbers come from the call's one counter
+(``ctx.next_turn()``). ``0`` means "not bound to a turn" (caller audio, formats): a flush
+never drops those, and bot speech never has it. A frame
 of turn ``n`` is stale once ``FlushStart(turn >= n)`` has been broadcast, so audio of an
 interrupted turn is dropped by one comparison, never by timing luck.
 
@@ -51,7 +53,6 @@ __all__ = [
     "FlushStop",
     "Frame",
     "FrameClass",
-    "Handoff",
     "InputAudio",
     "InterimTranscript",
     "LLMToken",
@@ -59,6 +60,7 @@ __all__ = [
     "OutputAudio",
     "ResponseEnd",
     "ResponseStart",
+    "Speak",
     "Start",
     "TTSText",
     "Transcript",
@@ -193,6 +195,16 @@ class LLMToken(DataFrame):
 
 
 @dataclass(frozen=True, slots=True)
+class Speak(DataFrame):
+    """Words the bot says on its own, not in answer to a caller's turn: a greeting, a
+    prompt, a notice. ``turn`` is a turn handed out for it (``ctx.next_turn()``), so it
+    can be barged in on and the heard-only history stays exact like any answer."""
+
+    text: str
+    interruptible: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class TTSText(DataFrame):
     """A clause or sentence ready to be spoken."""
 
@@ -267,14 +279,6 @@ class TurnEnd(ControlFrame):
 @dataclass(frozen=True, slots=True)
 class FlushStop(ControlFrame):
     """Second phase of a flush: in-band, resets per-turn state up to ``turn``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Handoff(ControlFrame):
-    """The conversation moves to another agent."""
-
-    agent: str
-    reason: str = ""
 
 
 # --- out-of-band events -----------------------------------------------------------------

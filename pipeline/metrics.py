@@ -87,7 +87,7 @@ def _wrap(node: Processor, stats: NodeStats, metrics: GraphMetrics) -> None:
     async def timed_push(frame: Frame) -> None:
         turn = frame.turn
         if turn and not frame.kind and turn in stats._turn_in:
-            ttfb = (time.monotonic_ns() - stats._turn_in.pop(turn)) / 1e6
+            ttfb = (node.ctx.clock.now_ns() - stats._turn_in.pop(turn)) / 1e6  # on the call's clock
             stats.ttfb_ms[turn] = ttfb
             _report(node, MetricsEvent(node=node.name, name="ttfb", value=ttfb, turn=turn))
         t0 = clock()
@@ -97,7 +97,7 @@ def _wrap(node: Processor, stats: NodeStats, metrics: GraphMetrics) -> None:
     async def timed_process(frame: Any) -> None:
         turn = frame.turn
         if turn and turn not in stats._turn_in and turn not in stats.ttfb_ms:
-            stats._turn_in[turn] = time.monotonic_ns()
+            stats._turn_in[turn] = node.ctx.clock.now_ns()
         before = stats._downstream_ns
         t0 = clock()
         await process(frame)

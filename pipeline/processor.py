@@ -15,6 +15,12 @@ Routing rules, applied by the base so nodes stay small:
   outputs. Data of a flushed (stale) turn is dropped on arrival, by one comparison.
 * In-band control frames (format, end of stream, response start/end, flush stop) go to
   ``on_control()`` and are then forwarded automatically, in order with the data.
+  ``FlushStop(turn)``, the second phase of a flush, also calls ``on_flush_stop(turn)``:
+  every frame of turns ``<= turn`` that was in flight ahead of it has passed, so a node
+  resets what it kept for those turns there, in order with the data.
+* Sticky control frames (audio formats) are remembered per node; a node attached to a
+  running call (a tap added mid-call) gets them replayed first, so it knows the format
+  of the audio it joins.
 * Out-of-band events never travel along edges: the graph broadcasts them to every node
   by direct, synchronous call to ``on_event()``, so they jump every queue.
   ``FlushStart`` first purges this node's queue and calls ``on_flush()``.
@@ -48,6 +54,7 @@ from .frames import (
     ErrorEvent,
     EventFrame,
     FlushStart,
+    FlushStop,
     Frame,
     FrameClass,
 )
@@ -87,10 +94,12 @@ class NoSettings:
 class Processor:
     """Base class of every node. See the module docstring for the routing rules."""
 
-    #: Data frame types ``process()`` receives; others pass through untouched.
-    consumes: ClassVar[tuple[type[DataFrame], ...]] = ()
+    #: Data frame types ``process()`` receives; others pass through untouched. A class
+    #: attribute; a node whose types depend on its settings sets it per instance in
+    #: ``__init__`` (a resampler of the ``out`` stream consumes only ``OutputAudio``).
+    consumes: tuple[type[DataFrame], ...] = ()
     #: Data frame types this node pushes (graph validation checks edges against them).
-    produces: ClassVar[tuple[type[DataFrame], ...]] = ()
+    produces: tuple[type[DataFrame], ...] = ()
     #: True for nodes that wait on I/O: they get an input queue and a worker task.
     io_bound: ClassVar[bool] = False
     #: Input queue bound for io_bound nodes (backpressure above it).
@@ -156,7 +165,16 @@ class Processor:
         """See an out-of-band event. Synchronous: never awaits, never blocks."""
 
     def on_flush(self, turn: int) -> None:
-        """First flush phase: cancel in-flight work of turns ``<= turn`` (queue already purged)."""
+        """First flush phase: cancel in-flight work of turns ``<= turn`` (queue already purged).
+
+        Synchronous and out-of-band: it runs the moment the flush is broadcast.
+        """
+
+    def on_flush_stop(self, turn: int) -> None:
+        """Second flush phase, in-band: reset per-turn state kept for turns ``<= turn``.
+
+        Called when ``FlushStop(turn)`` reaches this node, before it is forwarded.
+        """
 
     # --- API for subclasses -----------------------------------------------------------
 
@@ -177,6 +195,16 @@ class Processor:
         """Send a frame to the nodes feeding this one."""
         for deliver in self._upstream:
             await deliver(frame)
+
+    def enqueue(self, frame: Frame) -> None:
+        """Queue ``frame`` for this node's own worker, behind what is already queued.
+
+        For an ``io_bound`` node that starts work of its own (a brain's greeting at call
+        start): the work then runs in the node's task, in order with its input.
+        """
+        if self._queue is None:
+            raise StateError(f"node '{self.name}' has no input queue (not io_bound, or not wired)")
+        self._queue.offer(frame)
 
     def emit(self, event: EventFrame) -> None:
         """Broadcast an out-of-band event to every node of the graph."""
@@ -282,6 +310,8 @@ class Processor:
 
     async def _handle_control(self, frame: ControlFrame) -> None:
         try:
+            if type(frame) is FlushStop:
+                self.on_flush_stop(frame.turn)
             replacement = await self.on_control(frame)
             if replacement is not None:
                 frame = replacement

@@ -9,16 +9,23 @@ package plugs in exactly the same way::
     my_filter = "my_package.filters:MyFilter"
 
 ``pipeline/`` never imports the packages above it; it only learns their names here.
+
+A type is checked when it is registered or first loaded: a ``Processor`` subclass whose
+``consumes``/``produces`` are tuples of data frame types and whose ``Settings`` is a
+dataclass. A plugin that gets this wrong is a ``ConfigError`` naming it, not a traceback
+from deep inside graph validation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import TypeVar
 
 from .errors import ConfigError
+from .frames import DataFrame
 from .processor import Processor
 
 __all__ = ["ENTRY_POINT_GROUP", "Registry", "default_registry", "register"]
@@ -41,6 +48,7 @@ class Registry:
         """Make ``cls`` available as ``use: name``."""
         if not (isinstance(cls, type) and issubclass(cls, Processor)):
             raise ConfigError(f"cannot register '{name}': {cls!r} is not a Processor subclass")
+        _check_declarations(name, cls)
         self._types[name] = cls
 
     def refresh(self) -> None:
@@ -66,6 +74,7 @@ class Registry:
             raise ConfigError(f"node type '{name}' from plugin '{ep.value}' failed to import: {exc}") from exc
         if not (isinstance(loaded, type) and issubclass(loaded, Processor)):
             raise ConfigError(f"node type '{name}' ({ep.value}) is not a Processor subclass")
+        _check_declarations(name, loaded)
         self._types[name] = loaded
         return loaded
 
@@ -80,6 +89,17 @@ class Registry:
                 found.setdefault(ep.name, ep)
             self._entry_points = found
         return self._entry_points
+
+
+def _check_declarations(name: str, cls: type[Processor]) -> None:
+    """What graph validation and the settings loader rely on, checked once per type."""
+    where = f"node type '{name}' ({cls.__module__}.{cls.__qualname__})"
+    for attr in ("consumes", "produces"):
+        value = getattr(cls, attr)
+        if not isinstance(value, tuple) or not all(isinstance(t, type) and issubclass(t, DataFrame) for t in value):
+            raise ConfigError(f"{where}: {attr} = {value!r}; expected a tuple of data frame classes")
+    if not (isinstance(cls.Settings, type) and dataclasses.is_dataclass(cls.Settings)):
+        raise ConfigError(f"{where}: Settings = {cls.Settings!r} is not a dataclass")
 
 
 default_registry = Registry()

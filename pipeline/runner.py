@@ -15,7 +15,8 @@ from typing import Any
 
 from .bus import Message, MessageType
 from .context import CallContext
-from .errors import FatalError
+from .errors import FatalError, StateError
+from .framequeue import Overflow
 from .frames import Cancel, ErrorEvent, EventFrame, Start, reset_clock, use_clock
 from .graph import Graph
 from .processor import Processor
@@ -44,6 +45,10 @@ class CallRunner:
         self.ctx = ctx or CallContext()
         self.errors: list[ErrorEvent] = []
         self._stop: asyncio.Future[str] | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started: list[Processor] = []
+        self._joined: dict[str, list[asyncio.Task[None]]] = {}
 
     def cancel(self, reason: str = "cancelled") -> None:
         """End the call now: broadcast ``Cancel`` and stop every node."""
@@ -94,7 +99,7 @@ class CallRunner:
         def later(coro: Coroutine[Any, Any, None], name: str) -> None:
             pending.append((coro, name))
 
-        started_nodes: list[Processor] = []
+        started_nodes = self._started
         for node in reversed(order):  # sinks first: nothing is pushed into a node not ready
             try:
                 await node._start(self.ctx, later)
@@ -107,7 +112,9 @@ class CallRunner:
             started_nodes.append(node)
         reason = "eos"
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(coro, name=f"{self.ctx.call_id}:{name}") for coro, name in pending]
+            self._tg = tg
+            tasks = self._tasks
+            tasks += [tg.create_task(coro, name=f"{self.ctx.call_id}:{name}") for coro, name in pending]
             try:
                 self.graph.broadcast(Start(call_id=self.ctx.call_id))
                 for source in self.graph.sources:
@@ -131,6 +138,7 @@ class CallRunner:
                 if eos is not None and not eos.done():
                     eos.cancel()
             finally:
+                self._tg = None
                 await self._stop_all(tasks, started_nodes)
         self.ctx.bus.post(Message(type=MessageType.END_OF_STREAM, source=self.graph.name, text=reason))
         logger.info("call %s ended: %s", self.ctx.call_id, reason)
@@ -140,6 +148,42 @@ class CallRunner:
             duration_s=(self.ctx.clock.now_ns() - started) / 1e9,
             errors=tuple(self.errors),
         )
+
+    async def attach(
+        self, src: str, node: Processor, *, maxsize: int = 256, overflow: Overflow = "drop_oldest"
+    ) -> None:
+        """Add ``node`` to the running call as a tap of ``src`` (a live view, a recorder).
+
+        It is set up like any node, gets ``src``'s sticky frames (audio formats) first,
+        then copies of what ``src`` pushes; it never slows ``src`` (bounded queue with
+        ``overflow``). It stops with the call, or earlier with :meth:`detach`.
+        """
+        tg = self._tg
+        if tg is None:
+            raise StateError("the call is not running; add taps to the graph before it starts")
+        self.graph.join_tap(src, node, maxsize=maxsize, overflow=overflow)
+        made: list[asyncio.Task[None]] = []
+
+        def spawn(coro: Coroutine[Any, Any, None], name: str) -> None:
+            made.append(tg.create_task(coro, name=f"{self.ctx.call_id}:{name}"))
+
+        try:
+            await node._start(self.ctx, spawn)
+        except Exception as exc:
+            self.graph.leave_tap(node)
+            raise FatalError(f"node '{node.name}' failed to start: {type(exc).__name__}: {exc}") from exc
+        self._started.append(node)
+        self._tasks += made
+        self._joined[node.name] = made
+
+    async def detach(self, node: Processor) -> None:
+        """Remove a tap added with :meth:`attach` and stop it; the call goes on."""
+        self.graph.leave_tap(node)
+        for task in self._joined.pop(node.name, []):
+            task.cancel()
+        if node in self._started:
+            self._started.remove(node)
+        await node._stop()
 
     async def _stop_all(self, tasks: list[asyncio.Task[None]], started: list[Processor]) -> None:
         for task in tasks:

@@ -7,7 +7,8 @@ order. Out-of-band events in ``frames`` are emitted (broadcast) when their turn 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
 
 from .context import CallContext
 from .frames import ControlFrame, DataFrame, EventFrame, Frame
@@ -15,7 +16,7 @@ from .graph import Graph
 from .processor import Processor
 from .runner import CallResult, run_call
 
-__all__ = ["Collector", "Feeder", "run_processor"]
+__all__ = ["Collector", "Feeder", "run_processor", "until"]
 
 
 class Feeder(Processor):
@@ -76,3 +77,15 @@ async def run_processor(
     graph.chain(Feeder(frames), node, collector)
     result = await run_call(graph, ctx, timeout=timeout)
     return collector, result
+
+
+async def until(condition: Callable[[], bool], *, rounds: int = 10_000) -> None:
+    """Let other tasks run until ``condition()`` holds; fail after ``rounds`` loop turns.
+
+    Synchronises a test with the call's tasks by loop turns, never by wall-clock time.
+    """
+    for _ in range(rounds):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"condition not met after {rounds} loop turns")

@@ -1,4 +1,15 @@
-"""One call from the command line: build the pipeline, script the caller, run, report."""
+"""One call from the command line: build the pipeline, script the caller, run, report.
+
+What makes a call fail (the report's ``errors``, and a non-zero exit of ``voicegraph call``):
+a node error during the call, an end other than ``eos`` (timeout, fatal error, cancel),
+and an ``--interrupt-after`` that never interrupted anything.
+
+``--interrupt-after MS``: the caller talks over the bot's answer to its line N with its
+line N+1, MS milliseconds after the bot started speaking. So it needs at least two lines
+(``--say`` twice, or a script of two in the pipeline), or one line and a brain that speaks
+a greeting first (any node whose settings have a non-empty ``greeting``): the line then
+interrupts the greeting. ``check_call`` refuses other cases before the call starts.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +27,19 @@ from pipeline.runner import CallRunner
 from .report import CallRecorder
 from .runtime import run
 
-__all__ = ["CallOptions", "ScriptableCaller", "find_caller", "run_call_report", "run_cli_call"]
+__all__ = [
+    "CallOptionError",
+    "CallOptions",
+    "ScriptableCaller",
+    "check_call",
+    "find_caller",
+    "run_call_report",
+    "run_cli_call",
+]
+
+
+class CallOptionError(ConfigError):
+    """A ``voicegraph call`` option that cannot work with the chosen pipeline (exit code 2)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,12 +65,42 @@ def find_caller(graph: Graph) -> ScriptableCaller:
     for node in graph.nodes.values():
         if node.duplex and isinstance(node, ScriptableCaller):
             return node
-    raise ConfigError("the pipeline has no scriptable caller node (a duplex transport with set_script)",
-                      file=graph.file)
+    raise CallOptionError("the pipeline has no scriptable caller node (a duplex transport with set_script)",
+                          file=graph.file)
+
+
+def check_call(graph: Graph, options: CallOptions) -> None:
+    """Refuse options that cannot work with ``graph`` before the call starts (``CallOptionError``)."""
+    caller = find_caller(graph)
+    speech_only = [flag for flag, given in (("--wav", options.wav is not None),
+                                            ("--interrupt-after", options.interrupt_after_ms is not None)) if given]
+    if speech_only and getattr(caller, "configure_call", None) is None:
+        verb = "needs" if len(speech_only) == 1 else "need"
+        raise CallOptionError(f"{' and '.join(speech_only)} {verb} a speech pipeline: the caller of '{graph.name}' "
+                              f"({type(caller).__name__}) cannot play audio or talk over the bot")
+    if options.interrupt_after_ms is None:
+        return
+    if options.wav is not None:
+        lines, what = 1, "a --wav file is a single line"
+    else:
+        script = options.say or tuple(getattr(caller, "script", ()))
+        lines = sum(1 for line in script if line.strip())
+        what = "it has no line to say" if not lines else "it has only one line to say"
+    greeting = any(getattr(node.settings, "greeting", "") for node in graph.nodes.values())
+    if lines >= 2 or (lines == 1 and greeting):
+        return
+    raise CallOptionError(
+        f"--interrupt-after {options.interrupt_after_ms:g}: the caller interrupts the bot's answer to one line "
+        f"with its next line, but {what}; give two or more --say lines"
+        + ("" if greeting else " (or use a pipeline whose brain speaks a greeting first)"))
 
 
 async def run_call_report(graph: Graph, options: CallOptions) -> dict[str, Any]:
-    """Run one call on ``graph`` and return the report as JSON-ready data."""
+    """Run one call on ``graph`` and return the report as JSON-ready data.
+
+    ``errors`` lists the node errors, then what else made the call fail: an end other
+    than ``eos``, or an ``--interrupt-after`` under which no turn was interrupted.
+    """
     caller = find_caller(graph)
     if options.say:
         caller.set_script(options.say)
@@ -68,11 +121,20 @@ async def run_call_report(graph: Graph, options: CallOptions) -> dict[str, Any]:
     report = recorder.to_json()
     report["pipeline"] = graph.name
     report["ended"] = result.reason
-    report["errors"] = [f"{e.node}: {e.message}" for e in result.errors]
+    errors = [f"{e.node}: {e.message}" for e in result.errors]
+    if result.reason == "timeout":
+        errors.append(f"call: it did not end within the --timeout of {options.timeout_s:g} s")
+    elif result.reason != "eos":
+        errors.append(f"call: it ended by '{result.reason}', not at the end of the caller's script")
+    if options.interrupt_after_ms is not None and not any(t["interrupted"] for t in report["turns"]):
+        errors.append(f"--interrupt-after {options.interrupt_after_ms:g}: the caller never talked over the bot "
+                      "(no answer lasted that long while the caller had a line left to say)")
+    report["errors"] = errors
     return report
 
 
 def run_cli_call(options: CallOptions) -> dict[str, Any]:
-    """Load the pipeline, run the call on the event loop, return the report."""
+    """Load the pipeline, check the options, run the call on the event loop, return the report."""
     graph = build_graph(load_pipeline(options.pipeline))
+    check_call(graph, options)
     return run(run_call_report(graph, options))

@@ -1,71 +1,148 @@
-"""The ``voicegraph`` command: validate, graph, call, serve."""
+"""The ``voicegraph`` command: validate, graph, nodes, call, serve.
+
+Exit codes: 0 success; 1 the work failed (invalid pipeline files, a call that ended with
+errors); 2 the command line was wrong (a bad flag value, an unknown node type or
+pipeline, options the pipeline cannot honour). Every flag is checked when it is parsed,
+with a message naming it; no bad input ends in a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import build_graph, load_pipeline
 from pipeline.errors import ConfigError, VoicegraphError
 
-from .paths import config_dir, pipeline_path
+from .paths import pipeline_path, pipelines_dir
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PIPELINE = "local"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_TIMEOUT_S = 86_400.0  # a day: longer is a typo, and the call clock counts in int ns
+MAX_INTERRUPT_MS = 3_600_000.0
 
 
-def _yaml_files(paths: Sequence[str]) -> list[Path]:
-    out: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            out += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
-        else:
-            out.append(path)
-    return out
+# --- flag types: each refuses bad values with a message argparse prints (exit 2) -------------
+
+
+def _number(what: str, *, low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    """A finite float in [low, high] (or (low, high] when ``low_open``)."""
+    bound = f"{'>' if low_open else '>='} {low:g} and <= {high:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
+            raise argparse.ArgumentTypeError(f"must be {what} {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port 1..65535, got {value}")
+    return value
+
+
+def _line(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a line to say cannot be blank")
+    return text
+
+
+def _wav(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: {'is a folder' if path.is_dir() else 'no such file'}")
+    return path
+
+
+# --- commands --------------------------------------------------------------------------------
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    files = _yaml_files(args.paths or [str(config_dir() / "pipelines")])
-    if not files:
-        print("no YAML files found", file=sys.stderr)
-        return 1
-    failed = 0
+    files, failed = _yaml_files(args.paths or [str(pipelines_dir())])
     for path in files:
+        warnings: list[str] = []
         try:
-            spec = load_pipeline(path)
-            graph = build_graph(spec)
+            graph = build_graph(load_pipeline(path, warn=warnings.append))
         except ConfigError as exc:
             failed += 1
             print(f"error: {exc}", file=sys.stderr)
             continue
+        except Exception as exc:  # a bug in a node or plugin: report it, check the other files
+            failed += 1
+            logger.debug("validating %s", path, exc_info=True)
+            print(f"error: {path}: unexpected {type(exc).__name__} while checking it: {exc}", file=sys.stderr)
+            continue
+        finally:
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
         print(f"ok: {path} ({len(graph.nodes)} nodes, {len(graph.edges)} edges)")
     return 1 if failed else 0
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
     try:
-        graph = build_graph(load_pipeline(pipeline_path(args.pipeline)))
+        path = pipeline_path(args.pipeline)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        graph = build_graph(load_pipeline(path))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     out = graph.to_mermaid()
-    for path in graph.latency_budget():
-        out += f"%% latency {' -> '.join(path.path)}: {path.min_ms:.0f}..{path.max_ms:.0f} ms\n"
+    for budget in graph.latency_budget():
+        out += f"%% latency {' -> '.join(budget.path)}: {budget.min_ms:.0f}..{budget.max_ms:.0f} ms\n"
     print(out, end="")
     return 0
 
 
-def cmd_call(args: argparse.Namespace) -> int:
-    from .call import CallOptions, run_cli_call
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from pipeline.registry import default_registry
 
+    from .nodes import node_reference
+
+    try:
+        text, errors = node_reference(default_registry, args.types)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(text, end="")
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from .call import CallOptionError, CallOptions, run_cli_call
+
+    try:
+        path = pipeline_path(args.pipeline)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options = CallOptions(
-        pipeline=pipeline_path(args.pipeline),
+        pipeline=path,
         say=tuple(args.say or ()),
         wav=args.wav,
         interrupt_after_ms=args.interrupt_after,
@@ -73,16 +150,28 @@ def cmd_call(args: argparse.Namespace) -> int:
     )
     try:
         report = run_cli_call(options)
+    except CallOptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except VoicegraphError as exc:  # bad config, a node that cannot start (missing WAV, model)
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        from .report import format_report
+    _print_report(report, as_json=args.json)
+    for error in report["errors"]:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if report["errors"] else 0
 
-        print(format_report(report), end="")
-    return 0
+
+def _print_report(report: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    from .report import format_report
+
+    out = format_report(report)
+    if report["errors"]:
+        out += f"\nerrors (the call ended: {report['ended']})\n" + "".join(f"  {e}\n" for e in report["errors"])
+    print(out, end="")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -94,9 +183,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _yaml_files(paths: Sequence[str]) -> tuple[list[Path], int]:
+    """(files to check, number of arguments that gave none): folders are searched recursively."""
+    out: list[Path] = []
+    empty = 0
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                empty += 1
+                print(f"error: {path}: no .yaml or .yml files in this folder", file=sys.stderr)
+            out += found
+        else:
+            out.append(path)  # a missing or unreadable file is reported by the loader
+    return out, empty
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``voicegraph`` (every flag type-checked)."""
     parser = argparse.ArgumentParser(prog="voicegraph", description="Real-time voice-agent engine.")
-    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
+                        help="DEBUG, INFO, WARNING (default), ERROR or CRITICAL")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check pipeline YAML files (default: config/pipelines)")
@@ -107,26 +215,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline", help="a pipeline name under config/pipelines or a path")
     p.set_defaults(func=cmd_graph)
 
+    p = sub.add_parser("nodes", help="the settings reference: node types, their settings, defaults and ranges")
+    p.add_argument("types", nargs="*", metavar="TYPE", help="only these node types (default: all)")
+    p.set_defaults(func=cmd_nodes)
+
     p = sub.add_parser("call", help="run one call through a pipeline and print the conversation")
     p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"name or path (default: {DEFAULT_PIPELINE})")
-    p.add_argument("--say", action="append", metavar="TEXT", help="what the caller says (repeatable)")
-    p.add_argument("--wav", type=Path, help="a WAV file the caller plays (speech pipelines)")
-    p.add_argument("--interrupt-after", type=float, metavar="MS",
-                   help="the caller talks over the bot this many ms after it starts speaking")
-    p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    p.add_argument("--say", action="append", type=_line, metavar="TEXT", help="what the caller says (repeatable)")
+    p.add_argument("--wav", type=_wav, help="a WAV file the caller plays (speech pipelines)")
+    p.add_argument("--interrupt-after", type=_number("a number of milliseconds", low=0, high=MAX_INTERRUPT_MS),
+                   metavar="MS", help="the caller talks over the bot's answer with its next line, this many ms "
+                                      "after the bot starts speaking (needs two or more lines, or a greeting)")
+    p.add_argument("--timeout", type=_number("a number of seconds", low=0, high=MAX_TIMEOUT_S, low_open=True),
+                   default=120.0, metavar="S", help="give up after this many seconds (default: 120)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_call)
 
     p = sub.add_parser("serve", help="serve the ASGI app (health, readiness; transports later)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000, help="TCP port 1..65535 (default: 8000)")
     p.set_defaults(func=cmd_serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     return int(args.func(args))
 
 

@@ -121,10 +121,6 @@ class CallRecorder:
             rec = self.turns[turn] = TurnRecord(turn)
         return rec
 
-    def caller_said(self, turn: int, text: str) -> None:
-        """Record what the caller really said (the script), to compare with what STT heard."""
-        self.turn(turn).caller_text = text
-
     def _on_frame(self, produced: tuple[type, ...], from_caller: bool, frame: Frame) -> None:
         if type(frame) is AudioFormat:
             if frame.stream == "out" and OutputAudio in produced:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["loop_name", "run"]
+__all__ = ["run"]
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -21,9 +21,3 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         logger.debug("uvloop not available; using the default asyncio loop")
         return asyncio.run(main)
     return uvloop.run(main)
-
-
-def loop_name() -> str:
-    """The running loop's implementation, for reports."""
-    loop = asyncio.get_running_loop()
-    return f"{type(loop).__module__}.{type(loop).__name__}"

@@ -34,7 +34,6 @@ from processors.audio.resample import (
 )
 from processors.audio.vad import (
     Classifier,
-    FrameDecision,
     SpeechStarted,
     SpeechStopped,
     Vad,
@@ -54,7 +53,6 @@ __all__ = [
     "measure_delay_ms",
     # vad
     "Classifier",
-    "FrameDecision",
     "SpeechStarted",
     "SpeechStopped",
     "Vad",

@@ -7,8 +7,10 @@ events. Nothing here reads a clock, sleeps or does I/O.
 
 Rules
 -----
-* A turn starts at the first speech onset while no turn is open; turn ids are
-  increasing ints starting at ``first_turn_id`` (default 1).
+* A turn starts at the first speech onset while no turn is open. Its id comes from the
+  ``next_turn`` allocator given to the machine: in a call that is the call's one turn
+  counter (``ctx.next_turn``), shared with the bot's own utterances, so the id in
+  ``TurnStarted`` is the call's turn number. Standalone, ids count from 1.
 * When speech stops, a silence window starts *at the moment the speech stopped*
   (:attr:`~processors.audio.vad.SpeechStopped.at_ms`, not the later moment the VAD was
   sure of it). Speech that resumes before the window ends continues the same turn; if
@@ -37,7 +39,9 @@ conversation leaves ~200 ms between turns, callers accept a little more from mac
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Protocol
@@ -67,13 +71,10 @@ class EndpointingParams:
         silence_ms: silence after a speech stop that ends the turn (default 600 ms; see
             the module docstring for why). Strategies may move it.
         max_turn_ms: longest turn, counted from its start (default 30 s).
-        first_turn_id: id of the first turn (default 1); pass the next free id when a
-            call resumes on another worker.
     """
 
     silence_ms: float = 600.0
     max_turn_ms: float = 30_000.0
-    first_turn_id: int = 1
 
     def __post_init__(self) -> None:
         if self.silence_ms <= 0:
@@ -183,6 +184,8 @@ class Endpointing:
     Args:
         params: tuning; defaults suit telephony.
         strategy: sizes the silence window; default :class:`FixedSilence`.
+        next_turn: hands out the id of each new turn (the call's turn counter); default
+            a counter of this machine's own, from 1.
 
     Every method returns the events it caused, in order. Deadlines that fall at or
     before an input's time fire before that input is applied, so a late ``tick`` never
@@ -190,12 +193,16 @@ class Endpointing:
     """
 
     def __init__(
-        self, params: EndpointingParams | None = None, *, strategy: SilenceStrategy | None = None
+        self,
+        params: EndpointingParams | None = None,
+        *,
+        strategy: SilenceStrategy | None = None,
+        next_turn: Callable[[], int] | None = None,
     ) -> None:
         self._params = params if params is not None else EndpointingParams()
         self._strategy: SilenceStrategy = strategy if strategy is not None else FixedSilence()
         self._state = TurnState.IDLE
-        self._next_id = self._params.first_turn_id
+        self._next_turn = next_turn if next_turn is not None else itertools.count(1).__next__
         self._turn_id: int | None = None
         self._started_at = 0.0
         self._stopped_at = 0.0
@@ -220,11 +227,6 @@ class Endpointing:
         return self._turn_id if self._state in (TurnState.SPEAKING, TurnState.PAUSED) else None
 
     @property
-    def next_turn_id(self) -> int:
-        """Id the next turn will get."""
-        return self._next_id
-
-    @property
     def deadline_ms(self) -> float | None:
         """When the open turn will end if nothing else happens (None if no turn is open)."""
         if self._state is TurnState.PAUSED:
@@ -237,8 +239,7 @@ class Endpointing:
         """The VAD reports speech that began at ``at_ms``."""
         events = self._advance(at_ms)
         if self._state in (TurnState.IDLE, TurnState.CUT_OFF):
-            turn_id = self._next_id
-            self._next_id += 1
+            turn_id = self._next_turn()
             self._turn_id = turn_id
             self._started_at = at_ms
             self._finals = []
@@ -304,7 +305,7 @@ class Endpointing:
         return self._advance(now_ms)
 
     def reset(self) -> None:
-        """Drop the open turn without an event (call ended); turn ids keep counting."""
+        """Drop the open turn without an event (call ended)."""
         self._set_state(TurnState.IDLE, None)
         self._turn_id = None
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from pipeline.errors import FrameError
-from pipeline.frames import AudioFormat, ControlFrame, InputAudio, OutputAudio, ResponseEnd
+from pipeline.frames import AudioFormat, ControlFrame, DataFrame, InputAudio, OutputAudio, ResponseEnd
 from pipeline.processor import Processor
+from pipeline.settings import Doc, OneOf
 
-from .resample import INPUT_QUALITY, OUTPUT_QUALITY, Quality, Resampler
+from .resample import INPUT_QUALITY, OUTPUT_QUALITY, SUPPORTED_RATES, Quality, Resampler
 
 __all__ = ["ResampleProcessor", "ResampleSettings"]
 
@@ -26,25 +27,28 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class ResampleSettings:
-    """``rate``: target Hz; ``stream``: which audio (caller ``in`` or bot ``out``);
-    ``quality``: soxr preset, blank for the per-direction default."""
+    """Which stream to convert, to what rate, at what quality."""
 
-    rate: int = 16000
-    stream: Literal["in", "out"] = "in"
-    quality: Literal["QQ", "LQ", "MQ", "HQ", "VHQ"] | None = None
+    rate: Annotated[int, OneOf(*SUPPORTED_RATES), Doc("target sample rate, Hz")] = 16000
+    stream: Annotated[Literal["in", "out"], Doc("which audio: the caller's (in) or the bot's (out)")] = "in"
+    quality: Annotated[Literal["QQ", "LQ", "MQ", "HQ", "VHQ"] | None, Doc(
+        "soxr preset; null: LQ for the caller's audio (less delay), HQ for the bot's (a person listens)"
+    )] = None
 
 
 class ResampleProcessor(Processor):
     """Streaming sample-rate conversion of one direction (see module docstring)."""
 
-    consumes = (InputAudio, OutputAudio)
-    produces = (InputAudio, OutputAudio)
+    consumes: tuple[type[DataFrame], ...] = (InputAudio, OutputAudio)  # narrowed per instance
+    produces: tuple[type[DataFrame], ...] = (InputAudio, OutputAudio)
     Settings = ResampleSettings
     settings: ResampleSettings
 
     def __init__(self, settings: ResampleSettings | None = None, *, name: str | None = None) -> None:
         super().__init__(settings, name=name)
         self._kind: type[InputAudio] | type[OutputAudio] = InputAudio if self.settings.stream == "in" else OutputAudio
+        # Only this direction's audio is consumed; the other passes through untouched.
+        self.consumes = self.produces = (self._kind,)
         self._quality: Quality = self.settings.quality or (INPUT_QUALITY if self.settings.stream == "in"
                                                            else OUTPUT_QUALITY)
         self.resampler: Resampler | None = None
@@ -70,9 +74,6 @@ class ResampleProcessor(Processor):
         return None
 
     async def process(self, frame: InputAudio | OutputAudio) -> None:
-        if type(frame) is not self._kind:
-            await self.push(frame)
-            return
         resampler = self.resampler
         if resampler is None:
             raise FrameError(f"{type(frame).__name__} before any AudioFormat for stream '{self.settings.stream}'")
@@ -85,6 +86,9 @@ class ResampleProcessor(Processor):
         elif pcm:
             await self.push(self._kind(pcm, turn=frame.turn))
 
-    def on_flush(self, turn: int) -> None:
+    def on_flush_stop(self, turn: int) -> None:
         if self._kind is OutputAudio and self.resampler is not None and 0 < self._turn <= turn:
-            self.resampler.reset()  # what the filter holds belongs to the interrupted answer
+            # What the filter holds belongs to the interrupted answer: without a reset it
+            # would play as a click at the start of the next one.
+            self.resampler.reset()
+            self._turn = 0

@@ -41,7 +41,6 @@ import webrtcvad
 
 __all__ = [
     "Classifier",
-    "FrameDecision",
     "SpeechStarted",
     "SpeechStopped",
     "VAD_RATES",
@@ -137,25 +136,6 @@ class SpeechStopped:
 VadEvent = SpeechStarted | SpeechStopped
 
 
-@dataclass(frozen=True, slots=True)
-class FrameDecision:
-    """What the detector saw in one frame (for meters, barge-in and debugging).
-
-    Attributes:
-        at_ms: start time of the frame.
-        is_speech: the frame counted as voiced (loud enough and classified speech).
-        volume_dbfs: RMS level of the frame in dBFS.
-        confidence: fraction of voiced frames over the last start window (sliding).
-        state: the detector's state after this frame.
-    """
-
-    at_ms: float
-    is_speech: bool
-    volume_dbfs: float
-    confidence: float
-    state: VadState
-
-
 def webrtc_classifier(aggressiveness: int) -> Classifier:
     """Return the default classifier: a fresh ``webrtcvad.Vad`` in the given mode."""
     detector = webrtcvad.Vad(aggressiveness)
@@ -215,7 +195,6 @@ class Vad:
         self._window_misses = 0
         self._recent: deque[bool] = deque(maxlen=self._start_frames)
         self._recent_voiced = 0
-        self._frame_log: list[tuple[float, bool, float, float, VadState]] = []
 
     @property
     def params(self) -> VadParams:
@@ -236,20 +215,6 @@ class Vad:
     def speaking(self) -> bool:
         """True between :class:`SpeechStarted` and :class:`SpeechStopped`."""
         return self._state in (VadState.SPEAKING, VadState.STOPPING)
-
-    @property
-    def last_frames(self) -> list[FrameDecision]:
-        """Decisions for the frames evaluated by the latest :meth:`feed` call."""
-        return [
-            FrameDecision(
-                at_ms=at_ms,
-                is_speech=voiced,
-                volume_dbfs=self._dbfs(power),
-                confidence=confidence,
-                state=state,
-            )
-            for at_ms, voiced, power, confidence, state in self._frame_log
-        ]
 
     def feed(self, pcm: bytes, now_ms: float) -> list[VadEvent]:
         """Add audio and return the events it completes.
@@ -282,7 +247,6 @@ class Vad:
             used = count * self._frame_bytes
             chunk = bytes(self._buffer[:used])
             del self._buffer[:used]
-        self._frame_log = []
         if count == 0:
             return []
         samples = np.frombuffer(chunk, dtype=np.int16).astype(np.float32)
@@ -301,8 +265,6 @@ class Vad:
             event = self._step(voiced, at_ms)
             if event is not None:
                 events.append(event)
-            # Raw figures; FrameDecision objects are built only if someone looks.
-            self._frame_log.append((at_ms, voiced, power, self._recent_voiced / len(self._recent), self._state))
         return events
 
     def close(self, now_ms: float) -> list[VadEvent]:

@@ -12,24 +12,26 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Annotated
 
 from pipeline.errors import ConfigError
+from pipeline.settings import Doc
 
-from .brain import BrainProcessor
+from .brain import BrainProcessor, BrainSettings, stream_words
 
 __all__ = ["RulesBrain", "RulesBrainSettings"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class RulesBrainSettings:
-    """``rules``: pattern -> reply, tried in order; ``fallback`` when none matches."""
+class RulesBrainSettings(BrainSettings):
+    """Regex rules and the replies they give (plus the ``greeting`` and ``apology`` every brain has)."""
 
-    rules: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    fallback: str = "You said: {text}."
-    #: Reply to a turn whose transcript is empty (noise, or nothing recognised).
-    empty_reply: str = "Sorry, I did not catch that."
-    #: Patterns whose replies the caller cannot interrupt (disclaimers).
-    uninterruptible: tuple[str, ...] = ()
+    rules: Annotated[Mapping[str, str], Doc("regex pattern -> reply, tried in order")] = field(
+        default_factory=lambda: MappingProxyType({}))
+    fallback: Annotated[str, Doc("reply when no rule matches; {text} is what the caller said")] = "You said: {text}."
+    empty_reply: Annotated[str, Doc("reply to a turn with an empty transcript (noise, nothing recognised)")] = (
+        "Sorry, I did not catch that.")
+    uninterruptible: Annotated[tuple[str, ...], Doc("patterns whose replies the caller cannot interrupt")] = ()
 
 
 class RulesBrain(BrainProcessor):
@@ -63,7 +65,7 @@ class RulesBrain(BrainProcessor):
         return _fill(self.settings.fallback, text, {})
 
     def respond(self, text: str, turn: int) -> AsyncIterator[str]:
-        return _stream(self.answer(text))
+        return stream_words(self.answer(text))
 
     def interruptible_reply(self, text: str) -> bool:
         return not any(p.search(text) for p in self._fixed)
@@ -76,9 +78,3 @@ def _fill(template: str, text: str, groups: dict[str, str | None]) -> str:
         return str(template.format(**values))
     except (KeyError, IndexError, ValueError):
         return template
-
-
-async def _stream(reply: str) -> AsyncIterator[str]:
-    """Word tokens with their leading space, as LLM streams deliver them."""
-    for i, word in enumerate(reply.split()):
-        yield word if i == 0 else " " + word

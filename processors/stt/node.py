@@ -30,7 +30,7 @@ import collections
 import logging
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from pipeline.errors import FrameError, ServiceError
 from pipeline.frames import (
@@ -45,6 +45,7 @@ from pipeline.frames import (
 from pipeline.models import shared
 from pipeline.offload import blocking_executor
 from pipeline.processor import Processor
+from pipeline.settings import Doc, Range
 
 from .engine import Hypothesis, RecognizerStream, STTEngine
 
@@ -79,15 +80,18 @@ def _load(name: EngineName) -> STTEngine:
 
 @dataclass(frozen=True, kw_only=True)
 class STTSettings:
-    """``engine``: pocketsphinx (streaming, low latency) or whisper (tiny.en, accurate,
-    after the turn ends); ``preroll_ms``: audio kept from before the VAD declared speech
-    (cover the VAD start window); ``feed_ms``: smallest batch per engine call;
-    ``interim``: push interim transcripts."""
+    """Which local recogniser, and how audio is fed to it."""
 
-    engine: EngineName = "pocketsphinx"
-    preroll_ms: int = 400
-    feed_ms: int = 100
-    interim: bool = True
+    engine: Annotated[EngineName, Doc(
+        "pocketsphinx (streaming, low latency) or whisper (tiny.en, accurate, after the turn ends)"
+    )] = "pocketsphinx"
+    preroll_ms: Annotated[int, Range(ge=0), Doc(
+        "audio kept from before the VAD declared speech (cover the VAD start window)"
+    )] = 400
+    feed_ms: Annotated[int, Range(gt=0), Doc(
+        "smallest batch per engine call (audio that arrives while one decodes goes with the next)"
+    )] = 100
+    interim: Annotated[bool, Doc("push interim transcripts while the caller speaks")] = True
 
 
 class STTProcessor(Processor):

@@ -3,15 +3,19 @@
 Wraps the pure ``SentenceAggregator``: the first clause of an answer leaves as soon as it
 is long enough to sound natural, so TTS can start while the LLM is still writing; the
 rest leave sentence by sentence. ``ResponseEnd`` releases what is left before it is
-forwarded; a flush of the answer's turn drops the half-built sentence.
+forwarded. A barge-in's ``FlushStop`` drops the half-built sentence of the interrupted
+answer, in order with the tokens (stale tokens that were still in flight are dropped
+on arrival until then).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from pipeline.frames import ControlFrame, LLMToken, ResponseEnd, TTSText
 from pipeline.processor import Processor
+from pipeline.settings import Doc, Range
 
 from .aggregator import SentenceAggregator
 
@@ -20,9 +24,11 @@ __all__ = ["SentencesProcessor", "SentencesSettings"]
 
 @dataclass(frozen=True, kw_only=True)
 class SentencesSettings:
-    """``first_clause_min_words``: words before the first clause may go early (0: sentences only)."""
+    """How the bot's tokens are cut into clauses for the TTS."""
 
-    first_clause_min_words: int = 4
+    first_clause_min_words: Annotated[int, Range(ge=0), Doc(
+        "words before the first clause may go to the TTS early (0: whole sentences only)"
+    )] = 4
 
 
 class SentencesProcessor(Processor):
@@ -52,6 +58,7 @@ class SentencesProcessor(Processor):
                 await self.push(TTSText(rest, turn=frame.turn))
         return None
 
-    def on_flush(self, turn: int) -> None:
+    def on_flush_stop(self, turn: int) -> None:
         if 0 < self._turn <= turn:
             self.aggregator.reset()
+            self._turn = 0

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from pipeline.errors import ServiceError
 from pipeline.frames import AudioFormat, OutputAudio, TTSText
 from pipeline.models import shared
 from pipeline.offload import iterate_blocking
 from pipeline.processor import Processor
+from pipeline.settings import Doc
 
 from .engine import TTSEngine
 
@@ -51,13 +52,11 @@ def _load(name: EngineName, voice: str) -> TTSEngine:
 
 @dataclass(frozen=True, kw_only=True)
 class TTSSettings:
-    """``engine``: piper (natural, default) or espeak (instant); ``voice``: a Piper .onnx
-    path or an eSpeak voice name (blank: the bundled default); ``fallback``: the engine used
-    when the first one fails."""
+    """Which local voice speaks the bot's clauses."""
 
-    engine: EngineName = "piper"
-    voice: str = ""
-    fallback: EngineName | None = "espeak"
+    engine: Annotated[EngineName, Doc("piper (natural) or espeak (instant)")] = "piper"
+    voice: Annotated[str, Doc("a Piper .onnx path or an eSpeak voice name (blank: the bundled default)")] = ""
+    fallback: Annotated[EngineName | None, Doc("the engine used when the first one fails (null: none)")] = "espeak"
 
 
 class TTSProcessor(Processor):

@@ -1,1 +1,1 @@
-"""Local transports: a scripted text caller now; WAV files and loopback pairs with speech."""
+"""Local transports: a scripted speaking caller (a script or a WAV file) and a scripted text caller."""

@@ -1,9 +1,11 @@
 """TextCaller: a scripted caller that types instead of speaking.
 
 A duplex transport: on its source side it sends each line of its script as the final
-transcript of a new user turn; on its sink side it collects the agent's reply (LLM
-tokens or TTS text) and waits for ``ResponseEnd`` before sending the next line, the way
-a person waits for an answer. Used by ``voicegraph call`` on text pipelines and by tests.
+transcript of a new user turn; on its sink side it collects the agent's replies (LLM
+tokens or TTS text, per turn, a greeting on a turn of its own included) and waits for
+the ``ResponseEnd`` of the turn it opened before sending the next line, the way a person
+waits for an answer. The wait is on the call's clock (``reply_timeout_s``). Used by
+``voicegraph call`` on text pipelines and by tests.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 from pipeline.frames import ControlFrame, FinalTranscript, LLMToken, ResponseEnd, TTSText
 from pipeline.processor import Processor
+from pipeline.settings import Doc, Range
 
 __all__ = ["TextCaller", "TextCallerSettings"]
 
@@ -23,10 +27,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class TextCallerSettings:
-    """``lines``: what the caller types, one turn each; ``reply_timeout_s``: how long to wait."""
+    """What the caller types."""
 
-    lines: tuple[str, ...] = ()
-    reply_timeout_s: float = 10.0
+    lines: Annotated[tuple[str, ...], Doc("what the caller types, one turn each")] = ()
+    reply_timeout_s: Annotated[float, Range(gt=0), Doc("how long to wait for each reply")] = 10.0
 
 
 class TextCaller(Processor):
@@ -44,7 +48,8 @@ class TextCaller(Processor):
         #: turn -> reply text as received (tokens joined).
         self.replies: dict[int, str] = {}
         self._tokens: dict[int, list[str]] = {}
-        self._answered: asyncio.Future[int] | None = None
+        self._waiting = 0  # the turn whose answer the caller waits for
+        self._answered: asyncio.Future[None] | None = None
 
     def set_script(self, lines: Sequence[str]) -> None:
         """Replace what the caller will say (before the call starts)."""
@@ -52,13 +57,17 @@ class TextCaller(Processor):
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        clock = self.ctx.clock
         for line in self.script:
-            turn = self.ctx.next_turn()
-            self._answered = loop.create_future()
+            turn = self._waiting = self.ctx.next_turn()
+            answered = self._answered = loop.create_future()
             await self.push(FinalTranscript(line, turn=turn))
-            try:
-                await asyncio.wait_for(self._answered, self.settings.reply_timeout_s)
-            except TimeoutError:
+            deadline = clock.now_ns() + int(self.settings.reply_timeout_s * 1e9)
+            async with asyncio.TaskGroup() as tasks:
+                expiry = tasks.create_task(clock.sleep_until(deadline), name=f"{self.name}:reply-timeout")
+                await asyncio.wait((answered, expiry), return_when=asyncio.FIRST_COMPLETED)
+                expiry.cancel()
+            if not answered.done():
                 logger.warning("%s: no reply to turn %d within %.1f s", self.name, turn,
                                self.settings.reply_timeout_s)
 
@@ -69,6 +78,7 @@ class TextCaller(Processor):
         self.replies[frame.turn] = "".join(parts).strip()
 
     async def on_control(self, frame: ControlFrame) -> ControlFrame | None:
-        if type(frame) is ResponseEnd and self._answered is not None and not self._answered.done():
-            self._answered.set_result(frame.turn)
+        answered = self._answered
+        if type(frame) is ResponseEnd and frame.turn == self._waiting and answered is not None and not answered.done():
+            answered.set_result(None)
         return None

@@ -101,15 +101,15 @@ def test_max_duration_wins_when_it_falls_inside_the_silence_window() -> None:
     assert machine.state is TurnState.IDLE
 
 
-def test_turn_ids_start_at_the_configured_value_and_increase() -> None:
-    machine = Endpointing(EndpointingParams(first_turn_id=41))
+def test_turn_ids_come_from_the_given_allocator() -> None:
+    ids = iter([41, 42, 43])
+    machine = Endpointing(next_turn=lambda: next(ids))
     starts = []
     for t in (0, 2000, 4000):
         starts += machine.on_speech_started(t)
         machine.on_speech_stopped(t + 500)
         machine.tick(t + 1500)
     assert [e.turn_id for e in starts] == [41, 42, 43]
-    assert machine.next_turn_id == 44
 
 
 def test_transcripts_are_collected_into_the_turn_end() -> None:

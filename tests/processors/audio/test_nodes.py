@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipeline import CallContext, Graph, run_call
+from pipeline.errors import ConfigError
 from pipeline.frames import (
     AudioFormat,
     BotStartedSpeaking,
@@ -50,7 +52,9 @@ async def test_vad_marks_one_turn_with_start_before_and_end_after_its_audio() ->
     assert isinstance(start, TurnStart) and isinstance(end, TurnEnd)
     assert start.turn == end.turn == 1 and ctx.turn == 1
     assert start.at_ms == starts[0].at_ms
-    assert i_start * 20 == start.at_ms + 200  # confirmed after the 200 ms start window
+    # Confirmed by the frame that completes the 200 ms start window (onset frame + 9 more):
+    # TurnStart sits right before that frame, and says where it sits on the audio clock.
+    assert i_start * 20 == start.stream_ms == start.at_ms + 200 - 20
     assert end.at_ms == stops[-1].at_ms + 600 and end.reason == "silence"
     assert (i_end - 1) * 20 >= end.at_ms > (i_end - 2) * 20  # pushed after the frame that reached the deadline
     assert sum(isinstance(f, InputAudio) for f in seq) == -(-len(pcm) // 640)  # all audio passed through
@@ -95,6 +99,29 @@ async def test_output_resampler_releases_its_tail_at_response_end() -> None:
     total = sum(len(f.pcm) for f in out.frames if isinstance(f, OutputAudio))
     assert abs(total - 3200) <= 4  # all 100 ms arrive, tail included
     assert [f for f in out.controls if isinstance(f, AudioFormat)] == [AudioFormat(16000, stream="out")]
+
+
+async def test_output_resampler_drops_the_interrupted_answers_tail_at_flush_stop() -> None:
+    pcm = (np.ones(2205) * 1000).astype(np.int16).tobytes()  # 100 ms at 22.05 kHz
+    frames_ = [AudioFormat(22050, stream="out"), OutputAudio(pcm, turn=1), FlushStop(turn=1),
+               OutputAudio(pcm, turn=2), ResponseEnd(turn=2)]
+    out, _ = await run_processor(ResampleProcessor(ResampleSettings(rate=16000, stream="out")), frames_)
+    second = sum(len(f.pcm) for f in out.frames if isinstance(f, OutputAudio) and f.turn == 2)
+    # Without the reset, turn 1's held-back samples would come out at the head of turn 2.
+    assert abs(second - 3200) <= 4
+
+
+async def test_a_resampler_of_one_direction_consumes_only_that_directions_audio() -> None:
+    node = ResampleProcessor(ResampleSettings(rate=16000, stream="out"))
+    assert node.consumes == (OutputAudio,)
+    caller_audio = InputAudio(bytes(320))  # 10 ms at 16 kHz, no caller AudioFormat seen
+    out, result = await run_processor(node, [AudioFormat(8000, stream="out"), caller_audio])
+    assert out.frames == [caller_audio] and not result.errors  # passed through untouched
+    graph = Graph("mismatch")
+    graph.chain(Feeder([], name="src"), ResampleProcessor(ResampleSettings(stream="out"), name="r"), Collector())
+    graph.nodes["src"].produces = (InputAudio,)
+    with pytest.raises(ConfigError, match="'r' consumes OutputAudio"):
+        graph.validate()
 
 
 class _Bot(Feeder):

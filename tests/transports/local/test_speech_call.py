@@ -52,8 +52,8 @@ async def test_a_spoken_call_turns_caller_audio_into_a_spoken_answer() -> None:
     # The caller heard as much bot audio as the report says was played, in 20 ms frames.
     played = sum(t["bot_audio_ms"] for t in turns)
     assert 6000 < played < 20000
-    assert len(caller.heard) == len(caller.heard_frames) * 640
-    assert abs(len(caller.heard) / 32 - played) <= 20 * len(turns)
+    assert len(caller.heard.pcm) == len(caller.heard.frames) * 640
+    assert abs(caller.heard.ms - played) <= 20 * len(turns)
 
 
 async def test_barge_in_stops_the_bot_and_the_context_keeps_only_what_was_heard() -> None:
@@ -69,7 +69,7 @@ async def test_barge_in_stops_the_bot_and_the_context_keeps_only_what_was_heard(
     answer = caller.line.answers[1]
     assert answer.interrupted and answer.stopped_ns
     # No bot audio of the interrupted turn reached the caller after the flush.
-    late = [ns for ns, turn in caller.heard_frames if turn == 1 and ns > answer.stopped_ns]
+    late = [ns for ns, turn in caller.heard.frames if turn == 1 and ns > answer.stopped_ns]
     assert late == []
     assert 1000 <= answer.played_ms <= 1600  # it played about interrupt_after_ms, then stopped
     # The brain's context holds the heard words, marked interrupted, then the next turn.
