@@ -173,9 +173,12 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"call {report['call_id']}", ""]
     for t in report["turns"]:
         lines.append(f"turn {t['turn']}")
-        if t["caller_text"] and t["caller_text"] != t["heard_text"]:
-            lines.append(f"  caller said : {t['caller_text']}")
-        lines.append(f"  heard       : {t['heard_text']}")
+        if not t["caller_text"] and not t["heard_text"]:
+            lines.append("  (the bot speaks on its own: a greeting or a prompt)")
+        else:
+            if t["caller_text"] and t["caller_text"] != t["heard_text"]:
+                lines.append(f"  caller said : {t['caller_text']}")
+            lines.append(f"  heard       : {t['heard_text']}")
         lines.append(f"  bot         : {t['bot_text']}")
         if t["interrupted"]:
             lines.append(f"  interrupted : the caller heard \"{t['bot_heard_text']}\"")

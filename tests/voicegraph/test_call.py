@@ -87,18 +87,22 @@ def test_interrupt_after_needs_a_speech_caller(capsys: pytest.CaptureFixture[str
 
 
 def test_interrupt_after_with_one_line_and_no_greeting_is_refused_before_the_call(
-    capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert main(["call", "--say", "one line", "--interrupt-after", "600"]) == 2  # the spoken pipeline; nothing runs
+    monkeypatch.setenv("VOICEGRAPH__BRAIN__GREETING", "")  # the spoken pipeline without its greeting
+    assert main(["call", "--say", "one line", "--interrupt-after", "600"]) == 2  # nothing runs
     assert capsys.readouterr().err == (
         "error: --interrupt-after 600: the caller interrupts the bot's answer to one line with its next line, but it "
         "has only one line to say; give two or more --say lines (or use a pipeline whose brain speaks a greeting "
         "first)\n")
 
 
-def test_interrupt_after_with_a_wav_and_no_greeting_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_interrupt_after_with_a_wav_and_no_greeting_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from transports.local.wav import write_wav
 
+    monkeypatch.setenv("VOICEGRAPH__BRAIN__GREETING", "")
     write_wav(tmp_path / "x.wav", bytes(3200), 16000)
     assert main(["call", "--wav", str(tmp_path / "x.wav"), "--interrupt-after", "100"]) == 2
     assert "but a --wav file is a single line" in capsys.readouterr().err

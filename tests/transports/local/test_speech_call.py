@@ -23,8 +23,9 @@ CLAIM_REPLY = ("I am sorry to hear about your accident. I can start a claim for 
                "First, what is your policy number?")
 
 
-def local_graph() -> Graph:
-    return build_graph(load_pipeline(LOCAL, env={}))
+def local_graph(*, greeting: bool = False) -> Graph:
+    """The demo pipeline; without its greeting unless asked, so turn 1 is the caller's."""
+    return build_graph(load_pipeline(LOCAL, env={} if greeting else {"VOICEGRAPH__BRAIN__GREETING": ""}))
 
 
 async def call(graph: Graph, say: tuple[str, ...], **kw: Any) -> dict[str, Any]:
@@ -120,3 +121,22 @@ def test_bad_wav_is_a_clear_error_not_a_crash(tmp_path: Path, capsys: Any) -> No
     assert main(["call", "--wav", str(bad), "--timeout", "20"]) == 1
     err = capsys.readouterr().err
     assert "node 'caller' failed to start" in err and "not a readable WAV file" in err
+
+
+async def test_the_caller_barges_in_on_the_greeting_and_the_context_keeps_only_its_heard_part() -> None:
+    graph = local_graph(greeting=True)
+    report = await call(graph, (CLAIM,), interrupt_after_ms=600)
+    assert report["ended"] == "eos" and report["errors"] == []
+    greeting, answer = report["turns"]
+    brain = graph.nodes["brain"]
+    assert isinstance(brain, RulesBrain)
+    full = brain.settings.greeting
+    assert greeting["turn"] == 1 and greeting["caller_text"] == "" and greeting["bot_text"] == full
+    assert greeting["interrupted"] and greeting["barge_in_ms"] is not None
+    heard = greeting["bot_heard_text"]
+    # 600 ms of greeting, then the caller's 200 ms barge-in window: a few words, not all.
+    assert heard and full.startswith(heard) and len(heard.split()) < len(full.split())
+    assert answer["caller_text"] == CLAIM and answer["bot_text"] == CLAIM_REPLY
+    history = brain.conversation.history
+    assert history[0].role == "assistant" and history[0].content == heard and history[0].interrupted
+    assert history[1].role == "user" and history[1].turn == answer["turn"] == 2
