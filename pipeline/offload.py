@@ -112,6 +112,7 @@ class FairExecutor:
         # has steps moves to the end.
         self._queues: collections.OrderedDict[Hashable, collections.deque[_Job]] = collections.OrderedDict()
         self._queued = 0  # steps waiting, clean-up steps not counted
+        self._unfinished = 0  # steps submitted and not yet done (waiting or running), all kinds
         self._ahead_running = 0
         self._stats: collections.OrderedDict[Hashable, WaitStats] = collections.OrderedDict()
         self._lock = threading.Lock()
@@ -156,6 +157,16 @@ class FairExecutor:
         with self._lock:
             return self._queued
 
+    @property
+    def unfinished(self) -> int:
+        """Steps submitted and not yet done: waiting or running, clean-up steps included.
+
+        A test driving a call on a ``VirtualClock`` holds virtual time still while this is
+        not zero, so speech work takes no virtual time, whatever it takes on the CPU.
+        """
+        with self._lock:
+            return self._unfinished
+
     def wait_stats(self, key: Hashable) -> WaitStats:
         """A copy of ``key``'s queue-wait statistics (zeros for an unknown key)."""
         with self._lock:
@@ -183,6 +194,7 @@ class FairExecutor:
                         f"{self.max_queued}): this worker has more speech work than cores; step for {key!r} refused"
                     )
                 self._queued += 1
+            self._unfinished += 1
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = collections.deque()
@@ -192,7 +204,10 @@ class FairExecutor:
         return job.future
 
     def _withdraw(self, job: _Job) -> None:
-        """Take a cancelled step out of its queue, so it neither runs nor counts."""
+        """A step is done: count it; take a cancelled one out of its queue, so it neither
+        runs nor counts as waiting."""
+        with self._lock:
+            self._unfinished -= 1
         if not job.future.cancelled():
             return
         with self._lock:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
 
+from .clock import VirtualClock
 from .context import CallContext
 from .frames import ControlFrame, DataFrame, EventFrame, Frame
 from .graph import Graph
 from .processor import Processor
 from .runner import CallResult, run_call
 
-__all__ = ["Collector", "Feeder", "run_processor", "until"]
+__all__ = ["Collector", "Feeder", "drive", "run_processor", "until"]
 
 
 class Feeder(Processor):
@@ -89,3 +90,40 @@ async def until(condition: Callable[[], bool], *, rounds: int = 10_000) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError(f"condition not met after {rounds} loop turns")
+
+
+def _offload_busy() -> bool:
+    from .offload import blocking_executor
+
+    return blocking_executor().unfinished > 0
+
+
+async def drive(
+    clock: VirtualClock,
+    until_done: asyncio.Future[object] | asyncio.Task[object],
+    *,
+    step_ms: float = 20.0,
+    busy: Callable[[], bool] = _offload_busy,
+    max_virtual_s: float = 3600.0,
+) -> None:
+    """Run a call on ``clock`` as fast as the CPU allows, until ``until_done`` is done.
+
+    Virtual time moves in ``step_ms`` steps, and only when the loop has settled and
+    ``busy()`` is false: while speech work runs on the offload threads (by default), time
+    stands still, so the call sees the same audio timeline as in real time, whatever
+    the machine's speed. Raises ``AssertionError`` past ``max_virtual_s``.
+    """
+    step_ns = int(step_ms * 1e6)
+    limit_ns = clock.now_ns() + int(max_virtual_s * 1e9)
+    while not until_done.done():
+        for _ in range(50):  # let woken tasks run until they park again
+            await asyncio.sleep(0)
+        if busy():
+            # Work is on other threads: wait for it in real time; no virtual time passes.
+            await asyncio.sleep(0.0005)
+            continue
+        if until_done.done():
+            break
+        if clock.now_ns() >= limit_ns:
+            raise AssertionError(f"still running after {max_virtual_s} s of virtual time")
+        await clock.advance(step_ns)

@@ -95,8 +95,10 @@ def check_call(graph: Graph, options: CallOptions) -> None:
         + ("" if greeting else " (or use a pipeline whose brain speaks a greeting first)"))
 
 
-async def run_call_report(graph: Graph, options: CallOptions) -> dict[str, Any]:
+async def run_call_report(graph: Graph, options: CallOptions, *, ctx: CallContext | None = None) -> dict[str, Any]:
     """Run one call on ``graph`` and return the report as JSON-ready data.
+
+    ``ctx`` gives the call its context (a ``VirtualClock`` in tests); a new one by default.
 
     ``errors`` lists the node errors, then what else made the call fail: an end other
     than ``eos``, or an ``--interrupt-after`` under which no turn was interrupted.
@@ -108,7 +110,7 @@ async def run_call_report(graph: Graph, options: CallOptions) -> dict[str, Any]:
     if configure is not None:
         configure(wav=options.wav, interrupt_after_ms=options.interrupt_after_ms)
     recorder = CallRecorder(graph)
-    ctx = CallContext()
+    ctx = ctx or CallContext()
     recorder.call_id = ctx.call_id
     runner = CallRunner(graph, ctx)
     result = await runner.run(timeout=options.timeout_s)

@@ -140,3 +140,31 @@ async def test_the_caller_barges_in_on_the_greeting_and_the_context_keeps_only_i
     history = brain.conversation.history
     assert history[0].role == "assistant" and history[0].content == heard and history[0].interrupted
     assert history[1].role == "user" and history[1].turn == answer["turn"] == 2
+
+
+async def test_a_whole_spoken_call_runs_on_the_virtual_clock_with_the_real_time_transcript() -> None:
+    import asyncio
+
+    from pipeline.clock import VirtualClock
+    from pipeline.context import CallContext
+    from pipeline.testing import drive
+    from voicegraph.call import run_call_report as run
+
+    lines = (CLAIM, "What are your opening hours")
+    real = await call(local_graph(), lines)
+    clock = VirtualClock(start_ns=10**12)
+    ctx = CallContext(clock=clock)
+    virtual = asyncio.ensure_future(run(local_graph(), CallOptions(pipeline=LOCAL, say=lines, timeout_s=60), ctx=ctx))
+    await drive(clock, virtual)
+    report = virtual.result()
+    assert report["ended"] == "eos" and report["errors"] == []
+    assert [t["heard_text"] for t in report["turns"]] == [t["heard_text"] for t in real["turns"]]
+    assert [t["bot_text"] for t in report["turns"]] == [t["bot_text"] for t in real["turns"]]
+    for t in report["turns"]:
+        lat = t["latency_ms"]
+        # Speech work takes no virtual time: the final transcript comes exactly when the
+        # 600 ms endpointing window closes, and the first bot frame at the next line slots.
+        assert lat["stt_final"] == 600.0, lat
+        assert 600.0 < lat["first_audio_out"] <= 660.0, lat
+    # The call's frames and its duration are in virtual time.
+    assert clock.now_ns() - 10**12 >= 8e9
