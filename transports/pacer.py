@@ -52,6 +52,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 from pipeline.clock import Clock, MonotonicClock
 from pipeline.errors import StateError
@@ -79,21 +80,48 @@ class PacerStats:
     max_late_ms: float
 
 
-class Ticks:
+class _Subscription:
+    """What both kinds of subscription share: unsubscribing, also as a context manager."""
+
+    __slots__ = ("_closed", "_pacer")
+
+    def __init__(self, pacer: Pacer) -> None:
+        self._pacer = pacer
+        self._closed = False
+
+    def close(self) -> None:
+        """Unsubscribe (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._pacer._remove(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _tick(self, slot_ns: int) -> None:
+        """Called by the pacer's task at each tick: must never block or raise."""
+        raise NotImplementedError
+
+
+class Ticks(_Subscription):
     """One subscription to a :class:`Pacer`: ``await next()`` once per frame.
 
     Use it as a context manager (``with pacer.subscribe() as ticks:``) so that it is
     cancelled when the task that owns it ends.
     """
 
-    __slots__ = ("_closed", "_pacer", "_slot", "_waiter", "_woken", "missed")
+    __slots__ = ("_slot", "_waiter", "_woken", "missed")
 
     def __init__(self, pacer: Pacer) -> None:
-        self._pacer = pacer
+        super().__init__(pacer)
         self._slot: int | None = None  # the latest slot not yet taken by next()
         self._woken = False
         self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
         #: Slots that came while the previous one was still not taken (the owner was busy).
         self.missed = 0
 
@@ -121,21 +149,6 @@ class Ticks:
         self._woken = True
         self._release()
 
-    def close(self) -> None:
-        """Unsubscribe (idempotent)."""
-        if not self._closed:
-            self._closed = True
-            self._pacer._remove(self)
-
-    def __enter__(self) -> Ticks:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    # Called by the pacer's task: must never block or raise.
     def _tick(self, slot_ns: int) -> None:
         if self._slot is not None:
             self.missed += 1
@@ -148,30 +161,15 @@ class Ticks:
             waiter.set_result(None)
 
 
-class TickCallback:
+class TickCallback(_Subscription):
     """A function called at every tick of a :class:`Pacer` (see :meth:`Pacer.every_tick`)."""
 
-    __slots__ = ("_closed", "_context", "_fn", "_pacer")
+    __slots__ = ("_context", "_fn")
 
     def __init__(self, pacer: Pacer, fn: Callable[[int], None]) -> None:
-        self._pacer = pacer
+        super().__init__(pacer)
         self._fn = fn
         self._context = contextvars.copy_context()
-        self._closed = False
-
-    def close(self) -> None:
-        """Unsubscribe (idempotent)."""
-        if not self._closed:
-            self._closed = True
-            self._pacer._remove(self)
-
-    def __enter__(self) -> TickCallback:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def _tick(self, slot_ns: int) -> None:
         try:
@@ -196,7 +194,7 @@ class Pacer:
         self.period_ms = period_ms
         self._period_ns = period_ms * 1_000_000
         self._late_ns = int(LATE_MS * 1e6)
-        self._subscribers: tuple[Ticks | TickCallback, ...] = ()
+        self._subscribers: tuple[_Subscription, ...] = ()
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
         self.late_ticks = 0
@@ -235,7 +233,7 @@ class Pacer:
             max_late_ms=self.max_late_ns / 1e6,
         )
 
-    def _add(self, subscriber: Ticks | TickCallback) -> None:
+    def _add(self, subscriber: _Subscription) -> None:
         self._subscribers += (subscriber,)
         if self._task is None:
             # A fresh context: the ticker serves many calls and carries none of their
@@ -244,7 +242,7 @@ class Pacer:
                 self._run(), name=f"pacer-{self.period_ms}ms", context=contextvars.Context()
             )
 
-    def _remove(self, subscriber: Ticks | TickCallback) -> None:
+    def _remove(self, subscriber: _Subscription) -> None:
         self._subscribers = tuple(t for t in self._subscribers if t is not subscriber)
         if not self._subscribers and self._task is not None:
             self._task.cancel()  # nobody to pace: stop waking the loop
