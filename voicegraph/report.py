@@ -151,7 +151,11 @@ class CallRecorder:
         if kind is UserStoppedSpeaking and event.turn:
             self.turn(event.turn).speech_end_ns = event.ts
         elif kind is FlushStart and event.turn in self.turns:
-            self.turns[event.turn].interrupted = True
+            rec = self.turns[event.turn]
+            # A flush decided as the answer ended (the caller had talked over its last
+            # words) cuts nothing: an answer already played out stays whole.
+            if rec.heard_by_caller is None:
+                rec.interrupted = True
         elif kind is BotStartedSpeaking and event.turn:
             rec = self.turn(event.turn)
             if rec.audio_out_ns is None:
