@@ -4,6 +4,7 @@ adapter that owns the socket, the control plane and the local ACS peer come late
 
 from transports.acs.codec import Casing, MediaDecoder, MediaEncoder
 from transports.acs.messages import (
+    AUDIO_FORMATS,
     MAX_CHUNK_MS,
     MAX_MESSAGE_CHARS,
     SUPPORTED_RATES,
@@ -27,6 +28,7 @@ __all__ = [
     "FormatChanged",
     "UnknownKind",
     "SUPPORTED_RATES",
+    "AUDIO_FORMATS",
     "MAX_CHUNK_MS",
     "MAX_MESSAGE_CHARS",
     "max_chunk_bytes",

@@ -39,6 +39,7 @@ from datetime import datetime
 
 __all__ = [
     "SUPPORTED_RATES",
+    "AUDIO_FORMATS",
     "MAX_CHUNK_MS",
     "MAX_MESSAGE_CHARS",
     "AudioMetadata",
@@ -52,6 +53,10 @@ __all__ = [
 
 #: The line rates ACS streams, exactly the SDK's ``AudioFormat`` (``pcm16KMono``, ``pcm24KMono``).
 SUPPORTED_RATES: tuple[int, ...] = (16_000, 24_000)
+
+#: Each line rate's name in Call Automation's ``MediaStreamingOptions.audio_format``
+#: (the SDK's ``AudioFormat`` values), for answering a call at the rate we decode.
+AUDIO_FORMATS: dict[int, str] = {16_000: "pcm16KMono", 24_000: "pcm24KMono"}
 
 #: The longest audio one message may carry, either way. ACS sends 20 ms frames; a second
 #: is fifty of them, ample for a bot that sends larger chunks, and it keeps a message
