@@ -1,0 +1,35 @@
+"""Azure Communication Services: phone calls. ``messages`` and ``codec`` are the media
+plane's sans-I/O protocol (ACS bidirectional media streaming over a WebSocket); the
+adapter that owns the socket, the control plane and the local ACS peer come later."""
+
+from transports.acs.codec import Casing, MediaDecoder, MediaEncoder
+from transports.acs.messages import (
+    AUDIO_FORMATS,
+    MAX_CHUNK_MS,
+    MAX_MESSAGE_CHARS,
+    SUPPORTED_RATES,
+    AudioChunk,
+    AudioMetadata,
+    Dtmf,
+    FormatChanged,
+    MediaEvent,
+    UnknownKind,
+    max_chunk_bytes,
+)
+
+__all__ = [
+    "MediaDecoder",
+    "MediaEncoder",
+    "Casing",
+    "MediaEvent",
+    "AudioMetadata",
+    "AudioChunk",
+    "Dtmf",
+    "FormatChanged",
+    "UnknownKind",
+    "SUPPORTED_RATES",
+    "AUDIO_FORMATS",
+    "MAX_CHUNK_MS",
+    "MAX_MESSAGE_CHARS",
+    "max_chunk_bytes",
+]
