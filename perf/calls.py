@@ -21,10 +21,12 @@ Method
 
     * event-loop lag: a probe task asks to wake every 5 ms and records how late it woke
       (p50, p99, max), over the whole run;
-    * outbound frames late: the shared pacer's ticks that ran more than 5 ms after their
-      slot, and the frames the callers were sent in them, over all frames sent;
+    * outbound frames late: frames sent more than 5 ms after their 20 ms slot, over all
+      frames sent; and the slots the shared pacer skipped because the loop slept through
+      them (a skipped slot is a 20 ms gap on every line that was playing);
     * call set-up: from the call's start to its ``Start`` event (every node set up),
       p50/p99;
+    * CPU: process time (all threads, the simulated callers included) over wall time;
     * RSS per call: resident memory with all N calls running, minus before, over N
       (models are loaded once per process, by a warm-up call, before the baseline).
 
@@ -127,6 +129,9 @@ class CachedTTS(Processor):
         pcm = self.cache.get(frame.text, b"")
         for i in range(0, len(pcm), 3200):  # 100 ms chunks at 16 kHz, as a streaming TTS delivers
             await self.push(OutputAudio(pcm[i:i + 3200], turn=frame.turn))
+            # A real TTS awaits its engine between chunks: other tasks (the pacer) run
+            # there. Without this, 200 answers starting together hold the loop ~0.5 s.
+            await asyncio.sleep(0)
 
 
 def render_cache(texts: list[str]) -> dict[str, bytes]:
@@ -240,6 +245,7 @@ async def run_batch(n: int, make: Callable[[], tuple[Graph, SpeechCaller]], time
     pacer = pacer_for(CallContext().clock)
     before = pacer.stats()
     rss0 = rss_bytes()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     probe = LagProbe()
     probe_task = asyncio.create_task(probe.run())
     setups: list[float] = []
@@ -268,6 +274,7 @@ async def run_batch(n: int, make: Callable[[], tuple[Graph, SpeechCaller]], time
     probe.stop()
     await probe_task
     after = pacer.stats()
+    cpu_share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     frames_sent = sum(m.frames for m in meters)
     late_ticks = after.late_ticks - before.late_ticks
     ticks = after.ticks - before.ticks
@@ -284,6 +291,8 @@ async def run_batch(n: int, make: Callable[[], tuple[Graph, SpeechCaller]], time
         "frame_max_late_ms": round(max((m.max_late_ms for m in meters), default=0.0), 2),
         "setup_ms": {"p50": round(pct(setups, 50), 2), "p99": round(pct(setups, 99), 2)},
         "rss_per_call_kib": round((rss_peak - rss0) / n / 1024, 1),
+        # CPU of the whole process (all threads, callers included) over the run, in cores.
+        "cpu_cores": round(cpu_share, 2),
         "turns_answered": sum(sum(1 for a in c.line.answers.values() if a.ended) for c in callers),
     }
 
@@ -308,11 +317,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             row = await run_batch(n, make, args.timeout)
             rows.append(row)
-            print(f"{stack:6} N={n:4}  lag p50 {row['loop_lag_ms']['p50']:6.2f} p99 {row['loop_lag_ms']['p99']:7.2f} "
-                  f"max {row['loop_lag_ms']['max']:7.1f} ms | frames late {row['frames_late_5ms']:5}/"
-                  f"{row['frames_sent']:6} | setup p50 {row['setup_ms']['p50']:7.2f} p99 "
-                  f"{row['setup_ms']['p99']:7.2f} ms | {row['rss_per_call_kib']:8.1f} KiB/call | "
-                  f"ended {row['ended']} errors {row['errors']}", flush=True)
+            lag, setup = row["loop_lag_ms"], row["setup_ms"]
+            print(f"{stack:6} N={n:4}  lag p50 {lag['p50']:6.2f} p99 {lag['p99']:7.2f} max {lag['max']:7.1f} ms"
+                  f" | frames late {row['frames_late_5ms']:5}/{row['frames_sent']:6}, slots skipped "
+                  f"{row['pacer']['missed_slots']:4} | setup p50 {setup['p50']:7.2f} p99 {setup['p99']:7.2f} ms"
+                  f" | {row['rss_per_call_kib']:8.1f} KiB/call | cpu {row['cpu_cores']:4.2f} cores"
+                  f" | ended {row['ended']} errors {row['errors']}", flush=True)
         out["stacks"][stack] = rows
     return out
 

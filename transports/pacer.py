@@ -7,7 +7,10 @@ path. Instead one task per (event loop, clock, period) sleeps on the clock and, 
 tick, serves every subscriber at once: one loop wake-up per tick for all calls.
 
 The tick never awaits a subscriber, so one call whose wire is slow, or whose graph
-pushes back, misses its own slots and delays nobody else's. Two kinds of subscriber:
+pushes back, misses its own slots and delays nobody else's. Tick callbacks (outbound:
+a transport taking the frame due now) are served before ``Ticks`` owners are woken
+(inbound: a simulated caller pushing audio through its graph), so a frame due now never
+waits behind the tick's inbound work. Two kinds of subscriber:
 
 * :meth:`Pacer.every_tick` (a :class:`TickCallback`): a plain function called at each
   tick with the slot time, in the context of the code that subscribed (the call's
@@ -234,7 +237,16 @@ class Pacer:
         )
 
     def _add(self, subscriber: _Subscription) -> None:
-        self._subscribers += (subscriber,)
+        # Outbound first: tick callbacks (a transport taking the frame due now) are served
+        # before Ticks owners are woken (a simulated caller's voice, which pushes audio
+        # through a graph: the heavy part of a tick). Otherwise, with many calls, a frame
+        # due now waits behind the tick's inbound work of every call served before it.
+        if isinstance(subscriber, TickCallback):
+            callbacks = tuple(s for s in self._subscribers if isinstance(s, TickCallback))
+            others = tuple(s for s in self._subscribers if not isinstance(s, TickCallback))
+            self._subscribers = (*callbacks, subscriber, *others)
+        else:
+            self._subscribers += (subscriber,)
         if self._task is None:
             # A fresh context: the ticker serves many calls and carries none of their
             # context variables (callbacks run in their own, Ticks owners in their tasks').

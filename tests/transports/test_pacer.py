@@ -187,3 +187,34 @@ async def test_a_failing_callback_is_unsubscribed_and_the_others_keep_ticking(ca
     assert len(errors) == 1 and "unsubscribed" in errors[0].getMessage()  # logged once, not per tick
     await clock.advance(0)
     assert clock.sleepers == 0
+
+
+async def test_outbound_callbacks_are_served_before_inbound_owners_at_each_tick() -> None:
+    """A frame due now is taken (and its sender task woken) before any call's inbound task
+    of the tick is woken, whatever the order of subscription: with many calls the inbound
+    work (audio through the graph) would otherwise delay every frame served after it."""
+    clock = VirtualClock()
+    pacer = Pacer(clock)
+    order: list[str] = []
+    voice = pacer.subscribe()  # the inbound side subscribes first
+    wake: asyncio.Queue[int] = asyncio.Queue()
+
+    async def inbound() -> None:
+        while await voice.next() is not None:
+            order.append("inbound")
+
+    async def sender() -> None:
+        while True:
+            await wake.get()
+            order.append("outbound")
+
+    tasks = [asyncio.create_task(inbound()), asyncio.create_task(sender())]
+    await clock.advance(0)  # both tasks parked; the first tick has passed
+    order.clear()
+    with pacer.every_tick(wake.put_nowait):  # as a transport wakes its sender task
+        await clock.advance(20_000_000)
+        await clock.advance(20_000_000)
+    voice.close()
+    for task in tasks:
+        task.cancel()
+    assert order == ["outbound", "inbound", "outbound", "inbound"]
