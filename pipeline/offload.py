@@ -162,7 +162,9 @@ class FairExecutor:
         """Steps submitted and not yet done: waiting or running, clean-up steps included.
 
         A test driving a call on a ``VirtualClock`` holds virtual time still while this is
-        not zero, so speech work takes no virtual time, whatever it takes on the CPU.
+        not zero, so speech work takes no virtual time, whatever it takes on the CPU. A
+        step stops counting only after its result was set, so by then the loop awaiting
+        it has its wake-up queued.
         """
         with self._lock:
             return self._unfinished
@@ -204,16 +206,14 @@ class FairExecutor:
         return job.future
 
     def _withdraw(self, job: _Job) -> None:
-        """A step is done: count it; take a cancelled one out of its queue, so it neither
-        runs nor counts as waiting."""
-        with self._lock:
-            self._unfinished -= 1
+        """Take a cancelled step out of its queue, so it neither runs nor counts."""
         if not job.future.cancelled():
             return
         with self._lock:
             queue = self._queues.get(job.key)
             if queue is None or job not in queue:
                 return  # a thread took it already; it sees the cancellation and skips it
+            self._unfinished -= 1
             queue.remove(job)
             if not queue:
                 del self._queues[job.key]
@@ -230,6 +230,7 @@ class FairExecutor:
             if job.kind is not _Kind.CLEANUP:
                 self._queued -= 1
             if not job.future.set_running_or_notify_cancel():
+                self._unfinished -= 1  # cancelled before it ran: nothing more will happen
                 return _SKIP
             if job.kind is _Kind.AHEAD:
                 self._ahead_running += 1
@@ -272,6 +273,10 @@ class FairExecutor:
                 job.future.set_exception(exc)
             else:
                 job.future.set_result(result)
+            # Counted done only now: setting the result has run its callbacks, so whoever
+            # awaits it on a loop has been handed the wake-up (see ``unfinished``).
+            with self._lock:
+                self._unfinished -= 1
             if job.kind is _Kind.AHEAD:
                 with self._lock:
                     self._ahead_running -= 1

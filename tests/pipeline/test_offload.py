@@ -321,3 +321,22 @@ async def test_a_processors_blocking_steps_are_queued_under_its_call_id() -> Non
     node.ctx = CallContext("call-offload-key")
     assert await node.run_blocking(sum, [1, 2, 3]) == 6
     assert blocking_executor().wait_stats("call-offload-key").steps == 1
+
+
+async def test_unfinished_counts_waiting_and_running_steps_until_their_result_is_set(one_worker: FairExecutor) -> None:
+    release = hold(one_worker)
+    assert one_worker.unfinished == 1  # the blocker runs
+    queued = one_worker.submit("call-a", lambda: "a")
+    withdrawn = one_worker.submit("call-b", lambda: "b")
+    assert one_worker.unfinished == 3
+    withdrawn.cancel()  # never runs
+    assert one_worker.unfinished == 2
+    seen: list[int] = []
+    # When the result is handed over (callbacks run), the step still counts: a driver
+    # that sees zero knows every awaiting loop has its wake-up queued.
+    queued.add_done_callback(lambda _: seen.append(one_worker.unfinished))
+    release.set()
+    assert await asyncio.wrap_future(queued) == "a"
+    assert seen == [1]
+    one_worker.shutdown()  # the threads finish what they hold, and exit
+    assert one_worker.unfinished == 0
