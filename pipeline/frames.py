@@ -44,6 +44,7 @@ __all__ = [
     "BotStoppedSpeaking",
     "Cancel",
     "ControlFrame",
+    "DTMF",
     "DataFrame",
     "EndOfStream",
     "ErrorEvent",
@@ -209,6 +210,15 @@ class TTSText(DataFrame):
     """A clause or sentence ready to be spoken."""
 
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DTMF(DataFrame):
+    """Keypad digits the caller pressed (``0-9 * # A-D``), in the order pressed: a menu
+    choice or a number the brain can use. ``turn`` is 0: a key press is not bound to a
+    turn, so a flush never drops it."""
+
+    digits: str
 
 
 # --- in-band control --------------------------------------------------------------------

@@ -41,6 +41,7 @@ from pipeline.frames import (
     BotStartedSpeaking,
     BotStoppedSpeaking,
     ControlFrame,
+    DataFrame,
     InputAudio,
     OutputAudio,
     ResponseEnd,
@@ -69,7 +70,7 @@ class Transport(Processor, ABC):
     """
 
     duplex = True
-    produces = (InputAudio,)
+    produces: tuple[type[DataFrame], ...] = (InputAudio,)  # a wire may add its own (ACS: DTMF)
     consumes = (OutputAudio, TTSText)
 
     def __init__(

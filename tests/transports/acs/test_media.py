@@ -1,0 +1,309 @@
+"""The ACS media transport on an in-memory socket and a virtual clock: caller audio and
+DTMF into the graph, bot audio out as AudioData messages on exact 20 ms slots, StopAudio
+at the instant of a flush, bad messages logged while the call goes on, a hostile peer
+and a rate change ending the call with a clear error, the socket's close ending it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import tomllib
+from importlib.metadata import EntryPoint
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.clock import VirtualClock
+from pipeline.context import CallContext
+from pipeline.errors import ConfigError, StateError
+from pipeline.frames import (
+    DTMF,
+    AudioFormat,
+    ErrorEvent,
+    EventFrame,
+    FlushStart,
+    Frame,
+    InputAudio,
+    OutputAudio,
+    ResponseEnd,
+    ResponseStart,
+    TTSText,
+)
+from pipeline.graph import Graph
+from pipeline.processor import Processor
+from pipeline.runner import CallResult, run_call
+from pipeline.settings import coerce_settings
+from transports.acs.media import MAX_BAD_IN_A_ROW, AcsMediaSettings, AcsMediaTransport
+
+MS = 1_000_000
+
+
+def pcm(ms: int, rate: int = 16000, value: int = 1000) -> bytes:
+    return value.to_bytes(2, "little", signed=True) * (rate * ms // 1000)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def metadata(rate: int = 16000) -> str:
+    return json.dumps({"kind": "AudioMetadata", "audioMetadata": {
+        "subscriptionId": "sub-1", "encoding": "PCM", "sampleRate": rate, "channels": 1, "length": rate // 25}})
+
+
+def audio_data(data: bytes, *, silent: bool = False) -> str:
+    return json.dumps({"kind": "AudioData", "audioData": {
+        "timestamp": "2024-11-15T19:16:12.925Z", "participantRawID": "8:acs:caller", "data": b64(data),
+        "silent": silent}})
+
+
+class MemorySocket:
+    """An accepted media socket in memory: the test plays ACS's side."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock = clock
+        self.inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self.sent: list[tuple[int, str]] = []  # (call-clock ns, message)
+        self.closed: tuple[int, str] | None = None
+
+    async def receive(self) -> str | bytes | None:
+        return await self.inbox.get()
+
+    async def send_text(self, text: str) -> None:
+        if self.closed is not None:
+            raise ConnectionError("closed")
+        self.sent.append((self.clock.now_ns(), text))
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def sent_json(self) -> list[tuple[int, dict[str, Any]]]:
+        return [(ns // MS, json.loads(text)) for ns, text in self.sent]
+
+
+class Collector(Processor):
+    """Stands in for the rest of the graph: keeps what the caller sent, speaks when told."""
+
+    consumes = (InputAudio, DTMF)
+    produces = (TTSText, OutputAudio)
+
+    def __init__(self) -> None:
+        super().__init__(name="graph")
+        self.got: list[Frame] = []
+        self.events: list[EventFrame] = []
+
+    async def process(self, frame: Frame) -> None:
+        self.got.append(frame)
+
+    async def on_control(self, frame: Any) -> None:
+        self.got.append(frame)
+
+    def on_event(self, event: EventFrame) -> None:
+        self.events.append(event)
+
+    async def say(self, *frames: Frame) -> None:
+        for frame in frames:
+            await self.push(frame)
+
+    def audio(self) -> bytes:
+        return b"".join(f.pcm for f in self.got if isinstance(f, InputAudio))
+
+    def errors(self) -> list[ErrorEvent]:
+        return [e for e in self.events if isinstance(e, ErrorEvent)]
+
+
+class Call:
+    def __init__(self, clock: VirtualClock, **settings: Any) -> None:
+        self.clock = clock
+        self.socket = MemorySocket(clock)
+        self.line = AcsMediaTransport(AcsMediaSettings(**settings), name="acs")
+        self.line.attach(self.socket)
+        self.graph = Collector()
+        graph = Graph("acs")
+        graph.chain(self.line, self.graph, self.line)
+        self.task: asyncio.Task[CallResult] = asyncio.create_task(run_call(graph, CallContext(clock=clock)))
+
+    async def send(self, *messages: str | bytes) -> None:
+        for message in messages:
+            self.socket.inbox.put_nowait(message)
+        await self.clock.advance(0)
+
+    async def hang_up(self) -> CallResult:
+        self.socket.inbox.put_nowait(None)
+        await self.clock.advance(0)
+        return await self.task
+
+
+async def start(clock: VirtualClock, **settings: Any) -> Call:
+    call = Call(clock, **settings)
+    await clock.advance(0)  # the call starts; the pacer's first slot is now (0 ms)
+    return call
+
+
+async def at(clock: VirtualClock, ms: int) -> None:
+    await clock.advance(ms * MS - clock.now_ns())
+
+
+async def test_metadata_then_audio_reaches_the_graph_at_the_announced_rate() -> None:
+    clock = VirtualClock()
+    call = await start(clock, sample_rate=24000)
+    await call.send(metadata(24000), audio_data(pcm(20, 24000)), audio_data(bytes(960), silent=True),
+                    metadata(24000))  # ACS may repeat the metadata: no second format
+    formats = [f for f in call.graph.got if isinstance(f, AudioFormat)]
+    assert [(f.sample_rate, f.channels, f.stream) for f in formats] == [(24000, 1, "in")]
+    chunks = [f.pcm for f in call.graph.got if isinstance(f, InputAudio)]
+    assert chunks == [pcm(20, 24000), bytes(960)]  # the silent chunk's samples reach VAD too
+    result = await call.hang_up()
+    assert result.reason == "eos" and result.errors == ()
+    assert call.line.messages_refused == 0
+
+
+async def test_bot_audio_goes_out_as_audio_data_messages_on_20_ms_slots() -> None:
+    clock = VirtualClock()
+    call = await start(clock, lead_ms=0)
+    await call.send(metadata())
+    first, second = pcm(20, value=1000), pcm(20, value=-2000)
+    await call.graph.say(ResponseStart(turn=1), OutputAudio(first + second, turn=1), ResponseEnd(turn=1))
+    await at(clock, 100)
+    assert call.socket.sent == [
+        (20 * MS, '{"Kind":"AudioData","AudioData":{"Data":"' + b64(first) + '"},"StopAudio":null}'),
+        (40 * MS, '{"Kind":"AudioData","AudioData":{"Data":"' + b64(second) + '"},"StopAudio":null}'),
+    ]
+    assert call.line.frames_sent == 2
+    await call.hang_up()
+
+
+async def test_camel_casing_sends_what_the_js_sdk_sends() -> None:
+    clock = VirtualClock()
+    call = await start(clock, lead_ms=0, casing="camel")
+    await call.send(metadata())
+    frame = pcm(20)
+    await call.graph.say(ResponseStart(turn=1), OutputAudio(frame, turn=1), ResponseEnd(turn=1))
+    await at(clock, 40)
+    assert call.socket.sent == [
+        (20 * MS, '{"kind":"audioData","audioData":{"data":"' + b64(frame) + '","isSilent":false},"stopAudio":{}}'),
+    ]
+    await call.hang_up()
+
+
+async def test_a_flush_sends_stop_audio_at_once_and_no_frame_of_the_turn_follows() -> None:
+    clock = VirtualClock()
+    call = await start(clock, lead_ms=0)
+    await call.send(metadata())
+    await call.graph.say(ResponseStart(turn=1), OutputAudio(pcm(200), turn=1))
+    await at(clock, 70)  # frames at 20, 40, 60
+    call.graph.emit(FlushStart(turn=1))
+    await clock.advance(0)  # no time passes
+    await at(clock, 300)
+    sent = call.socket.sent_json()
+    assert [ms for ms, _ in sent] == [20, 40, 60, 70]
+    assert [m["Kind"] for _, m in sent] == ["AudioData"] * 3 + ["StopAudio"]
+    assert call.socket.sent[-1] == (70 * MS, '{"Kind":"StopAudio","AudioData":null,"StopAudio":{}}')
+    await call.hang_up()
+
+
+async def test_dtmf_becomes_a_dtmf_frame() -> None:
+    clock = VirtualClock()
+    call = await start(clock)
+    await call.send(metadata(), '{"kind":"DtmfData","dtmfData":{"data":"3"}}',
+                    '{"Kind":"DtmfData","DtmfData":{"Data":"pound"}}')
+    assert [f.digits for f in call.graph.got if isinstance(f, DTMF)] == ["3", "#"]
+    assert all(f.turn == 0 for f in call.graph.got if isinstance(f, DTMF))
+    await call.hang_up()
+
+
+async def test_messages_of_either_casing_decode() -> None:
+    clock = VirtualClock()
+    call = await start(clock)
+    pascal_meta = '{"Kind":"AudioMetadata","AudioMetadata":{"Encoding":"PCM","SampleRate":16000,"Channels":1}}'
+    pascal_audio = '{"Kind":"AudioData","AudioData":{"Data":"' + b64(pcm(20, value=7)) + '","Silent":false}}'
+    camel_audio = '{"kind":"audioData","audioData":{"data":"' + b64(pcm(20, value=9)) + '"}}'
+    await call.send(pascal_meta, pascal_audio, camel_audio)
+    assert call.graph.audio() == pcm(20, value=7) + pcm(20, value=9)
+    assert call.line.messages_refused == 0
+    await call.hang_up()
+
+
+async def test_bad_messages_are_logged_and_the_call_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    clock = VirtualClock()
+    call = await start(clock)
+    with caplog.at_level(logging.WARNING, logger="transports.acs"):
+        await call.send(audio_data(pcm(20)),  # before any metadata
+                        "{not json", b"\x00\x01", '{"kind":"TranscriptionData","transcriptionData":{}}',
+                        metadata(), audio_data(pcm(20, value=5)))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "AudioData before a usable AudioMetadata: no AudioMetadata has been received yet" in warnings[0]
+    assert "not JSON" in warnings[1] and "binary frame of 2 bytes" in warnings[2]
+    assert "unknown kind 'TranscriptionData'" in warnings[3]
+    assert call.line.messages_refused == 3
+    assert call.graph.audio() == pcm(20, value=5)  # the call went on
+    result = await call.hang_up()
+    assert result.reason == "eos" and result.errors == ()
+
+
+async def test_a_peer_sending_only_garbage_is_cut_off_with_a_clear_error() -> None:
+    clock = VirtualClock()
+    call = await start(clock)
+    await call.send(metadata(), *["{bad"] * (MAX_BAD_IN_A_ROW - 1), audio_data(pcm(20)))
+    assert not call.task.done()  # a good message between: the run starts over
+    await call.send(*["{bad"] * MAX_BAD_IN_A_ROW)
+    result = await call.task
+    assert result.reason == "fatal"
+    assert len(result.errors) == 1 and result.errors[0].node == "acs"
+    assert result.errors[0].message.startswith(f"{MAX_BAD_IN_A_ROW} ACS media messages in a row were refused")
+    assert call.socket.closed is not None and call.socket.closed[0] == 1008
+    assert call.line.messages_refused == 2 * MAX_BAD_IN_A_ROW - 1
+
+
+async def test_a_rate_change_mid_call_ends_the_call_naming_both_rates() -> None:
+    clock = VirtualClock()
+    call = await start(clock)
+    await call.send(metadata(16000), audio_data(pcm(20)), metadata(24000), audio_data(pcm(20, 24000)))
+    result = await call.task
+    assert result.reason == "fatal"
+    assert [e.message for e in result.errors] == [
+        "ACS changed the audio format mid-call, from 16000 Hz to 24000 Hz; a call's line rate is fixed"]
+    assert call.socket.closed is not None and call.socket.closed[0] == 1003
+    assert call.graph.audio() == pcm(20)  # nothing at the new rate went into the graph
+
+
+async def test_the_socket_closing_ends_the_call_and_late_bot_audio_is_dropped() -> None:
+    clock = VirtualClock()
+    call = await start(clock, lead_ms=0)
+    await call.send(metadata())
+    await call.graph.say(ResponseStart(turn=1), OutputAudio(pcm(100), turn=1))
+    await at(clock, 30)
+    call.socket.closed = (1000, "")  # the peer went away; the close message is next in line
+    await at(clock, 50)  # a send fails on the closed socket: dropped, no error
+    result = await call.hang_up()
+    assert result.reason == "eos" and result.errors == ()
+    assert [ms for ms, _ in call.socket.sent_json()] == [20]
+
+
+async def test_a_call_without_a_socket_or_with_two_is_refused() -> None:
+    line = AcsMediaTransport(name="acs")
+    line.attach(MemorySocket(VirtualClock()))
+    with pytest.raises(StateError, match="already attached"):
+        line.attach(MemorySocket(VirtualClock()))
+    bare = AcsMediaTransport(name="bare")
+    graph = Graph("acs")
+    collector = Collector()
+    graph.chain(bare, collector, bare)
+    result = await run_call(graph, CallContext(clock=VirtualClock()))
+    assert [e.message for e in result.errors] == ["StateError: bare: no media socket attached before the call started"]
+
+
+def test_settings_and_the_entry_point() -> None:
+    project = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
+    target = project["project"]["entry-points"]["voicegraph.processors"]["acs_media"]
+    assert EntryPoint("acs_media", target, "voicegraph.processors").load() is AcsMediaTransport
+    s = coerce_settings(AcsMediaSettings, {"sample_rate": 24000, "lead_ms": 40, "casing": "camel"})
+    assert (s.sample_rate, s.lead_ms, s.casing) == (24000, 40, "camel")
+    with pytest.raises(ConfigError, match="sample_rate"):
+        coerce_settings(AcsMediaSettings, {"sample_rate": 8000})
+    with pytest.raises(ConfigError, match="casing"):
+        coerce_settings(AcsMediaSettings, {"casing": "snake"})
+    assert DTMF in AcsMediaTransport.produces and InputAudio in AcsMediaTransport.produces
