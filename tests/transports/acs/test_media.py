@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.websockets import WebSocket
 
 from pipeline.clock import VirtualClock
 from pipeline.context import CallContext
@@ -36,7 +37,7 @@ from pipeline.graph import Graph
 from pipeline.processor import Processor
 from pipeline.runner import CallResult, run_call
 from pipeline.settings import coerce_settings
-from transports.acs.media import MAX_BAD_IN_A_ROW, AcsMediaSettings, AcsMediaTransport
+from transports.acs.media import MAX_BAD_IN_A_ROW, AcsMediaSettings, AcsMediaTransport, StarletteMediaSocket
 
 MS = 1_000_000
 
@@ -307,3 +308,50 @@ def test_settings_and_the_entry_point() -> None:
     with pytest.raises(ConfigError, match="casing"):
         coerce_settings(AcsMediaSettings, {"casing": "snake"})
     assert DTMF in AcsMediaTransport.produces and InputAudio in AcsMediaTransport.produces
+
+
+class Asgi:
+    """The server side of an ASGI WebSocket in memory: what the app receives and sends."""
+
+    def __init__(self, *incoming: dict[str, Any]) -> None:
+        self.incoming = [{"type": "websocket.connect"}, *incoming]
+        self.sent: list[dict[str, Any]] = []
+        self.fail_sends = False
+
+    async def receive(self) -> dict[str, Any]:
+        return self.incoming.pop(0)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.fail_sends:
+            raise OSError("connection reset")
+        self.sent.append(message)
+
+
+async def accepted(asgi: Asgi) -> StarletteMediaSocket:
+    ws = WebSocket({"type": "websocket", "path": "/acs/media", "headers": []}, asgi.receive, asgi.send)
+    await ws.accept()
+    return StarletteMediaSocket(ws)
+
+
+async def test_the_starlette_wrapper_gives_text_binary_and_the_close() -> None:
+    asgi = Asgi({"type": "websocket.receive", "text": metadata()}, {"type": "websocket.receive", "bytes": b"\x01"},
+                {"type": "websocket.disconnect", "code": 1000})
+    socket = await accepted(asgi)
+    assert [await socket.receive(), await socket.receive(), await socket.receive()] == [metadata(), b"\x01", None]
+    assert await socket.receive() is None  # asking again after the close is no error
+    await socket.send_text("after")  # the peer closed, our side has not: ASGI still takes it
+    await socket.close(1000, "bye")
+    assert asgi.sent[1:] == [{"type": "websocket.send", "text": "after"},
+                             {"type": "websocket.close", "code": 1000, "reason": "bye"}]
+    with pytest.raises(ConnectionError, match="media socket closed"):
+        await socket.send_text("too late")
+    await socket.close(1000, "again")  # a no-op
+    assert len(asgi.sent) == 3
+
+
+async def test_the_starlette_wrapper_turns_a_reset_connection_into_connection_error() -> None:
+    asgi = Asgi()
+    socket = await accepted(asgi)
+    asgi.fail_sends = True
+    with pytest.raises(ConnectionError, match="media socket closed"):
+        await socket.send_text(audio_data(pcm(20)))
