@@ -8,6 +8,7 @@ nothing is pushed into a node that is not ready) and stop sources first.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -163,9 +164,13 @@ class CallRunner:
             raise StateError("the call is not running; add taps to the graph before it starts")
         self.graph.join_tap(src, node, maxsize=maxsize, overflow=overflow)
         made: list[asyncio.Task[None]] = []
+        # attach() may be called from outside the call (an HTTP handler): its tasks get
+        # the call's clock all the same.
+        context = contextvars.copy_context()
+        context.run(use_clock, self.ctx.clock.now_ns)
 
         def spawn(coro: Coroutine[Any, Any, None], name: str) -> None:
-            made.append(tg.create_task(coro, name=f"{self.ctx.call_id}:{name}"))
+            made.append(tg.create_task(coro, name=f"{self.ctx.call_id}:{name}", context=context))
 
         try:
             await node._start(self.ctx, spawn)

@@ -77,3 +77,35 @@ async def test_attach_needs_a_running_call() -> None:
     graph.chain(Line(), Collector())
     with pytest.raises(StateError, match="not running"):
         await CallRunner(graph).attach("line", Listener(name="x"))
+
+
+async def test_a_tap_attached_from_outside_the_call_stamps_its_frames_on_the_calls_clock() -> None:
+    from pipeline.clock import VirtualClock
+    from pipeline.context import CallContext
+    from pipeline.frames import TTSText
+
+    class Stamper(Processor):
+        """A tap that makes a frame of its own for each one it gets."""
+
+        consumes = (InputAudio,)
+
+        def __init__(self) -> None:
+            super().__init__(name="stamper")
+            self.made: list[int] = []
+
+        async def process(self, frame: InputAudio) -> None:
+            self.made.append(TTSText("seen").ts)
+
+    clock = VirtualClock(start_ns=7_000_000_000)
+    line, sink = Line(), Collector()
+    graph = Graph("live")
+    graph.chain(line, sink)
+    runner = CallRunner(graph, CallContext(clock=clock))
+    call = asyncio.create_task(runner.run(timeout=30))
+    await until(lambda: line.state.value == "running")
+    stamper = Stamper()
+    await runner.attach("line", stamper)  # from this test task: not one of the call's
+    line.go.put_nowait(1)
+    line.go.put_nowait(-1)
+    assert (await call).reason == "eos"
+    assert stamper.made == [7_000_000_000]  # virtual time, not the monotonic clock
