@@ -1,4 +1,4 @@
-"""The ASGI application: health and readiness now; transports mount their routes later.
+"""The ASGI application: health, readiness, and the ACS media WebSocket (``/acs/media``).
 
 ``/healthz`` answers while the process lives. ``/readyz`` answers 200 only when every
 pipeline under ``config/pipelines`` loads and validates (so a bad deploy never takes
@@ -33,6 +33,8 @@ from starlette.routing import Route
 
 from pipeline.config import build_graph, load_pipeline
 from pipeline.errors import ConfigError
+from transports.acs.route import media_route
+from transports.acs.sessions import CallSessions
 
 from . import __version__
 from .paths import pipelines_dir
@@ -157,7 +159,8 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0) -> Starlette:
     """Build the app; ``config`` defaults to the project's ``config/`` folder.
 
     ``app.state.readiness`` is the app's ``Readiness``; its checks start with the app's
-    lifespan (a server, or ``with TestClient(app)``).
+    lifespan (a server, or ``with TestClient(app)``). ``app.state.acs_sessions`` is the
+    registry of ACS calls whose media socket ``/acs/media`` serves (the ``acs.yaml`` pipeline).
     """
     folder = config / "pipelines" if config is not None else pipelines_dir()
     readiness = Readiness(folder, poll_s=poll_s)
@@ -175,7 +178,10 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0) -> Starlette:
             yield
             watcher.cancel()
 
-    app = Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)], lifespan=lifespan)
+    sessions = CallSessions()
+    routes = [Route("/healthz", healthz), Route("/readyz", readyz), media_route(sessions, folder / "acs.yaml")]
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.readiness = readiness
+    app.state.acs_sessions = sessions
     return app
 

@@ -1,8 +1,9 @@
 """Azure Communication Services: phone calls. ``messages`` and ``codec`` are the media
 plane's sans-I/O protocol (ACS bidirectional media streaming over a WebSocket);
 ``media.AcsMediaTransport`` is the transport that owns one call's socket (imported from
-its module, so the codec stays free of the engine). The route that accepts the socket,
-the control plane and the local ACS peer come later."""
+its module, so the codec stays free of the engine). ``route`` serves the socket at
+``/acs/media`` with tokens from ``sessions.CallSessions``; the control plane and the
+local ACS peer come later."""
 
 from transports.acs.codec import Casing, MediaDecoder, MediaEncoder
 from transports.acs.messages import (
