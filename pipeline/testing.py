@@ -17,7 +17,7 @@ from .graph import Graph
 from .processor import Processor
 from .runner import CallResult, run_call
 
-__all__ = ["Collector", "Feeder", "drive", "run_processor", "until"]
+__all__ = ["Collector", "Feeder", "Puppet", "drive", "run_processor", "until"]
 
 
 class Feeder(Processor):
@@ -63,6 +63,37 @@ class Collector(Processor):
     def of_type(self, *types: type[Frame]) -> list[Frame]:
         """Every frame seen of the given types."""
         return [f for f in self.seen if isinstance(f, types)]
+
+
+class Puppet(Processor):
+    """Stands in for the rest of a graph behind a transport: records the frames and events
+    that reach it (``got``, ``events``) and pushes what the test tells it to (``say``).
+
+    ``consumes``: the data types it takes (the rest pass through); it may push any data.
+    """
+
+    produces = (DataFrame,)
+
+    def __init__(self, consumes: tuple[type[DataFrame], ...], *, name: str = "puppet") -> None:
+        super().__init__(name=name)
+        self.consumes = consumes
+        self.got: list[Frame] = []
+        self.events: list[EventFrame] = []
+
+    async def process(self, frame: DataFrame) -> None:
+        self.got.append(frame)
+
+    async def on_control(self, frame: ControlFrame) -> ControlFrame | None:
+        self.got.append(frame)
+        return None
+
+    def on_event(self, event: EventFrame) -> None:
+        self.events.append(event)
+
+    async def say(self, *frames: Frame) -> None:
+        """Push ``frames`` downstream, in order."""
+        for frame in frames:
+            await self.push(frame)
 
 
 async def run_processor(

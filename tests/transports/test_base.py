@@ -14,7 +14,6 @@ from pipeline.frames import (
     BotStartedSpeaking,
     BotStoppedSpeaking,
     ErrorEvent,
-    EventFrame,
     FlushStart,
     Frame,
     InputAudio,
@@ -24,8 +23,8 @@ from pipeline.frames import (
     TTSText,
 )
 from pipeline.graph import Graph
-from pipeline.processor import Processor
 from pipeline.runner import CallResult, run_call
+from pipeline.testing import Puppet
 from transports.base import Transport
 
 MS = 1_000_000
@@ -63,29 +62,15 @@ class MemoryWire(Transport):
         self.clears.append(self.ctx.clock.now_ns())
 
 
-class Bot(Processor):
+class Bot(Puppet):
     """Stands in for brain and TTS: says what the test tells it, records what comes back."""
 
-    consumes = (InputAudio,)
-    produces = (TTSText, OutputAudio)
-
     def __init__(self) -> None:
-        super().__init__(name="bot")
-        self.heard: list[Frame] = []
-        self.events: list[EventFrame] = []
+        super().__init__((InputAudio,), name="bot")
 
-    async def process(self, frame: InputAudio) -> None:
-        self.heard.append(frame)
-
-    async def on_control(self, frame: Any) -> None:
-        self.heard.append(frame)
-
-    def on_event(self, event: EventFrame) -> None:
-        self.events.append(event)
-
-    async def say(self, *frames: Frame) -> None:
-        for frame in frames:
-            await self.push(frame)
+    @property
+    def heard(self) -> list[Frame]:
+        return self.got
 
     def speaking(self) -> list[tuple[str, int, Any]]:
         """(event, ms, details) of the bot speaking events, in order."""

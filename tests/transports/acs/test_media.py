@@ -24,19 +24,16 @@ from pipeline.frames import (
     DTMF,
     AudioFormat,
     ErrorEvent,
-    EventFrame,
     FlushStart,
-    Frame,
     InputAudio,
     OutputAudio,
     ResponseEnd,
     ResponseStart,
-    TTSText,
 )
 from pipeline.graph import Graph
-from pipeline.processor import Processor
 from pipeline.runner import CallResult, run_call
 from pipeline.settings import coerce_settings
+from pipeline.testing import Puppet
 from transports.acs.media import MAX_BAD_IN_A_ROW, AcsMediaSettings, AcsMediaTransport, StarletteMediaSocket
 
 MS = 1_000_000
@@ -85,29 +82,11 @@ class MemorySocket:
         return [(ns // MS, json.loads(text)) for ns, text in self.sent]
 
 
-class Collector(Processor):
+class Collector(Puppet):
     """Stands in for the rest of the graph: keeps what the caller sent, speaks when told."""
 
-    consumes = (InputAudio, DTMF)
-    produces = (TTSText, OutputAudio)
-
     def __init__(self) -> None:
-        super().__init__(name="graph")
-        self.got: list[Frame] = []
-        self.events: list[EventFrame] = []
-
-    async def process(self, frame: Frame) -> None:
-        self.got.append(frame)
-
-    async def on_control(self, frame: Any) -> None:
-        self.got.append(frame)
-
-    def on_event(self, event: EventFrame) -> None:
-        self.events.append(event)
-
-    async def say(self, *frames: Frame) -> None:
-        for frame in frames:
-            await self.push(frame)
+        super().__init__((InputAudio, DTMF), name="graph")
 
     def audio(self) -> bytes:
         return b"".join(f.pcm for f in self.got if isinstance(f, InputAudio))
