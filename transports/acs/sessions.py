@@ -108,18 +108,18 @@ class CallSessions:
         if not call_connection_id:
             raise ValueError("bind: the call connection id is empty")
         self._purge(self._clock())
-        for session in self._expected.values():
-            if session.call_connection_id == provisional_id:
-                session.call_connection_id = call_connection_id
+        for waiting in self._expected.values():
+            if waiting.call_connection_id == provisional_id:
+                waiting.call_connection_id = call_connection_id
                 return True
-        session = self._live.pop(provisional_id, None)
-        if session is None:
+        live = self._live.pop(provisional_id, None)
+        if live is None:
             return False
-        session.call_connection_id = call_connection_id
+        live.call_connection_id = call_connection_id
         previous = self._live.get(call_connection_id)
         if previous is not None:
             self.end(previous, "replaced by a new media socket")
-        self._live[call_connection_id] = session
+        self._live[call_connection_id] = live
         return True
 
     def claim(self, token: str) -> CallSession | None:
