@@ -24,10 +24,12 @@ from azure.communication.callautomation import AudioFormat
 from azure.communication.callautomation.aio import CallAutomationClient
 from azure.core.credentials import AzureKeyCredential
 from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from transports.acs.events import EventsWebhook, IncomingCall, SubscriptionValidation, parse_events
 from transports.acs.peer.rest import AcsRestPeer, verify_hmac
 from transports.acs.sessions import CallSessions
+from voicegraph.app import create_app
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 WRONG_KEY = base64.b64encode(bytes(range(1, 33))).decode()
@@ -175,3 +177,13 @@ def test_the_peer_refuses_a_tampered_body_and_a_stale_date() -> None:
     assert verify_hmac(key, "POST", "/p", {}, body, now) == "no HMAC-SHA256 Authorization header"
     with pytest.raises(ValueError, match="must be base64"):
         AcsRestPeer("not base64!")
+
+
+def test_the_app_serves_the_webhook(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICEGRAPH_PUBLIC_URL", PUBLIC)
+    app = create_app()
+    assert app.state.acs_events.public_url == PUBLIC
+    with TestClient(app) as client:
+        response = client.post("/acs/events", json=[{"eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+                                                     "data": {"validationCode": "code-7"}}])
+    assert response.status_code == 200 and response.json() == {"validationResponse": "code-7"}
