@@ -1,4 +1,5 @@
-"""The ASGI application: health, readiness, and the ACS media WebSocket (``/acs/media``).
+"""The ASGI application: health, readiness, the ACS Event Grid webhook (``/acs/events``) and
+the ACS media WebSocket (``/acs/media``).
 
 ``/healthz`` answers while the process lives. ``/readyz`` answers 200 only when every
 pipeline under ``config/pipelines`` loads and validates (so a bad deploy never takes
@@ -33,6 +34,7 @@ from starlette.routing import Route
 
 from pipeline.config import build_graph, load_pipeline
 from pipeline.errors import ConfigError
+from transports.acs.events import EventsWebhook
 from transports.acs.route import media_route
 from transports.acs.sessions import CallSessions
 
@@ -160,7 +162,8 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0) -> Starlette:
 
     ``app.state.readiness`` is the app's ``Readiness``; its checks start with the app's
     lifespan (a server, or ``with TestClient(app)``). ``app.state.acs_sessions`` is the
-    registry of ACS calls whose media socket ``/acs/media`` serves (the ``acs.yaml`` pipeline).
+    registry of ACS calls whose media socket ``/acs/media`` serves (the ``acs.yaml`` pipeline);
+    ``app.state.acs_events`` answers them (``/acs/events``, configured by the environment).
     """
     folder = config / "pipelines" if config is not None else pipelines_dir()
     readiness = Readiness(folder, poll_s=poll_s)
@@ -177,11 +180,15 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0) -> Starlette:
             watcher = tasks.create_task(readiness.watch(), name="readiness")
             yield
             watcher.cancel()
+            await events.aclose()
 
     sessions = CallSessions()
-    routes = [Route("/healthz", healthz), Route("/readyz", readyz), media_route(sessions, folder / "acs.yaml")]
+    events = EventsWebhook(sessions)
+    routes = [Route("/healthz", healthz), Route("/readyz", readyz), events.route(),
+              media_route(sessions, folder / "acs.yaml")]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.readiness = readiness
     app.state.acs_sessions = sessions
+    app.state.acs_events = events
     return app
 

@@ -2,8 +2,8 @@
 plane's sans-I/O protocol (ACS bidirectional media streaming over a WebSocket);
 ``media.AcsMediaTransport`` is the transport that owns one call's socket (imported from
 its module, so the codec stays free of the engine). ``route`` serves the socket at
-``/acs/media`` with tokens from ``sessions.CallSessions``; the control plane and the
-local ACS peer come later."""
+``/acs/media`` with tokens from ``sessions.CallSessions``; ``events`` answers Event Grid's
+IncomingCall at ``/acs/events``; ``peer`` is the local ACS for tests."""
 
 from transports.acs.codec import Casing, MediaDecoder, MediaEncoder
 from transports.acs.messages import (

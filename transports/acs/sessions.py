@@ -4,7 +4,9 @@ When the control plane answers a call it asks ACS to stream the call's media to
 ``/acs/media?token=...``; the token comes from :meth:`CallSessions.expect`. It is
 unguessable (``secrets.token_urlsafe(32)``), single-use, and expires if no socket claims
 it within ``claim_within_s`` (a call answered and never connected leaves nothing behind).
-The media route :meth:`~CallSessions.claim` s it when the socket connects, records the
+When the answer returns the call's connection id, :meth:`~CallSessions.bind` names the
+session with it (see there why it is issued under a provisional id). The media route
+:meth:`~CallSessions.claim` s it when the socket connects, records the
 call's graph, runner and task on the :class:`CallSession`, and :meth:`~CallSessions.end` s
 it when the call is over.
 
@@ -93,6 +95,32 @@ class CallSessions:
         self._expected[_key(token)] = CallSession(
             call_connection_id=call_connection_id, expires_at=now + self.claim_within_s, _token=token)
         return token
+
+    def bind(self, provisional_id: str, call_connection_id: str) -> bool:
+        """Rename the call expected (or already live) under ``provisional_id`` to its real id.
+
+        ACS wants the media URL, token included, in the answer request, and only the answer's
+        response carries the call connection id: the token is issued under a provisional id
+        and bound here when the response comes. The media socket may win that race; the live
+        session is then renamed. Returns ``False`` if nothing is known under
+        ``provisional_id`` (the token expired, or the call has already ended).
+        """
+        if not call_connection_id:
+            raise ValueError("bind: the call connection id is empty")
+        self._purge(self._clock())
+        for waiting in self._expected.values():
+            if waiting.call_connection_id == provisional_id:
+                waiting.call_connection_id = call_connection_id
+                return True
+        live = self._live.pop(provisional_id, None)
+        if live is None:
+            return False
+        live.call_connection_id = call_connection_id
+        previous = self._live.get(call_connection_id)
+        if previous is not None:
+            self.end(previous, "replaced by a new media socket")
+        self._live[call_connection_id] = live
+        return True
 
     def claim(self, token: str) -> CallSession | None:
         """The expected call for ``token``, now live; ``None`` if the token is unknown,

@@ -89,3 +89,29 @@ def test_bad_arguments_are_refused_clearly() -> None:
         CallSessions(claim_within_s=0)
     with pytest.raises(ValueError, match="call connection id is empty"):
         CallSessions().expect("")
+
+
+def test_a_token_issued_under_a_provisional_id_is_bound_to_the_answered_call() -> None:
+    sessions = CallSessions(clock=Clock())
+    token = sessions.expect("incoming-1")
+    assert sessions.bind("incoming-1", "call-1")
+    session = sessions.claim(token)
+    assert session is not None and session.call_connection_id == "call-1"
+    assert sessions.live("call-1") is session and sessions.live("incoming-1") is None
+    assert not sessions.bind("incoming-1", "call-1")  # nothing left under the provisional id
+
+
+def test_a_media_socket_that_wins_the_race_with_the_answer_is_renamed_live() -> None:
+    clock = Clock()
+    sessions = CallSessions(claim_within_s=30.0, clock=clock)
+    session = sessions.claim(sessions.expect("incoming-1"))
+    assert session is not None and session.call_connection_id == "incoming-1"
+    assert sessions.bind("incoming-1", "call-1")
+    assert sessions.live("call-1") is session and session.call_connection_id == "call-1"
+    assert sessions.live("incoming-1") is None
+    assert sessions.end(session) and sessions.counts().live == 0
+    sessions.expect("incoming-2")
+    clock.now += 30.0
+    assert not sessions.bind("incoming-2", "call-2")  # expired before the answer came
+    with pytest.raises(ValueError, match="call connection id is empty"):
+        sessions.bind("incoming-3", "")
