@@ -17,7 +17,7 @@ from .graph import Graph
 from .processor import Processor
 from .runner import CallResult, run_call
 
-__all__ = ["Collector", "Feeder", "Puppet", "drive", "run_processor", "until"]
+__all__ = ["Collector", "Feeder", "Puppet", "advance_to", "drive", "run_processor", "until"]
 
 
 class Feeder(Processor):
@@ -121,6 +121,11 @@ async def until(condition: Callable[[], bool], *, rounds: int = 10_000) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError(f"condition not met after {rounds} loop turns")
+
+
+async def advance_to(clock: VirtualClock, ms: float) -> None:
+    """Move ``clock`` forward to ``ms`` milliseconds after its zero."""
+    await clock.advance(int(ms * 1_000_000) - clock.now_ns())
 
 
 def _offload_busy() -> bool:

@@ -52,6 +52,7 @@ import asyncio
 import contextvars
 import logging
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -83,7 +84,7 @@ class PacerStats:
     max_late_ms: float
 
 
-class _Subscription:
+class _Subscription(ABC):
     """What both kinds of subscription share: unsubscribing, also as a context manager."""
 
     __slots__ = ("_closed", "_pacer")
@@ -106,9 +107,9 @@ class _Subscription:
     ) -> None:
         self.close()
 
+    @abstractmethod
     def _tick(self, slot_ns: int) -> None:
         """Called by the pacer's task at each tick: must never block or raise."""
-        raise NotImplementedError
 
 
 class Ticks(_Subscription):

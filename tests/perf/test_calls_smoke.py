@@ -6,24 +6,10 @@ No timing assertions: the figures only have to exist and be consistent with each
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 
-PATH = Path(__file__).resolve().parents[2] / "perf" / "calls.py"
+from tests.perf.scripts import load_script
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("perf_calls", PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-calls = _load()
+calls = load_script("calls")
 
 
 async def test_one_media_call_and_two_at_once_are_measured() -> None:

@@ -6,29 +6,20 @@ they are durations. The Pipecat half is imported lazily, so this test does not n
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.perf.scripts import load_script
 
 PATH = Path(__file__).resolve().parents[2] / "perf" / "overhead.py"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("perf_overhead", PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-overhead = _load()
+overhead = load_script("overhead")
 
 
 @pytest.mark.parametrize("queued", [False, True], ids=["direct", "queued"])

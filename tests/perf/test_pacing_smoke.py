@@ -5,27 +5,13 @@ No timing assertions: the figures only have to exist and be sane.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-PATH = Path(__file__).resolve().parents[2] / "perf" / "pacing.py"
+from tests.perf.scripts import load_script
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("perf_pacing", PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pacing = _load()
+pacing = load_script("pacing")
 
 
 @pytest.mark.parametrize("design", ["before", "after"])

@@ -24,7 +24,7 @@ from pipeline.frames import (
 )
 from pipeline.graph import Graph
 from pipeline.runner import CallResult, run_call
-from pipeline.testing import Puppet
+from pipeline.testing import Puppet, advance_to
 from transports.base import Transport
 
 MS = 1_000_000
@@ -108,18 +108,14 @@ async def start(clock: VirtualClock, **kw: Any) -> Call:
     return call
 
 
-async def at(clock: VirtualClock, ms: int) -> None:
-    await clock.advance(ms * MS - clock.now_ns())
-
-
 async def test_frames_go_out_on_exact_slots_once_the_lead_is_buffered() -> None:
     clock = VirtualClock()
     call = await start(clock, lead_ms=60)
     await call.bot.say(ResponseStart(turn=1), TTSText("Hello there.", turn=1), OutputAudio(audio(40), turn=1))
-    await at(clock, 50)
+    await advance_to(clock, 50)
     assert call.wire.sent == []  # 40 ms < 60 ms lead: nothing yet
     await call.bot.say(OutputAudio(audio(50), turn=1), ResponseEnd(turn=1))
-    await at(clock, 200)
+    await advance_to(clock, 200)
     assert call.sent_ms() == [60, 80, 100, 120, 140]  # 90 ms: four whole frames and a padded one
     assert all(len(pcm) == FRAME for _, pcm in call.wire.sent)
     assert call.wire.sent[-1][1] == audio(10) + bytes(FRAME - len(audio(10)))
@@ -136,11 +132,11 @@ async def test_turns_play_one_after_the_other_and_the_wire_knows_each_frames_tur
                        ResponseEnd(turn=1),
                        ResponseStart(turn=2, interruptible=False), TTSText("This call is recorded.", turn=2),
                        OutputAudio(audio(40), turn=2), ResponseEnd(turn=2))
-    await at(clock, 100)
+    await advance_to(clock, 100)
     # Turn 2 arrived while turn 1 was still buffered: it waits, then plays whole.
     assert call.wire.turns == [1, 1, 2, 2] and call.sent_ms() == [20, 40, 60, 80]
     await call.bot.say(ResponseStart(turn=3), OutputAudio(audio(40), turn=3), ResponseEnd(turn=3))
-    await at(clock, 200)
+    await advance_to(clock, 200)
     assert call.wire.turns == [1, 1, 2, 2, 3, 3] and call.sent_ms() == [20, 40, 60, 80, 120, 140]
     assert call.bot.speaking() == [
         ("started", 20, (1, True)), ("stopped", 40, (1, 40.0, False, "Welcome.")),
@@ -156,12 +152,12 @@ async def test_a_flush_drops_the_buffer_and_clears_the_wire_before_the_next_tick
     await call.bot.say(ResponseStart(turn=1),
                        TTSText("The first clause is here,", turn=1), OutputAudio(audio(100), turn=1),
                        TTSText("and the second one is longer.", turn=1), OutputAudio(audio(200), turn=1))
-    await at(clock, 170)  # frames at 20..160: all of clause 1, 60 of 200 ms of clause 2
+    await advance_to(clock, 170)  # frames at 20..160: all of clause 1, 60 of 200 ms of clause 2
     call.bot.emit(FlushStart(turn=1))
     await clock.advance(0)  # no time passes
     assert call.wire.clears == [170 * MS]  # at once, between ticks
     assert call.wire.frames_sent == 8
-    await at(clock, 400)
+    await advance_to(clock, 400)
     assert call.sent_ms() == [20, 40, 60, 80, 100, 120, 140, 160]  # nothing after the flush
     assert call.bot.speaking() == [
         ("started", 20, (1, True)),
@@ -174,9 +170,9 @@ async def test_a_flush_of_audio_still_in_the_lead_buffer_needs_no_clear() -> Non
     clock = VirtualClock()
     call = await start(clock, lead_ms=60)
     await call.bot.say(TTSText("Your policy", turn=2), OutputAudio(audio(40), turn=2))
-    await at(clock, 30)
+    await advance_to(clock, 30)
     call.bot.emit(FlushStart(turn=2))
-    await at(clock, 100)
+    await advance_to(clock, 100)
     assert call.wire.sent == [] and call.wire.clears == []
     assert call.bot.speaking() == [("stopped", 30, (2, 0.0, True, ""))]  # the history drops it
     await call.hang_up()
@@ -187,7 +183,7 @@ async def test_an_uninterruptible_response_says_so_when_it_starts() -> None:
     call = await start(clock, lead_ms=0)
     await call.bot.say(ResponseStart(turn=3, interruptible=False), OutputAudio(audio(20), turn=3),
                        ResponseEnd(turn=3))
-    await at(clock, 40)
+    await advance_to(clock, 40)
     assert call.bot.speaking() == [("started", 20, (3, False)), ("stopped", 20, (3, 20.0, False, ""))]
     await call.hang_up()
 
@@ -196,7 +192,7 @@ async def test_bot_speech_of_turn_0_is_refused_with_a_clear_error() -> None:
     clock = VirtualClock()
     call = await start(clock, lead_ms=0)
     await call.bot.say(TTSText("Welcome!", turn=0), OutputAudio(audio(100), turn=0))
-    await at(clock, 100)
+    await advance_to(clock, 100)
     errors = [e for e in call.bot.events if isinstance(e, ErrorEvent)]
     assert len(errors) == 2 and all(e.node == "line" and not e.fatal for e in errors)
     assert "turn 0" in errors[0].message and "ctx.next_turn()" in errors[0].message
@@ -226,11 +222,11 @@ async def test_a_slow_wire_misses_slots_and_sends_no_burst_when_it_recovers() ->
     call = await start(clock, lead_ms=0)
     call.wire.gate = asyncio.get_running_loop().create_future()
     await call.bot.say(OutputAudio(audio(200), turn=1))
-    await at(clock, 70)  # the frame of slot 20 is stuck in send_audio; slots 40 and 60 pass
+    await advance_to(clock, 70)  # the frame of slot 20 is stuck in send_audio; slots 40 and 60 pass
     assert call.wire.sent == []
     call.wire.gate.set_result(None)
     await clock.advance(0)
-    await at(clock, 120)
+    await advance_to(clock, 120)
     # The stuck frame (slot 20) goes out when the wire takes it; slots 40 and 60 were
     # skipped, not replayed: the next frame waits for its own slot, 80.
     assert call.sent_ms() == [70, 80, 100, 120]
@@ -246,7 +242,7 @@ async def test_fifty_transports_on_one_clock_share_one_wake_up_per_tick() -> Non
         await call.bot.say(OutputAudio(audio(100), turn=1), ResponseEnd(turn=1))
     for ms in range(20, 140, 20):
         assert clock.sleepers == 1  # one ticker parked on the clock, not fifty
-        await at(clock, ms)
+        await advance_to(clock, ms)
     assert all(call.sent_ms() == [20, 40, 60, 80, 100] for call in calls)
     results = [await call.hang_up() for call in calls]
     assert {r.reason for r in results} == {"eos"}

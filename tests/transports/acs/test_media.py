@@ -33,7 +33,7 @@ from pipeline.frames import (
 from pipeline.graph import Graph
 from pipeline.runner import CallResult, run_call
 from pipeline.settings import coerce_settings
-from pipeline.testing import Puppet
+from pipeline.testing import Puppet, advance_to
 from transports.acs.media import MAX_BAD_IN_A_ROW, AcsMediaSettings, AcsMediaTransport, StarletteMediaSocket
 
 MS = 1_000_000
@@ -123,10 +123,6 @@ async def start(clock: VirtualClock, **settings: Any) -> Call:
     return call
 
 
-async def at(clock: VirtualClock, ms: int) -> None:
-    await clock.advance(ms * MS - clock.now_ns())
-
-
 async def test_metadata_then_audio_reaches_the_graph_at_the_announced_rate() -> None:
     clock = VirtualClock()
     call = await start(clock, sample_rate=24000)
@@ -147,7 +143,7 @@ async def test_bot_audio_goes_out_as_audio_data_messages_on_20_ms_slots() -> Non
     await call.send(metadata())
     first, second = pcm(20, value=1000), pcm(20, value=-2000)
     await call.graph.say(ResponseStart(turn=1), OutputAudio(first + second, turn=1), ResponseEnd(turn=1))
-    await at(clock, 100)
+    await advance_to(clock, 100)
     assert call.socket.sent == [
         (20 * MS, '{"Kind":"AudioData","AudioData":{"Data":"' + b64(first) + '"},"StopAudio":null}'),
         (40 * MS, '{"Kind":"AudioData","AudioData":{"Data":"' + b64(second) + '"},"StopAudio":null}'),
@@ -162,7 +158,7 @@ async def test_camel_casing_sends_what_the_js_sdk_sends() -> None:
     await call.send(metadata())
     frame = pcm(20)
     await call.graph.say(ResponseStart(turn=1), OutputAudio(frame, turn=1), ResponseEnd(turn=1))
-    await at(clock, 40)
+    await advance_to(clock, 40)
     assert call.socket.sent == [
         (20 * MS, '{"kind":"audioData","audioData":{"data":"' + b64(frame) + '","isSilent":false},"stopAudio":{}}'),
     ]
@@ -174,10 +170,10 @@ async def test_a_flush_sends_stop_audio_at_once_and_no_frame_of_the_turn_follows
     call = await start(clock, lead_ms=0)
     await call.send(metadata())
     await call.graph.say(ResponseStart(turn=1), OutputAudio(pcm(200), turn=1))
-    await at(clock, 70)  # frames at 20, 40, 60
+    await advance_to(clock, 70)  # frames at 20, 40, 60
     call.graph.emit(FlushStart(turn=1))
     await clock.advance(0)  # no time passes
-    await at(clock, 300)
+    await advance_to(clock, 300)
     sent = call.socket.sent_json()
     assert [ms for ms, _ in sent] == [20, 40, 60, 70]
     assert [m["Kind"] for _, m in sent] == ["AudioData"] * 3 + ["StopAudio"]
@@ -255,9 +251,9 @@ async def test_the_socket_closing_ends_the_call_and_late_bot_audio_is_dropped() 
     call = await start(clock, lead_ms=0)
     await call.send(metadata())
     await call.graph.say(ResponseStart(turn=1), OutputAudio(pcm(100), turn=1))
-    await at(clock, 30)
+    await advance_to(clock, 30)
     call.socket.closed = (1000, "")  # the peer went away; the close message is next in line
-    await at(clock, 50)  # a send fails on the closed socket: dropped, no error
+    await advance_to(clock, 50)  # a send fails on the closed socket: dropped, no error
     result = await call.hang_up()
     assert result.reason == "eos" and result.errors == ()
     assert [ms for ms, _ in call.socket.sent_json()] == [20]

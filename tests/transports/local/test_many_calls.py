@@ -46,10 +46,15 @@ async def test_fifty_calls_starting_at_once_keep_a_call_mid_answer_on_its_slots(
         slot = slot_ns
         on_tick(slot_ns)
 
+    window_until: list[int] = []  # frame count that closes the measured window
+    window_closed = asyncio.Event()
+
     async def send(pcm: bytes) -> None:
         late_ms.append((caller.ctx.clock.now_ns() - slot) / 1e6)
         if len(late_ms) >= 10:
             speaking.set()
+        if window_until and len(late_ms) >= window_until[0]:
+            window_closed.set()
         await send_audio(pcm)
 
     caller._on_tick = tick  # type: ignore[method-assign]
@@ -76,8 +81,10 @@ async def test_fifty_calls_starting_at_once_keep_a_call_mid_answer_on_its_slots(
     others = [asyncio.create_task(r.run(timeout=60)) for r in runners]
     await asyncio.wait_for(all_started, 60)
     # Their lines open (300 ms of silence before each caller speaks): the window covers
-    # set-up and the first frames of every call, and ends before fifty decoders are needed.
-    await asyncio.sleep(0.25)
+    # set-up and the first frames of every call (12 more frames of the answer, 240 ms of
+    # line), and ends before fifty decoders are needed.
+    window_until.append(len(late_ms) + 12)
+    await asyncio.wait_for(window_closed.wait(), 60)
     during = late_ms[before:]
     for runner in runners:
         runner.cancel("test over")
