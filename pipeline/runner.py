@@ -137,6 +137,9 @@ class CallRunner:
                 elif expiry is not None and expiry in done and not (eos is not None and eos.done()):
                     reason = "timeout"
                 if eos is not None and not eos.done():
+                    # A cancelled gather ends with CancelledError *set as its exception*,
+                    # which asyncio logs as never retrieved unless someone looks at it.
+                    eos.add_done_callback(_retrieve)
                     eos.cancel()
             finally:
                 self._tg = None
@@ -200,3 +203,8 @@ class CallRunner:
 async def run_call(graph: Graph, ctx: CallContext | None = None, *, timeout: float | None = None) -> CallResult:
     """Run ``graph`` as one call and return how it ended."""
     return await CallRunner(graph, ctx).run(timeout=timeout)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
