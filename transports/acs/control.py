@@ -179,11 +179,8 @@ class CallControl:
             public_url = os.environ.get(PUBLIC_URL_ENV) or None
         if caller_id is None:
             caller_id = os.environ.get(CALLER_ID_ENV) or None
-        if caller_id is not None:
-            try:
-                parse_phone_number(caller_id, CALLER_ID_ENV)
-            except ControlError as exc:
-                raise ValueError(exc.message) from None
+        if caller_id is not None and not _E164.fullmatch(caller_id):
+            raise ValueError(f"{CALLER_ID_ENV} must be an E.164 phone number like +15551234567, got {caller_id!r}")
         if not pipelines:
             raise ValueError("pipelines: at least one pipeline name is needed")
         self.public_url = _public_base(public_url) if public_url is not None else None
