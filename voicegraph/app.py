@@ -1,5 +1,7 @@
-"""The ASGI application: health, readiness, the ACS Event Grid webhook (``/acs/events``) and
-the ACS media WebSocket (``/acs/media``).
+"""The ASGI application: health, readiness, and ACS phone calls: the Event Grid webhook
+(``/acs/events``), the call callbacks (``/acs/callbacks``), the media WebSocket
+(``/acs/media``) and the call actions (``/acs/calls``), sharing one registry of calls and
+one Call Automation client per app (closed with the lifespan).
 
 ``/healthz`` answers while the process lives. ``/readyz`` answers 200 only when every
 pipeline under ``config/pipelines`` loads and validates (so a bad deploy never takes
@@ -34,6 +36,9 @@ from starlette.routing import Route
 
 from pipeline.config import build_graph, load_pipeline
 from pipeline.errors import ConfigError
+from transports.acs.auth import NO_AUTH_ENV, AuthError, RequestVerifier
+from transports.acs.callbacks import CallbacksEndpoint
+from transports.acs.control import CallControl, CallsApi
 from transports.acs.events import EventsWebhook
 from transports.acs.route import media_route
 from transports.acs.sessions import CallSessions
@@ -157,13 +162,30 @@ class Readiness:
         return JSONResponse(body, status_code=200 if result.ready else 503)
 
 
-def create_app(config: Path | None = None, *, poll_s: float = 2.0) -> Starlette:
+class _NoVerifier:
+    """Refuses every request: the JWT verifier is not in this tree yet (fail closed)."""
+
+    async def verify(self, authorization: str | None) -> dict[str, object]:
+        raise AuthError(401, "no ACS JWT verifier is configured in this build")
+
+
+def acs_verifier() -> RequestVerifier | None:
+    """The verifier of ACS's JWTs, from the environment; ``None`` with ``VOICEGRAPH_ACS_NO_AUTH=1``."""
+    if os.environ.get(NO_AUTH_ENV, "") == "1":
+        return None
+    return _NoVerifier()  # TODO(lead): return auth.verifier_from_env() (H1) and drop _NoVerifier.
+
+
+def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: CallControl | None = None,
+               verifier: RequestVerifier | None = None) -> Starlette:
     """Build the app; ``config`` defaults to the project's ``config/`` folder.
 
     ``app.state.readiness`` is the app's ``Readiness``; its checks start with the app's
     lifespan (a server, or ``with TestClient(app)``). ``app.state.acs_sessions`` is the
-    registry of ACS calls whose media socket ``/acs/media`` serves (the ``acs.yaml`` pipeline);
-    ``app.state.acs_events`` answers them (``/acs/events``, configured by the environment).
+    registry of ACS calls; ``app.state.acs_control`` acts on them (answer, dial, hang up,
+    transfer, record; configured by the environment unless ``control`` is given, whose
+    ``sessions`` are then the app's). The media socket runs the ``acs.yaml`` pipeline.
+    Callbacks are checked by ``verifier``, by default :func:`acs_verifier`.
     """
     folder = config / "pipelines" if config is not None else pipelines_dir()
     readiness = Readiness(folder, poll_s=poll_s)
@@ -180,15 +202,17 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0) -> Starlette:
             watcher = tasks.create_task(readiness.watch(), name="readiness")
             yield
             watcher.cancel()
-            await events.aclose()
+            await acs.aclose()
 
-    sessions = CallSessions()
-    events = EventsWebhook(sessions)
-    routes = [Route("/healthz", healthz), Route("/readyz", readyz), events.route(),
-              media_route(sessions, folder / "acs.yaml")]
+    acs = control if control is not None else CallControl(CallSessions())
+    sessions = acs.sessions
+    callbacks = CallbacksEndpoint(sessions, verifier if verifier is not None else acs_verifier())
+    # TODO(lead): media_route(..., verifier=...) once H1's route takes it (the same verifier).
+    routes = [Route("/healthz", healthz), Route("/readyz", readyz), EventsWebhook(acs).route(), callbacks.route(),
+              media_route(sessions, folder / "acs.yaml"), *CallsApi(acs).routes()]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.readiness = readiness
     app.state.acs_sessions = sessions
-    app.state.acs_events = events
+    app.state.acs_control = acs
     return app
 

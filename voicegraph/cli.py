@@ -1,4 +1,4 @@
-"""The ``voicegraph`` command: validate, graph, nodes, call, serve.
+"""The ``voicegraph`` command: validate, graph, nodes, call, serve, dial.
 
 Exit codes: 0 success; 1 the work failed (invalid pipeline files, a call that ended with
 errors); 2 the command line was wrong (a bad flag value, an unknown node type or
@@ -12,7 +12,11 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -183,6 +187,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _server(text: str) -> str:
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(f"expected an http(s) base URL like http://127.0.0.1:8000, got {text!r}")
+    return text.rstrip("/")
+
+
+def cmd_dial(args: argparse.Namespace) -> int:
+    """POST /acs/calls on a running server; prints the call connection id."""
+    from transports.acs.control import API_KEY_ENV, ControlError, parse_phone_number, parse_target
+
+    try:  # checked here too, so a typo never costs a round trip
+        parse_target(args.target)
+        if args.source is not None:
+            parse_phone_number(args.source)
+    except ControlError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    key = os.environ.get(API_KEY_ENV, "")
+    if not key:
+        print(f"error: {API_KEY_ENV} is not set (the server's API key for call actions)", file=sys.stderr)
+        return 2
+    body = {"target": args.target, "pipeline": args.pipeline}
+    if args.source is not None:
+        body["source"] = args.source
+    request = urllib.request.Request(f"{args.server}/acs/calls", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            call_id = json.loads(response.read()).get("callConnectionId")
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error") or exc.reason
+        except (ValueError, AttributeError):
+            message = exc.reason
+        print(f"error: the server refused the call: HTTP {exc.code}: {message}", file=sys.stderr)
+        return 2 if exc.code == 400 else 1
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        print(f"error: cannot reach the server at {args.server}: {reason}", file=sys.stderr)
+        return 1
+    except ValueError:
+        print(f"error: the server at {args.server} did not answer with JSON", file=sys.stderr)
+        return 1
+    if not isinstance(call_id, str) or not call_id:
+        print(f"error: the server at {args.server} answered without a call connection id", file=sys.stderr)
+        return 1
+    print(call_id)
+    return 0
+
+
 def _yaml_files(paths: Sequence[str]) -> tuple[list[Path], int]:
     """(files to check, number of arguments that gave none): folders are searched recursively."""
     out: list[Path] = []
@@ -235,7 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8000, help="TCP port 1..65535 (default: 8000)")
     p.set_defaults(func=cmd_serve)
+
+    _add_dial(sub)
     return parser
+
+
+def _add_dial(sub: Any) -> None:
+    p = sub.add_parser("dial", help="place an outbound ACS call through a running server (POST /acs/calls)")
+    p.add_argument("target", help="an E.164 phone number (+15551234567) or an ACS user id (8:acs:...)")
+    p.add_argument("--source", help="the caller id to show, an E.164 number (default: the server's)")
+    p.add_argument("--server", type=_server, default="http://127.0.0.1:8000",
+                   help="the voicegraph server (default: http://127.0.0.1:8000); key from $VOICEGRAPH_API_KEY")
+    p.add_argument("--pipeline", default="acs", help="the pipeline the call runs (default: acs)")
+    p.add_argument("--timeout", type=_number("a number of seconds", low=0, high=MAX_TIMEOUT_S, low_open=True),
+                   default=30.0, metavar="S", help="give up waiting for the server after S seconds (default: 30)")
+    p.set_defaults(func=cmd_dial)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -118,3 +118,59 @@ def test_the_first_check_runs_in_a_thread_while_the_app_serves(
 def test_a_missing_pipelines_folder_is_not_ready(tmp_path: Path) -> None:
     result = check_pipelines(tmp_path / "pipelines")
     assert not result.ready and result.errors == (f"{tmp_path / 'pipelines'}: no such folder",)
+
+
+TINY_ACS = """\
+name: acs
+nodes:
+  caller: {use: acs_media, sample_rate: 16000}
+  middle: {use: passthrough}
+edges:
+  - caller -> middle -> caller
+"""
+
+
+def test_the_app_mounts_the_acs_routes_on_one_registry(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.routing import Route, WebSocketRoute
+
+    monkeypatch.delenv("VOICEGRAPH_ACS_NO_AUTH", raising=False)
+    monkeypatch.delenv("VOICEGRAPH_API_KEY", raising=False)
+    app = create_app(config)
+    paths = {(r.path, type(r).__name__) for r in app.routes if isinstance(r, Route | WebSocketRoute)}
+    assert {("/acs/events", "Route"), ("/acs/callbacks", "Route"), ("/acs/media", "WebSocketRoute"),
+            ("/acs/calls", "Route"), ("/acs/calls/{call_action}", "Route")} <= paths
+    assert app.state.acs_control.sessions is app.state.acs_sessions
+    client = TestClient(app)
+    # no verifier in this build yet: callbacks fail closed; no API key configured: actions are off
+    assert client.post("/acs/callbacks?token=x", content=b"[]").status_code == 401
+    assert client.post("/acs/calls", json={"target": "+15550100"}).status_code == 503
+
+
+def test_a_disconnect_callback_ends_the_live_media_call(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry, the callbacks and the real media route together: CallDisconnected ends
+    the call's graph, the route closes the socket, nothing of the call is left."""
+    import json
+
+    from starlette.websockets import WebSocketDisconnect
+
+    (config / "pipelines" / "acs.yaml").write_text(TINY_ACS)
+    monkeypatch.setenv("VOICEGRAPH_ACS_NO_AUTH", "1")
+    app = create_app(config, poll_s=3600)
+    sessions = app.state.acs_sessions
+    token = sessions.expect("call-1")
+    session = sessions.live("call-1")
+    with TestClient(app) as client, client.websocket_connect(f"/acs/media?token={token}") as ws:
+        ws.send_text(json.dumps({"kind": "AudioMetadata", "audioMetadata": {
+            "subscriptionId": "s", "encoding": "PCM", "sampleRate": 16000, "channels": 1, "length": 640}}))
+        connected = {"id": "e1", "source": "calling/callConnections/call-1", "specversion": "1.0",
+                     "type": "Microsoft.Communication.CallConnected", "data": {"callConnectionId": "call-1"}}
+        gone = dict(connected, id="e2", type="Microsoft.Communication.CallDisconnected")
+        assert client.post("/acs/callbacks", json=[connected]).json()["applied"] == 1
+        assert session.state == "connected" and session.media_connected
+        assert client.post("/acs/callbacks", json=[gone]).json()["applied"] == 1
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()  # the route closes the socket once the graph has ended
+    assert closed.value.code == 1011
+    assert session.result is not None and session.result.reason == "cancelled"
+    assert session.task is not None and session.task.done()
+    assert sessions.live("call-1") is None and sessions.counts().live == 0

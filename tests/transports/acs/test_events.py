@@ -26,6 +26,7 @@ from azure.core.credentials import AzureKeyCredential
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from transports.acs.control import CallControl
 from transports.acs.events import EventsWebhook, IncomingCall, SubscriptionValidation, parse_events
 from transports.acs.peer.rest import AcsRestPeer, verify_hmac
 from transports.acs.sessions import CallSessions
@@ -70,7 +71,7 @@ async def post(webhook: EventsWebhook, body: Any, *, raw: bytes | None = None) -
 async def test_the_subscription_validation_handshake_echoes_the_code() -> None:
     event = {"id": "v1", "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
              "data": {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6", "validationUrl": "https://x"}}
-    response = await post(EventsWebhook(CallSessions(), public_url=PUBLIC), [event])
+    response = await post(EventsWebhook(CallControl(CallSessions(), public_url=PUBLIC)), [event])
     assert response.status_code == 200
     assert response.json() == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
 
@@ -80,16 +81,17 @@ async def test_an_incoming_call_is_answered_through_the_sdk_with_a_media_token(
     rest, url = peer
     sessions = CallSessions()
     async with CallAutomationClient(url, AzureKeyCredential(KEY)) as client:
-        webhook = EventsWebhook(sessions, public_url=PUBLIC + "/", client=client,
-                                audio_format=AudioFormat.PCM24_K_MONO)
-        with caplog.at_level(logging.INFO, logger="transports.acs.events"):
+        webhook = EventsWebhook(CallControl(sessions, public_url=PUBLIC + "/", client=client,
+                                            audio_format=AudioFormat.PCM24_K_MONO))
+        with caplog.at_level(logging.INFO, logger="transports.acs.control"):
             response = await post(webhook, [incoming_call("ctx-42")])
     assert rest.refused == []  # the peer checked the SDK's HMAC signature and it was valid
     assert len(rest.answers) == 1
     answer = rest.answers[0]
     assert response.status_code == 200 and response.json() == {"answered": [answer.call_connection_id]}
     assert answer.body["incomingCallContext"] == "ctx-42"
-    assert answer.body["callbackUri"] == "https://bot.example/acs/callbacks"
+    callback = urlsplit(answer.body["callbackUri"])
+    assert (callback.scheme, callback.netloc, callback.path) == ("https", "bot.example", "/acs/callbacks")
     options = answer.body["mediaStreamingOptions"]
     assert {k: v for k, v in options.items() if k != "transportUrl"} == {
         "transportType": "websocket", "contentType": "audio", "audioChannelType": "mixed",
@@ -97,8 +99,13 @@ async def test_an_incoming_call_is_answered_through_the_sdk_with_a_media_token(
     transport = urlsplit(options["transportUrl"])
     assert (transport.scheme, transport.netloc, transport.path) == ("wss", "bot.example", "/acs/media")
     (token,) = parse_qs(transport.query)["token"]
+    known = sessions.live(answer.call_connection_id)
+    assert known is not None and known.state == "connecting" and known.direction == "inbound"
+    assert known.server_call_id == f"server-{answer.call_connection_id}" and known.correlation_id == "corr-1"
+    assert parse_qs(callback.query) == {"token": [known.callback_token]}
+    assert known.callback_token != token
     session = sessions.claim(token)
-    assert session is not None and session.call_connection_id == answer.call_connection_id
+    assert session is known and session.call_connection_id == answer.call_connection_id
     assert sessions.claim(token) is None  # single use
     assert f"as call {answer.call_connection_id}" in caplog.text
 
@@ -108,13 +115,15 @@ async def test_a_wrong_key_is_refused_by_the_peer_and_reported_as_502(
     rest, url = peer
     sessions = CallSessions()
     async with CallAutomationClient(url, AzureKeyCredential(WRONG_KEY)) as client:
-        with caplog.at_level(logging.WARNING, logger="transports.acs.events"):
-            response = await post(EventsWebhook(sessions, public_url=PUBLIC, client=client), [incoming_call()])
+        with caplog.at_level(logging.WARNING, logger="transports.acs.control"):
+            response = await post(EventsWebhook(CallControl(sessions, public_url=PUBLIC, client=client)),
+                                  [incoming_call()])
     assert rest.refused == ["the signature does not match"] and rest.answers == []
     assert response.status_code == 502
-    assert response.json() == {"error": "ACS refused to answer incoming call (correlation corr-1): HTTP 401 Unauthorized"}
+    assert response.json() == {"error": "ACS refused to answer incoming call (correlation corr-1): HTTP 401 "
+                                        "Unauthorized: Denied by the HMAC check: the signature does not match"}
     assert "HTTP 401" in caplog.text and all(record.exc_info is None for record in caplog.records)
-    assert sessions.counts().expected == 1  # the unused token waits out its expiry
+    assert sessions.counts().expected == 0 and sessions.counts().live == 0  # the failed call is forgotten
 
 
 @pytest.mark.parametrize(("raw", "status", "message"), [
@@ -132,7 +141,7 @@ async def test_bad_bodies_are_refused_with_a_clear_message(
         raw: bytes, status: int, message: str, caplog: pytest.LogCaptureFixture) -> None:
     sessions = CallSessions()
     with caplog.at_level(logging.WARNING, logger="transports.acs.events"):
-        response = await post(EventsWebhook(sessions, public_url=PUBLIC), None, raw=raw)
+        response = await post(EventsWebhook(CallControl(sessions, public_url=PUBLIC)), None, raw=raw)
     assert response.status_code == status
     assert message in response.json()["error"] and message in caplog.text
     assert all(record.exc_info is None for record in caplog.records)
@@ -140,7 +149,7 @@ async def test_bad_bodies_are_refused_with_a_clear_message(
 
 
 async def test_unknown_event_types_are_ignored() -> None:
-    response = await post(EventsWebhook(CallSessions(), public_url=PUBLIC),
+    response = await post(EventsWebhook(CallControl(CallSessions(), public_url=PUBLIC)),
                           [{"eventType": "Microsoft.Communication.CallEnded", "data": {}}])
     assert response.status_code == 200 and response.json() == {"answered": []}
 
@@ -148,13 +157,13 @@ async def test_unknown_event_types_are_ignored() -> None:
 async def test_a_call_without_configuration_is_refused_with_503(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("VOICEGRAPH_PUBLIC_URL", "ACS_CONNECTION_STRING", "ACS_ENDPOINT", "ACS_KEY"):
         monkeypatch.delenv(name, raising=False)
-    response = await post(EventsWebhook(CallSessions()), [incoming_call()])
+    response = await post(EventsWebhook(CallControl(CallSessions())), [incoming_call()])
     assert response.status_code == 503 and "VOICEGRAPH_PUBLIC_URL is not set" in response.json()["error"]
-    response = await post(EventsWebhook(CallSessions(), public_url=PUBLIC), [incoming_call()])
+    response = await post(EventsWebhook(CallControl(CallSessions(), public_url=PUBLIC)), [incoming_call()])
     assert response.status_code == 503
     assert "neither ACS_CONNECTION_STRING nor ACS_ENDPOINT + ACS_KEY is set" in response.json()["error"]
     with pytest.raises(ValueError, match="must be an http\\(s\\) base URL"):
-        EventsWebhook(CallSessions(), public_url="bot.example/x?y=1")
+        CallControl(CallSessions(), public_url="bot.example/x?y=1")
 
 
 def test_parse_events_keeps_the_order_and_the_fields() -> None:
@@ -182,7 +191,7 @@ def test_the_peer_refuses_a_tampered_body_and_a_stale_date() -> None:
 def test_the_app_serves_the_webhook(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VOICEGRAPH_PUBLIC_URL", PUBLIC)
     app = create_app()
-    assert app.state.acs_events.public_url == PUBLIC
+    assert app.state.acs_control.public_url == PUBLIC
     with TestClient(app) as client:
         response = client.post("/acs/events", json=[{"eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
                                                      "data": {"validationCode": "code-7"}}])
