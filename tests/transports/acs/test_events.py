@@ -59,6 +59,7 @@ async def peer() -> AsyncIterator[tuple[AcsRestPeer, str]]:
         server.should_exit = True
         await task
         sock.close()
+        await rest.aclose()  # the callbacks it still retries (the lifespan is off)
 
 
 async def post(webhook: EventsWebhook, body: Any, *, raw: bytes | None = None) -> httpx.Response:
@@ -83,12 +84,13 @@ async def test_an_incoming_call_is_answered_through_the_sdk_with_a_media_token(
         webhook = EventsWebhook(sessions, public_url=PUBLIC + "/", client=client,
                                 audio_format=AudioFormat.PCM24_K_MONO)
         with caplog.at_level(logging.INFO, logger="transports.acs.events"):
-            response = await post(webhook, [incoming_call("ctx-42")])
+            context = rest.switchboard.ring().incoming_call_context  # the peer answers only calls it rang
+            response = await post(webhook, [incoming_call(context)])
     assert rest.refused == []  # the peer checked the SDK's HMAC signature and it was valid
     assert len(rest.answers) == 1
     answer = rest.answers[0]
     assert response.status_code == 200 and response.json() == {"answered": [answer.call_connection_id]}
-    assert answer.body["incomingCallContext"] == "ctx-42"
+    assert answer.body["incomingCallContext"] == context
     assert answer.body["callbackUri"] == "https://bot.example/acs/callbacks"
     options = answer.body["mediaStreamingOptions"]
     assert {k: v for k, v in options.items() if k != "transportUrl"} == {
