@@ -214,18 +214,16 @@ class PeerCall:
         self._sequence += 1
         return self._sequence
 
-    def event(self, kind: str, *, result: tuple[int, int, str] | None = None, operation_context: str | None = None,
-              **data: Any) -> dict[str, Any]:
-        """One callback CloudEvent of type ``Microsoft.Communication.<kind>``; ``result`` is
-        (code, subCode, message) for ``resultInformation``; ``data`` adds event fields."""
+    def event(self, kind: str, *, operation_context: str | None = None, **data: Any) -> dict[str, Any]:
+        """One callback CloudEvent of type ``Microsoft.Communication.<kind>``; ``data`` adds
+        event fields. (No ``resultInformation``: its codes are the service's own; we leave
+        them out rather than invent them.)"""
         source = f"calling/callConnections/{self.call_connection_id}"
         body: dict[str, Any] = {"callConnectionId": self.call_connection_id, "serverCallId": self.server_call_id,
                                 "correlationId": self.correlation_id}
         context = operation_context if operation_context is not None else self.operation_context
         if context is not None:
             body["operationContext"] = context
-        if result is not None:
-            body["resultInformation"] = {"code": result[0], "subCode": result[1], "message": result[2]}
         body.update(data)
         return {"id": str(uuid.uuid4()), "source": source, "type": EVENT_PREFIX + kind, "specversion": "1.0",
                 "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),

@@ -15,10 +15,11 @@ service would refuse. What it does, as ACS does:
   socket open.
 - :meth:`hang_up` (terminate for everyone, or the bot leaving: in a two-party call both end
   it) and :meth:`hang_up_from_caller` end the call: ``disconnecting``, the media hook is
-  told (``hung_up``) and given ``grace_s`` to close, active recordings post
-  ``RecordingStateChanged`` inactive, media posts ``MediaStreamingStopped`` (or
-  ``MediaStreamingFailed`` if it never connected), a caller hang-up posts
-  ``ParticipantsUpdated`` without the caller, then ``CallDisconnected``; ``disconnected``.
+  told (``hung_up``) and given ``grace_s`` to close; then a caller hang-up posts
+  ``ParticipantsUpdated`` without the caller, active recordings post
+  ``RecordingStateChanged`` inactive, started media posts ``MediaStreamingStopped``, and
+  ``CallDisconnected`` ends it: ``disconnected``. A media hook that ends without having
+  connected posts ``MediaStreamingFailed`` (``streamConnectionUnsuccessful``) when it ends.
 - :meth:`transfer`: ``transferring``, then ``CallTransferAccepted`` (to the operation's
   callback URI if one was given) and the bot leaves the call: ``CallDisconnected``.
 - :meth:`start_recording` / :meth:`stop_recording` / pause / resume post
@@ -232,7 +233,6 @@ class Switchboard:
             return  # hung up before the transfer went through
         call.set_state(CallState.TRANSFER_ACCEPTED)
         self._post(call, call.event("CallTransferAccepted", operation_context=operation_context,
-                                    result=(202, 0, "The transfer operation completed successfully."),
                                     transferTarget=identifier(target), transferee=identifier(call.far_end)), url)
         call.set_state(CallState.DISCONNECTING)
         await self._end(call, by_caller=False)
@@ -240,6 +240,7 @@ class Switchboard:
     async def _end(self, call: PeerCall, *, by_caller: bool) -> None:
         cid = call.call_connection_id
         task, connect = self._media_tasks.get(cid), self._connects.get(cid)
+        # The media socket closes first (as the far end leaves), then the events go out.
         if task is not None and connect is not None and task is not asyncio.current_task():
             connect.hung_up.set()
             done, _ = await asyncio.wait({task}, timeout=self.grace_s)
@@ -247,22 +248,16 @@ class Switchboard:
                 logger.warning("call %s: the media hook did not close within %g s; cancelling it", cid, self.grace_s)
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        for recording in self.recordings.values():
-            if recording.call is call and recording.state == "active":
-                self._set_recording(recording, "inactive")
-        if connect is not None:
-            if cid in self._started:
-                self._post(call, call.event("MediaStreamingStopped", mediaStreamingUpdate={
-                    "contentType": "Audio", "mediaStreamingStatus": "mediaStreamingStopped",
-                    "mediaStreamingStatusDetails": "subscriptionStopped"}))
-            else:
-                self._post(call, call.event("MediaStreamingFailed", result=(500, 8581, "Media streaming failed."),
-                                            mediaStreamingUpdate={
-                                                "contentType": "Audio", "mediaStreamingStatus": "mediaStreamingFailed",
-                                                "mediaStreamingStatusDetails": "streamConnectionUnsuccessful"}))
         if by_caller:
             self._post(call, call.event("ParticipantsUpdated", sequenceNumber=call.next_sequence(), participants=[
                 {"identifier": identifier(self.bot_id), "isMuted": False, "isOnHold": False}]))
+        for recording in self.recordings.values():
+            if recording.call is call and recording.state == "active":
+                self._set_recording(recording, "inactive")
+        if cid in self._started:
+            self._post(call, call.event("MediaStreamingStopped", mediaStreamingUpdate={
+                "contentType": "Audio", "mediaStreamingStatus": "mediaStreamingStopped",
+                "mediaStreamingStatusDetails": "subscriptionStopped"}))
         self._post(call, call.event("CallDisconnected"))
         call.set_state(CallState.DISCONNECTED)
         self._disconnected[cid].set()
@@ -277,6 +272,10 @@ class Switchboard:
             await hook(connect)
         except Exception as exc:  # the caller's failure ends its call, never the peer
             logger.warning("call %s: the media hook failed: %s: %s", call.call_connection_id, type(exc).__name__, exc)
+        if call.call_connection_id not in self._started:  # the socket never opened
+            self._post(call, call.event("MediaStreamingFailed", mediaStreamingUpdate={
+                "contentType": "Audio", "mediaStreamingStatus": "mediaStreamingFailed",
+                "mediaStreamingStatusDetails": "streamConnectionUnsuccessful"}))
         if not call.ended:  # the caller hung up
             call.set_state(CallState.DISCONNECTING)
             await self._end(call, by_caller=True)
