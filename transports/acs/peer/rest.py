@@ -54,7 +54,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -65,7 +65,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from transports.acs.peer.callbacks import Delivery
 from transports.acs.peer.calls import MediaOptions, PeerCall, raw_id_of
@@ -141,7 +141,8 @@ class AcsRestPeer:
     connection string; ``resource_id`` the resource's immutable id (the ``aud`` of the
     tokens it signs; a new uuid if not given); ``media`` the media hook of answered and
     created calls; ``retry_delays`` the callback retry schedule; ``grace_s`` how long a
-    media hook may take to close after a hang-up.
+    media hook may take to close after a hang-up; ``extra_routes`` are served too (the
+    standalone peer's control routes, ``app.py``).
 
     ``app`` is the Starlette application (its lifespan closes the peer; without a lifespan,
     call :meth:`aclose`). ``switchboard`` holds the calls; ``answers`` and ``refused``
@@ -150,7 +151,7 @@ class AcsRestPeer:
 
     def __init__(self, key: str, *, resource_id: str | None = None, signer: TokenSigner | None = None,
                  media: MediaHook | None = None, retry_delays: tuple[float, ...] = (0.5, 2.0, 8.0),
-                 grace_s: float = 2.0) -> None:
+                 grace_s: float = 2.0, extra_routes: Sequence[BaseRoute] = ()) -> None:
         try:
             self._secret = base64.b64decode(key, validate=True)
         except binascii.Error:
@@ -171,6 +172,7 @@ class AcsRestPeer:
             Route("/calling/recordings", self._endpoint(self._start_recording), methods=["POST"]),
             Route("/calling/recordings/{target}", self._endpoint(self._recording), methods=["GET", "DELETE", "POST"]),
             *self.signer.routes(),
+            *extra_routes,
         ]
 
         @asynccontextmanager
