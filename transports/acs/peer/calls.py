@@ -42,6 +42,8 @@ EVENT_PREFIX = "Microsoft.Communication."
 #: ACS streams 16 kHz unless the request names another format.
 DEFAULT_AUDIO_FORMAT = "pcm16KMono"
 _RATE_OF_FORMAT = {fmt: rate for rate, fmt in AUDIO_FORMATS.items()}
+#: Events whose models have no ``operationContext`` (they answer no operation of ours).
+_NO_OPERATION_CONTEXT = frozenset({"ParticipantsUpdated", "RecordingStateChanged"})
 
 
 class CallState(StrEnum):
@@ -222,7 +224,7 @@ class PeerCall:
         body: dict[str, Any] = {"callConnectionId": self.call_connection_id, "serverCallId": self.server_call_id,
                                 "correlationId": self.correlation_id}
         context = operation_context if operation_context is not None else self.operation_context
-        if context is not None:
+        if context is not None and kind not in _NO_OPERATION_CONTEXT:
             body["operationContext"] = context
         body.update(data)
         return {"id": str(uuid.uuid4()), "source": source, "type": EVENT_PREFIX + kind, "specversion": "1.0",
