@@ -37,6 +37,9 @@ async def serve(app: Any) -> AsyncIterator[str]:
     """Serve ``app`` on a free port of 127.0.0.1 (lifespan on); yields its base URL."""
     # Listening before the server starts: connections wait in the backlog, no readiness signal needed.
     sock = socket.socket()
+    # Accepted sockets inherit it: without, every response waits out Nagle + delayed ACK
+    # (measured: 44 ms per request instead of 0.7 ms; uvicorn does not set it on given sockets).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
