@@ -1,4 +1,4 @@
-"""The ``voicegraph`` command: validate, graph, nodes, call, serve, dial.
+"""The ``voicegraph`` command: validate, graph, nodes, call, serve, dial, peer acs.
 
 Exit codes: 0 success; 1 the work failed (invalid pipeline files, a call that ended with
 errors); 2 the command line was wrong (a bad flag value, an unknown node type or
@@ -238,6 +238,46 @@ def cmd_dial(args: argparse.Namespace) -> int:
     return 0
 
 
+def _access_key(text: str) -> str:
+    import base64
+    import binascii
+
+    try:
+        if base64.b64decode(text, validate=True):
+            return text
+    except binascii.Error:
+        pass
+    raise argparse.ArgumentTypeError("must be a base64 access key, as in an ACS connection string")
+
+
+def _resource_id(text: str) -> str:
+    if not text.strip() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"must be a resource id without spaces, got {text!r}")
+    return text
+
+
+def cmd_peer_acs(args: argparse.Namespace) -> int:
+    """Serve the local ACS (Call Automation REST, OpenID/JWKS, /peer control routes)."""
+    import base64
+    import secrets
+
+    import uvicorn
+
+    from transports.acs.peer.app import create_peer, env_lines
+
+    key = args.key or base64.b64encode(secrets.token_bytes(32)).decode()
+    peer = create_peer(key, resource_id=args.resource_id)
+    base = f"http://{args.host}:{args.port}"
+    print(f"# the local ACS, at {base}; point `voicegraph serve` at it with:")
+    print("\n".join(env_lines(base, peer, key)))
+    print(f"# then validate and ring (VOICEGRAPH_PUBLIC_URL must be the server's URL):\n"
+          f"#   curl -X POST {base}/peer/subscribe -d '{{\"events_url\": \"http://127.0.0.1:8000/acs/events\"}}'\n"
+          f"#   curl -X POST {base}/peer/ring -d '{{\"events_url\": \"http://127.0.0.1:8000/acs/events\"}}'",
+          flush=True)
+    uvicorn.run(peer.app, host=args.host, port=args.port, log_level=args.log_level.lower())
+    return 0
+
+
 def _yaml_files(paths: Sequence[str]) -> tuple[list[Path], int]:
     """(files to check, number of arguments that gave none): folders are searched recursively."""
     out: list[Path] = []
@@ -292,6 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     _add_dial(sub)
+
+    p = sub.add_parser("peer", help="run a local stand-in for a cloud service, for development")
+    peers = p.add_subparsers(dest="service", required=True)
+    p = peers.add_parser("acs", help="the local ACS: Call Automation REST, signed callbacks, Event Grid ringing")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_port, required=True, help="TCP port 1..65535")
+    p.add_argument("--key", type=_access_key, help="the base64 access key the SDK signs with (default: a new one)")
+    p.add_argument("--resource-id", type=_resource_id, help="the resource's immutable id, the audience of its "
+                                                            "tokens (default: a new uuid)")
+    p.set_defaults(func=cmd_peer_acs)
     return parser
 
 

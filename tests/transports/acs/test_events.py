@@ -60,6 +60,7 @@ async def peer() -> AsyncIterator[tuple[AcsRestPeer, str]]:
         server.should_exit = True
         await task
         sock.close()
+        await rest.aclose()  # the callbacks it still retries (the lifespan is off)
 
 
 async def post(webhook: EventsWebhook, body: Any, *, raw: bytes | None = None) -> httpx.Response:
@@ -84,12 +85,14 @@ async def test_an_incoming_call_is_answered_through_the_sdk_with_a_media_token(
         webhook = EventsWebhook(CallControl(sessions, public_url=PUBLIC + "/", client=client,
                                             audio_format=AudioFormat.PCM24_K_MONO))
         with caplog.at_level(logging.INFO, logger="transports.acs.control"):
-            response = await post(webhook, [incoming_call("ctx-42")])
+            ringing = rest.switchboard.ring()  # the peer answers only calls it rang
+            context = ringing.incoming_call_context
+            response = await post(webhook, [incoming_call(context)])
     assert rest.refused == []  # the peer checked the SDK's HMAC signature and it was valid
     assert len(rest.answers) == 1
     answer = rest.answers[0]
     assert response.status_code == 200 and response.json() == {"answered": [answer.call_connection_id]}
-    assert answer.body["incomingCallContext"] == "ctx-42"
+    assert answer.body["incomingCallContext"] == context
     callback = urlsplit(answer.body["callbackUri"])
     assert (callback.scheme, callback.netloc, callback.path) == ("https", "bot.example", "/acs/callbacks")
     options = answer.body["mediaStreamingOptions"]
@@ -101,7 +104,7 @@ async def test_an_incoming_call_is_answered_through_the_sdk_with_a_media_token(
     (token,) = parse_qs(transport.query)["token"]
     known = sessions.live(answer.call_connection_id)
     assert known is not None and known.state == "connecting" and known.direction == "inbound"
-    assert known.server_call_id == f"server-{answer.call_connection_id}" and known.correlation_id == "corr-1"
+    assert known.server_call_id == ringing.server_call_id and known.correlation_id == "corr-1"
     assert parse_qs(callback.query) == {"token": [known.callback_token]}
     assert known.callback_token != token
     session = sessions.claim(token)
