@@ -78,6 +78,7 @@ class CallSessions:
         self._expected: dict[str, CallSession] = {}  # by the token's hash
         self._live: dict[str, CallSession] = {}  # by call connection id
         self._connected = self._refused = self._expired = self._ended = 0
+        self._watchers: list[Callable[[CallSession], None]] = []
 
     def expect(self, call_connection_id: str) -> str:
         """Issue the single-use token with which the call's media socket must connect.
@@ -154,6 +155,16 @@ class CallSessions:
         if session.result is None and session.runner is not None:
             session.runner.cancel(reason)
         return True
+
+    def watch(self, callback: Callable[[CallSession], None]) -> None:
+        """Call ``callback(session)`` each time a call's graph is built, before it runs: the
+        moment to probe it (a ``CallRecorder``, a live view) without missing a frame."""
+        self._watchers.append(callback)
+
+    def starting(self, session: CallSession) -> None:
+        """The media route built ``session``'s graph and runs it next: tell the watchers."""
+        for watcher in self._watchers:
+            watcher(session)
 
     def counts(self) -> SessionCounts:
         """How many calls are expected and live now, and the totals so far."""
