@@ -79,7 +79,9 @@ class AcsCallerSettings:
     wav: Path | None = None
     #: The line rate the call was answered with (ACS: 16000 or 24000).
     sample_rate: int = 16000
-    #: Silence after the socket opens before the first line (a greeting may start meanwhile).
+    #: The longest silence after the socket opens before the first line: the bot may speak
+    #: first (a greeting; the caller then waits for it to finish); if it has not started
+    #: by then, the caller speaks.
     opening_ms: float = 1000.0
     pause_ms: float = 500.0
     answer_timeout_s: float = 20.0
@@ -245,6 +247,7 @@ class AcsMediaCaller:
 
     async def _speak(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         await ws.send_str(self.encoder.metadata(frame_bytes=self._frame_bytes))
+        self._now = self.clock.now_ns()  # the line opens now: the first wait counts from here
         with pacer_for(self.clock, FRAME_MS).subscribe() as ticks:
             for pcm, paced in self._frames():
                 if paced:
@@ -267,7 +270,7 @@ class AcsMediaCaller:
 
     def _frames(self) -> Iterator[tuple[bytes, bool]]:
         s = self.settings
-        yield from self._silence(s.opening_ms)
+        yield from self._silence(s.opening_ms, until=lambda: self.ear.playing(self._now) is not None)
         previous: CallerLine | None = None
         for line in self.lines:
             yield from self._wait_for_cue(previous)

@@ -9,7 +9,7 @@ it is tested without sockets or sleeps:
   played (``max(arrival, end of the previous frame)``), and kept in a
   :class:`~transports.local.heard.HeardAudio` at that play time.
 * The bot's audio comes in *responses*: a frame that arrives after the line was quiet
-  (nothing arrived for ``quiet_ms``, and nothing left to play) starts a new
+  (everything played, then nothing for ``quiet_ms``: the caller heard silence) starts a new
   :class:`Response`. The caller cannot see the server's turn numbers; this is how it
   tells one answer from the next, as a person does.
 * :meth:`CallerEar.stop`: ``StopAudio`` arrived: what was buffered and not yet played is
@@ -148,5 +148,6 @@ class CallerEar:
         return [gap for rsp in self.responses for gap in rsp.spacing_ms]
 
     def _quiet_since(self, rsp: Response, now_ns: int) -> bool:
-        # Over when it was stopped, or when everything has played and nothing came for quiet_ms.
-        return bool(rsp.stopped_ns) or (now_ns >= rsp._play_end_ns and now_ns - rsp.last_ns >= self.quiet_ns)
+        # Over when it was stopped, or when the caller has heard quiet_ms of silence: all of
+        # it played, and nothing came since.
+        return bool(rsp.stopped_ns) or now_ns - max(rsp._play_end_ns, rsp.last_ns) >= self.quiet_ns
