@@ -155,6 +155,7 @@ class AcsMediaCaller:
         self._now = 0
         self._speaking: CallerLine | None = None
         self._hung_up = False
+        self._rushing = False
         self._prepared = False
         self._wall0 = datetime.now(UTC)
         self._mono0 = time.monotonic_ns()
@@ -249,14 +250,18 @@ class AcsMediaCaller:
         await ws.send_str(self.encoder.metadata(frame_bytes=self._frame_bytes))
         self._now = self.clock.now_ns()  # the line opens now: the first wait counts from here
         with pacer_for(self.clock, FRAME_MS).subscribe() as ticks:
-            for pcm, paced in self._frames():
-                if paced:
-                    slot = await ticks.next()
-                    self._now = slot if slot is not None else self.clock.now_ns()
-                else:
+            frames = self._frames()
+            while True:
+                # The slot comes first, then the frame is decided (as in SpeechCaller): every
+                # decision, and every time noted in it, is the slot's the frame goes out in.
+                if self._rushing:
                     await asyncio.sleep(0)  # as fast as the server takes it, but never hog the loop
                     self._now = self.clock.now_ns()
-                if self._hung_up or ws.closed:
+                else:
+                    slot = await ticks.next()
+                    self._now = slot if slot is not None else self.clock.now_ns()
+                pcm = next(frames, None)
+                if pcm is None or self._hung_up or ws.closed:
                     return
                 stamp = self._wall0 + timedelta(microseconds=(self._now - self._mono0) / 1000)
                 try:
@@ -265,10 +270,10 @@ class AcsMediaCaller:
                     return  # the server hung up: the receive loop has seen it
                 self.frames_sent += 1
 
-    # The voice is a generator of (frame, paced) pairs, one per slot, as in SpeechCaller:
+    # The voice is a generator of frames, one per slot, as in SpeechCaller:
     # each decision (keep waiting, or talk now) is taken when its slot has come.
 
-    def _frames(self) -> Iterator[tuple[bytes, bool]]:
+    def _frames(self) -> Iterator[bytes]:
         s = self.settings
         yield from self._silence(s.opening_ms, until=lambda: self.ear.playing(self._now) is not None)
         previous: CallerLine | None = None
@@ -279,7 +284,7 @@ class AcsMediaCaller:
         yield from self._silence(s.answer_timeout_s * 1000, until=lambda: self._answered(previous))
         yield from self._silence(s.pause_ms)
 
-    def _wait_for_cue(self, previous: CallerLine | None) -> Iterator[tuple[bytes, bool]]:
+    def _wait_for_cue(self, previous: CallerLine | None) -> Iterator[bytes]:
         """Wait for the answer to ``previous`` (or a greeting) to finish, then pause; or
         talk over it once it has played ``interrupt_after_ms``."""
         if previous is None and self.ear.playing(self._now) is None:
@@ -297,11 +302,10 @@ class AcsMediaCaller:
             yield from self._silence(limit, until=lambda: self._answered(previous))
         yield from self._silence(s.pause_ms)
 
-    def _say(self, line: CallerLine) -> Iterator[tuple[bytes, bool]]:
+    def _say(self, line: CallerLine) -> Iterator[bytes]:
         fb = self._frame_bytes
         pcm = line.utterance.pcm
         onset = int(line.utterance.voice_start_ms // FRAME_MS)
-        paced = self.settings.realtime
         self._speaking = line
         self.ear.talking(True)
         for k, offset in enumerate(range(0, len(pcm), fb)):
@@ -313,18 +317,20 @@ class AcsMediaCaller:
                 line.onset_ns = self._now
                 line.talked_over = self.ear.playing(self._now)
                 self.meter.voice_on(self._now)
-            yield chunk, paced
-        # Resumed one slot after the last frame went out: the line's audio has ended.
-        line.ended_ns = self._now if paced else self.clock.now_ns()
+            yield chunk
+            self._rushing = not self.settings.realtime  # the line's next frames: at once, in a test
+        # Resumed one slot after the last frame went out (realtime): the line's audio has ended.
+        self._rushing = False
+        line.ended_ns = self._now
         self._speaking = None
         self.ear.talking(False)
         self.meter.voice_off()
 
-    def _silence(self, max_ms: float, *, until: Callable[[], bool] | None = None) -> Iterator[tuple[bytes, bool]]:
+    def _silence(self, max_ms: float, *, until: Callable[[], bool] | None = None) -> Iterator[bytes]:
         """Paced silence until ``until()`` holds or ``max_ms`` have passed."""
         start = self._now
         while (self._now - start) / 1e6 < max_ms and (until is None or not until()):
-            yield self._quiet, True
+            yield self._quiet
 
     # --- what the caller notices of the bot -------------------------------------------
 

@@ -20,7 +20,7 @@ from transports.acs.peer.caller import AcsCallerSettings, AcsMediaCaller, Caller
 from transports.acs.peer.caller_ear import CallerEar, spacing_summary
 from transports.acs.route import MEDIA_PATH
 from transports.acs.sessions import CallSession, CallSessions
-from transports.local.script import render_script
+from transports.local.script import Utterance, render_script
 from voicegraph.acs_call import serving
 from voicegraph.app import create_app
 
@@ -171,7 +171,7 @@ async def greeting_server(tmp_path: Path) -> AsyncIterator[Server]:
         yield s
 
 
-async def lines(*texts: str) -> tuple[object, ...]:
+async def lines(*texts: str) -> tuple[Utterance, ...]:
     return tuple(await asyncio.to_thread(render_script, texts, sample_rate=16000, voice="espeak"))
 
 
@@ -180,7 +180,7 @@ HEADERS = {"x-ms-call-connection-id": "call-1", "x-ms-call-correlation-id": "cor
 
 async def test_the_bot_answers_over_the_socket_paced_at_real_time(server: Server) -> None:
     said = await lines("I want to file a claim for my car accident")
-    caller = AcsMediaCaller(AcsCallerSettings(say=said, realtime=False, opening_ms=300, pause_ms=0))  # type: ignore[arg-type]
+    caller = AcsMediaCaller(AcsCallerSettings(say=said, realtime=False, opening_ms=300, pause_ms=0))
     await asyncio.wait_for(caller.run(server.media_url("call-1"), headers=HEADERS), WAIT_S)
 
     line = caller.lines[0]
@@ -193,13 +193,13 @@ async def test_the_bot_answers_over_the_socket_paced_at_real_time(server: Server
     assert (answer.last_ns - answer.first_ns) / MS >= 0.5 * answer.heard_ms
     assert sorted(answer.spacing_ms)[len(answer.spacing_ms) // 2] >= 10.0
     assert (caller.ear.stops, caller.ear.late_frames, caller.messages_refused) == (0, 0, 0)
-    assert caller.closed_by == "caller" and caller.frames_sent > len(said[0].pcm) // FRAME  # type: ignore[attr-defined]
+    assert caller.closed_by == "caller" and caller.frames_sent > len(said[0].pcm) // FRAME
 
 
 async def test_talking_over_the_bot_gets_stop_audio_and_no_more_of_that_turn(greeting_server: Server) -> None:
     server = greeting_server
     said = await lines("I want to file a claim for my car accident")
-    caller = AcsMediaCaller(AcsCallerSettings(say=said, opening_ms=20_000, interrupt_after_ms=600, pause_ms=0))  # type: ignore[arg-type]
+    caller = AcsMediaCaller(AcsCallerSettings(say=said, opening_ms=20_000, interrupt_after_ms=600, pause_ms=0))
     cuts: list[BotStoppedSpeaking] = []
 
     def watch(session: CallSession) -> None:
@@ -226,7 +226,7 @@ async def test_talking_over_the_bot_gets_stop_audio_and_no_more_of_that_turn(gre
 
 
 async def test_hanging_up_ends_the_call_and_frees_the_session(server: Server) -> None:
-    caller = AcsMediaCaller(AcsCallerSettings(say=await lines("hello"), realtime=False, opening_ms=0,  # type: ignore[arg-type]
+    caller = AcsMediaCaller(AcsCallerSettings(say=await lines("hello"), realtime=False, opening_ms=0,
                                               pause_ms=0, answer_timeout_s=0.2))
     await asyncio.wait_for(caller.run(server.media_url("call-3"), headers=HEADERS), WAIT_S)
     [session] = server.started
@@ -239,7 +239,7 @@ async def test_hanging_up_ends_the_call_and_frees_the_session(server: Server) ->
 
 async def test_a_refused_socket_is_a_caller_error_naming_the_status(server: Server) -> None:
     url = server.base.replace("http://", "ws://") + f"{MEDIA_PATH}?token=not-a-token"
-    caller = AcsMediaCaller(AcsCallerSettings(say=await lines("hello")))  # type: ignore[arg-type]
+    caller = AcsMediaCaller(AcsCallerSettings(say=await lines("hello")))
     with pytest.raises(CallerError, match="refused: HTTP 403"):
         await asyncio.wait_for(caller.run(url, headers=HEADERS), WAIT_S)
     assert server.sessions.counts().refused == 1 and server.started == []
