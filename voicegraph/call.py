@@ -16,13 +16,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pipeline.config import build_graph, load_pipeline
 from pipeline.context import CallContext
 from pipeline.errors import ConfigError
 from pipeline.graph import Graph
-from pipeline.runner import CallRunner
+from pipeline.runner import CallResult, CallRunner
 
 from .report import CallRecorder
 from .runtime import run
@@ -31,7 +31,9 @@ __all__ = [
     "CallOptionError",
     "CallOptions",
     "ScriptableCaller",
+    "call_errors",
     "check_call",
+    "check_interrupt",
     "find_caller",
     "run_call_report",
     "run_cli_call",
@@ -51,6 +53,9 @@ class CallOptions:
     wav: Path | None = None
     interrupt_after_ms: float | None = None
     timeout_s: float = 120.0
+    #: ``local``: the pipeline's own caller node; ``acs``: through the server over the ACS
+    #: media WebSocket (:mod:`voicegraph.acs_call`).
+    via: Literal["local", "acs"] = "local"
 
 
 @runtime_checkable
@@ -78,15 +83,21 @@ def check_call(graph: Graph, options: CallOptions) -> None:
         verb = "needs" if len(speech_only) == 1 else "need"
         raise CallOptionError(f"{' and '.join(speech_only)} {verb} a speech pipeline: the caller of '{graph.name}' "
                               f"({type(caller).__name__}) cannot play audio or talk over the bot")
+    script = options.say or tuple(getattr(caller, "script", ()))
+    greeting = any(getattr(node.settings, "greeting", "") for node in graph.nodes.values())
+    check_interrupt(options, script=script, greeting=greeting)
+
+
+def check_interrupt(options: CallOptions, *, script: Sequence[str], greeting: bool) -> None:
+    """Refuse an ``--interrupt-after`` that cannot interrupt anything: the caller needs a
+    second line to talk over an answer with, or one line and a greeting (``CallOptionError``)."""
     if options.interrupt_after_ms is None:
         return
     if options.wav is not None:
         lines, what = 1, "a --wav file is a single line"
     else:
-        script = options.say or tuple(getattr(caller, "script", ()))
         lines = sum(1 for line in script if line.strip())
         what = "it has no line to say" if not lines else "it has only one line to say"
-    greeting = any(getattr(node.settings, "greeting", "") for node in graph.nodes.values())
     if lines >= 2 or (lines == 1 and greeting):
         return
     raise CallOptionError(
@@ -123,6 +134,13 @@ async def run_call_report(graph: Graph, options: CallOptions, *, ctx: CallContex
     report = recorder.to_json()
     report["pipeline"] = graph.name
     report["ended"] = result.reason
+    report["errors"] = call_errors(report, result, options)
+    return report
+
+
+def call_errors(report: dict[str, Any], result: CallResult, options: CallOptions) -> list[str]:
+    """What made a call fail: its node errors, an end other than ``eos``, and an
+    ``--interrupt-after`` under which no turn of ``report`` was interrupted."""
     errors = [f"{e.node}: {e.message}" for e in result.errors]
     if result.reason == "timeout":
         errors.append(f"call: it did not end within the --timeout of {options.timeout_s:g} s")
@@ -131,12 +149,16 @@ async def run_call_report(graph: Graph, options: CallOptions, *, ctx: CallContex
     if options.interrupt_after_ms is not None and not any(t["interrupted"] for t in report["turns"]):
         errors.append(f"--interrupt-after {options.interrupt_after_ms:g}: the caller never talked over the bot "
                       "(no answer lasted that long while the caller had a line left to say)")
-    report["errors"] = errors
-    return report
+    return errors
 
 
 def run_cli_call(options: CallOptions) -> dict[str, Any]:
     """Load the pipeline, check the options, run the call on the event loop, return the report."""
+    if options.via == "acs":
+        from .acs_call import plan_acs_call, run_acs_call_report
+
+        plan = plan_acs_call(options)
+        return run(run_acs_call_report(plan, options))
     graph = build_graph(load_pipeline(options.pipeline))
     check_call(graph, options)
     return run(run_call_report(graph, options))

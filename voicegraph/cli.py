@@ -151,6 +151,7 @@ def cmd_call(args: argparse.Namespace) -> int:
         wav=args.wav,
         interrupt_after_ms=args.interrupt_after,
         timeout_s=args.timeout,
+        via=args.via,
     )
     try:
         report = run_cli_call(options)
@@ -161,6 +162,7 @@ def cmd_call(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     _print_report(report, as_json=args.json)
+    _print_wire(report, as_json=args.json)
     for error in report["errors"]:
         print(f"error: {error}", file=sys.stderr)
     return 1 if report["errors"] else 0
@@ -176,6 +178,14 @@ def _print_report(report: dict[str, Any], *, as_json: bool) -> None:
     if report["errors"]:
         out += f"\nerrors (the call ended: {report['ended']})\n" + "".join(f"  {e}\n" for e in report["errors"])
     print(out, end="")
+
+
+def _print_wire(report: dict[str, Any], *, as_json: bool) -> None:
+    """The caller's side of a call placed over ACS (``--via acs``), after the report."""
+    if report.get("via") == "acs" and not as_json:
+        from .acs_call import format_wire
+
+        print(format_wire(report), end="")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -324,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_number("a number of seconds", low=0, high=MAX_TIMEOUT_S, low_open=True),
                    default=120.0, metavar="S", help="give up after this many seconds (default: 120)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--via", choices=("local", "acs"), default="local",
+                   help="local: the pipeline's own caller (default); acs: through the server, the caller on the "
+                        "ACS media WebSocket")
     p.set_defaults(func=cmd_call)
 
     p = sub.add_parser("serve", help="serve the ASGI app (health, readiness; transports later)")

@@ -29,6 +29,12 @@ What we send. Two spellings are documented, and ACS accepts both:
   third form).
 
 Base64 never needs JSON escaping, so messages are assembled from fixed text around it.
+
+The other side. ACS's own half of the protocol is here too, for the local ACS peer's media
+caller (``transports.acs.peer.caller``): ``InboundEncoder`` writes what ACS sends, in the
+documented camelCase, and ``OutboundDecoder`` reads what a server sends ACS, in either
+spelling above (and any other casing of the same names), by ``kind``: the JS form carries
+``stopAudio: {}`` on audio messages too, so the presence of a field decides nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import base64
 import binascii
 import json
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError, FrameError, ProtocolError
@@ -46,14 +52,17 @@ from transports.acs.messages import (
     SUPPORTED_RATES,
     AudioChunk,
     AudioMetadata,
+    BotAudio,
     Dtmf,
     FormatChanged,
     MediaEvent,
+    OutboundEvent,
+    StopAudio,
     UnknownKind,
     max_chunk_bytes,
 )
 
-__all__ = ["Casing", "MediaDecoder", "MediaEncoder"]
+__all__ = ["Casing", "InboundEncoder", "MediaDecoder", "MediaEncoder", "OutboundDecoder"]
 
 logger = logging.getLogger(__name__)
 
@@ -334,3 +343,95 @@ class MediaEncoder:
     def stop_audio(self) -> str:
         """The ``StopAudio`` message: ACS drops the audio it has queued for playing."""
         return self._stop
+
+
+def _acs_time(when: datetime) -> str:
+    """A timestamp as ACS writes it: UTC, milliseconds, ``Z`` (``2024-11-15T19:16:12.925Z``)."""
+    utc = when.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+class InboundEncoder:
+    """Writes what ACS sends on a call's media socket (for the local ACS peer's caller).
+
+    Messages are the documented camelCase (``messages`` shows them): ``AudioMetadata``
+    first, then ``AudioData`` with the audio's ``timestamp``, the speaker's
+    ``participantRawID`` and ``silent``, and ``DtmfData``. ``sample_rate`` is the line
+    rate the call was answered with; audio must be whole samples, at most ``MAX_CHUNK_MS``.
+    """
+
+    __slots__ = ("_max_bytes", "_participant", "_subscription", "sample_rate")
+
+    def __init__(self, sample_rate: int, *, participant: str | None = None, subscription_id: str = "") -> None:
+        if sample_rate not in SUPPORTED_RATES:
+            raise ConfigError(f"ACS media sample rate {sample_rate} Hz is not supported (16000 or 24000)")
+        self.sample_rate = sample_rate
+        self._max_bytes = max_chunk_bytes(sample_rate)
+        # Ids are the only free text: JSON-escaped once here.
+        self._participant = "" if participant is None else f'"participantRawID":{json.dumps(participant)},'
+        self._subscription = json.dumps(subscription_id)
+
+    def metadata(self, *, frame_bytes: int) -> str:
+        """The ``AudioMetadata`` message that opens the stream (``length``: bytes per frame)."""
+        return ('{"kind":"AudioMetadata","audioMetadata":{"subscriptionId":' + self._subscription
+                + f',"encoding":"PCM","sampleRate":{self.sample_rate},"channels":1,"length":{frame_bytes}}}}}')
+
+    def audio(self, pcm: bytes, *, timestamp: datetime, silent: bool) -> str:
+        """One ``AudioData`` message; ``FrameError`` if ``pcm`` is not whole samples or too long."""
+        if len(pcm) % 2 or not pcm or len(pcm) > self._max_bytes:
+            raise FrameError(f"ACS inbound audio: {len(pcm)} bytes; expected whole 16-bit samples, "
+                             f"2 to {self._max_bytes} at {self.sample_rate} Hz")
+        return (f'{{"kind":"AudioData","audioData":{{"timestamp":"{_acs_time(timestamp)}",{self._participant}'
+                f'"data":"{base64.b64encode(pcm).decode("ascii")}","silent":{"true" if silent else "false"}}}}}')
+
+    def dtmf(self, digits: str, *, timestamp: datetime) -> str:
+        """One ``DtmfData`` message with keypad ``digits`` (``0-9 * # A-D``)."""
+        bad = "".join(sorted(set(digits.upper()) - _DTMF_KEYS))
+        if not digits or bad:
+            raise FrameError(f"ACS DTMF: {digits!r:.40} is not keypad digits (0-9 * # A-D)")
+        return (f'{{"kind":"DtmfData","dtmfData":{{"timestamp":"{_acs_time(timestamp)}",{self._participant}'
+                f'"data":"{digits.upper()}"}}}}')
+
+
+class OutboundDecoder:
+    """Reads what a server sends ACS (for the local ACS peer's caller): the bot's audio and
+    ``StopAudio``, in PascalCase or camelCase (see the module docstring).
+
+    ``sample_rate`` is the call's line rate: audio must be whole samples and at most
+    ``MAX_CHUNK_MS`` at it. Errors are ``ProtocolError`` naming what was wrong, as in
+    ``MediaDecoder``; unknown kinds come back as ``UnknownKind``.
+    """
+
+    __slots__ = ("_max_bytes", "sample_rate")
+
+    def __init__(self, sample_rate: int) -> None:
+        if sample_rate not in SUPPORTED_RATES:
+            raise ConfigError(f"ACS media sample rate {sample_rate} Hz is not supported (16000 or 24000)")
+        self.sample_rate = sample_rate
+        self._max_bytes = max_chunk_bytes(sample_rate)
+
+    def decode(self, message: str | bytes) -> OutboundEvent:
+        """Decode one message from the server; raises ``ProtocolError`` naming what was wrong."""
+        fields = _parse(message)
+        kind = fields.need_text("kind")
+        match kind.lower():
+            case "audiodata":
+                return self._audio(fields.child("audioData"))
+            case "stopaudio":
+                return StopAudio()
+            case _:
+                return UnknownKind(kind)
+
+    def _audio(self, fields: _Fields) -> BotAudio:
+        data = fields.need_text("data")
+        if len(data) // 4 * 3 > self._max_bytes + 2:
+            raise ProtocolError(f"audioData.data: about {len(data) // 4 * 3} bytes, over the "
+                                f"{self._max_bytes}-byte bound")
+        try:
+            pcm = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError(f"audioData.data: not valid base64 ({exc})") from None
+        if len(pcm) % 2 or not pcm or len(pcm) > self._max_bytes:
+            raise ProtocolError(f"audioData.data: {len(pcm)} bytes; expected whole 16-bit samples, "
+                                f"2 to {self._max_bytes} at {self.sample_rate} Hz")
+        return BotAudio(pcm)

@@ -48,6 +48,9 @@ __all__ = [
     "FormatChanged",
     "UnknownKind",
     "MediaEvent",
+    "BotAudio",
+    "StopAudio",
+    "OutboundEvent",
     "max_chunk_bytes",
 ]
 
@@ -141,3 +144,19 @@ class UnknownKind:
 
 
 MediaEvent = AudioMetadata | AudioChunk | Dtmf | FormatChanged | UnknownKind
+
+
+@dataclass(frozen=True, slots=True)
+class BotAudio:
+    """One chunk of the bot's audio as we send it to ACS (read back by the local ACS peer's
+    caller): PCM16 mono at the call's line rate."""
+
+    pcm: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StopAudio:
+    """We asked ACS to drop the bot audio it has queued for playing (a barge-in)."""
+
+
+OutboundEvent = BotAudio | StopAudio | UnknownKind

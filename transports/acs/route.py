@@ -94,14 +94,14 @@ def media_route(sessions: CallSessions, pipeline: Path, *, no_auth: bool | None 
             await websocket.close(_POLICY_VIOLATION, "a valid single-use media token is required")
             return
         try:
-            await _serve(websocket, session, pipeline)
+            await _serve(websocket, sessions, session, pipeline)
         finally:
             sessions.end(session, "media socket gone")
 
     return WebSocketRoute(MEDIA_PATH, endpoint, name="acs_media")
 
 
-async def _serve(websocket: WebSocket, session: CallSession, pipeline: Path) -> None:
+async def _serve(websocket: WebSocket, sessions: CallSessions, session: CallSession, pipeline: Path) -> None:
     """Run one accepted call to its end (see module docstring)."""
     call_id = session.call_connection_id
     await websocket.accept()
@@ -115,6 +115,7 @@ async def _serve(websocket: WebSocket, session: CallSession, pipeline: Path) -> 
     _media_node(graph).attach(socket)
     runner = CallRunner(graph, CallContext(call_id))
     session.graph, session.runner, session.task = graph, runner, asyncio.current_task()
+    sessions.starting(session)
     try:
         result = await runner.run()
     except FatalError as exc:  # a node failed to start: the call never ran

@@ -173,6 +173,7 @@ class CallSessions:
         self._media: dict[str, CallSession] = {}  # by the media token's hash, until claimed
         self._ended: OrderedDict[str, float] = OrderedDict()  # call id -> when it ended
         self._connected = self._refused = self._expired = self._ended_count = 0
+        self._watchers: list[Callable[[CallSession], None]] = []
 
     def expect(self, call_connection_id: str, *, direction: str = "inbound", pipeline: str = "acs") -> str:
         """Know the call from now on and issue the single-use media token its socket must bring.
@@ -292,6 +293,16 @@ class CallSessions:
         if session.result is None and session.runner is not None:
             session.runner.cancel(reason)
         return True
+
+    def watch(self, callback: Callable[[CallSession], None]) -> None:
+        """Call ``callback(session)`` each time a call's graph is built, before it runs: the
+        moment to probe it (a ``CallRecorder``, a live view) without missing a frame."""
+        self._watchers.append(callback)
+
+    def starting(self, session: CallSession) -> None:
+        """The media route built ``session``'s graph and runs it next: tell the watchers."""
+        for watcher in self._watchers:
+            watcher(session)
 
     def counts(self) -> SessionCounts:
         """How many calls are known and waiting for media now, and the totals so far."""
