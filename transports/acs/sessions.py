@@ -77,6 +77,7 @@ class CallSessions:
         self._clock = clock
         self._expected: dict[str, CallSession] = {}  # by the token's hash
         self._live: dict[str, CallSession] = {}  # by call connection id
+        self._resumable: dict[str, CallSession] = {}  # live sessions, by their media token's hash
         self._connected = self._refused = self._expired = self._ended = 0
 
     def expect(self, call_connection_id: str) -> str:
@@ -131,8 +132,18 @@ class CallSessions:
             self._refused += 1
             return None
         del self._expected[_key(token)]
-        session._token = ""
+        self._resumable[_key(token)] = session
         return self._go_live(session)
+
+    def resume(self, token: str) -> CallSession | None:
+        """The live call whose media socket connected with ``token``: ACS reconnecting it
+        after a drop (the media URL is the same). ``None`` if no live call has that token
+        (never issued, or the call has ended); not counted as refused, :meth:`claim` is
+        asked next."""
+        session = self._resumable.get(_key(token))
+        if session is None or not hmac.compare_digest(session._token.encode(), token.encode("utf-8", "surrogatepass")):
+            return None
+        return session if self._live.get(session.call_connection_id) is session else None
 
     def admit(self, call_connection_id: str) -> CallSession:
         """A live session without a token: only for the media route's development switch."""
@@ -150,6 +161,9 @@ class CallSessions:
         if self._live.get(session.call_connection_id) is not session:
             return False
         del self._live[session.call_connection_id]
+        if session._token:
+            self._resumable.pop(_key(session._token), None)
+            session._token = ""
         self._ended += 1
         if session.result is None and session.runner is not None:
             session.runner.cancel(reason)
