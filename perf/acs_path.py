@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import build_graph, load_pipeline  # noqa: E402
+from transports.acs.auth import NoAuth
 from transports.acs.peer.caller import AcsMediaCaller  # noqa: E402
 from transports.acs.route import MEDIA_PATH  # noqa: E402
 from transports.local.script import Utterance, render_script  # noqa: E402
@@ -143,7 +144,7 @@ async def run_acs(utterances: list[Utterance], calls: int, turns: int,
     with tempfile.TemporaryDirectory(prefix="acs-path-") as tmp:
         (Path(tmp) / "pipelines").mkdir()
         (Path(tmp) / "pipelines" / "acs.yaml").write_text(plan.pipeline_yaml)
-        app = create_app(Path(tmp), poll_s=3600.0)
+        app = create_app(Path(tmp), poll_s=3600.0, verifier=NoAuth())
         sessions = app.state.acs_sessions
         from voicegraph.report import CallRecorder
 

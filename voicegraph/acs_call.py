@@ -42,6 +42,7 @@ import yaml
 from pipeline.config import build_graph, load_pipeline
 from pipeline.graph import Graph
 from pipeline.runner import CallResult
+from transports.acs.auth import NoAuth
 from transports.acs.media import AcsMediaTransport
 from transports.acs.messages import SUPPORTED_RATES
 from transports.acs.peer.caller import AcsCallerSettings, AcsMediaCaller, CallerError
@@ -146,7 +147,7 @@ async def run_acs_call_report(plan: AcsCallPlan, options: CallOptions) -> dict[s
     with tempfile.TemporaryDirectory(prefix="voicegraph-acs-") as tmp:
         folder = Path(tmp) / "pipelines"
         await asyncio.to_thread(_write, folder / "acs.yaml", plan.pipeline_yaml)
-        app = create_app(Path(tmp), poll_s=3600.0)
+        app = create_app(Path(tmp), poll_s=3600.0, verifier=NoAuth())
         sessions = app.state.acs_sessions
         started: list[tuple[CallSession, CallRecorder]] = []
         sessions.watch(lambda session: started.append((session, CallRecorder(session.graph))))
