@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import build_graph, load_pipeline  # noqa: E402
-from transports.acs.auth import NoAuth
+from transports.acs.auth import NoAuth  # noqa: E402
 from transports.acs.peer.caller import AcsMediaCaller  # noqa: E402
 from transports.acs.route import MEDIA_PATH  # noqa: E402
 from transports.local.script import Utterance, render_script  # noqa: E402
