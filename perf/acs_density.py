@@ -33,6 +33,9 @@ Method
     * **loop lag**: how late the server's 20 ms pacer ticks ran, p50/p99/max.
     * **CPU**: the server's utime+stime from ``/proc/<pid>/stat`` over the window, in
       cores; the driver's own CPU too (it must stay well under a core).
+    * **host contention**: the share of the window the server's loop thread was ready to
+      run but another process held its core (``run_delay`` of ``/proc/<pid>/schedstat``):
+      on a shared machine that, not our work, is what makes a frame late.
     * **RSS**: the server's ``VmRSS`` at the end of the window; MB per call is that minus
       the baseline after the warm-up, over N.
 
@@ -88,6 +91,13 @@ def proc_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def proc_run_delay_s(pid: int) -> float:
+    """Time the process's main thread (the event loop) was ready to run but waiting for the
+    core (another process had it): host contention, not our work."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 def get_stats(port: int, *, reset: bool = False, timeout: float = 10.0) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}/perf/stats" + ("?reset=1" if reset else "")
     with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -131,12 +141,12 @@ class Server:
                 self.proc.wait()
 
 
-def drive(port: int, calls: int, seconds: float, cpu: int, *, settle_s: float, seed: int,
+def drive(port: int, calls: int, seconds: float, cpu: int, *, settle_s: float, seed: int, phases: int = 4,
           on_line: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the driver; call ``on_line[line]()`` when it prints ``window-start``/``window-end``."""
     cmd = [sys.executable, str(HERE / "acs_load.py"), "--url", f"ws://127.0.0.1:{port}/acs/media",
            "--calls", str(calls), "--seconds", str(seconds), "--ramp-s", str(max(2.0, calls / 50) if calls > 1 else 0),
-           "--settle-s", str(settle_s), "--seed", str(seed)]
+           "--settle-s", str(settle_s), "--seed", str(seed), "--phases", str(phases)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT,
                             preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
     assert proc.stdout is not None
@@ -165,13 +175,15 @@ def measure(stack: str, n: int, args: argparse.Namespace, server_cpu: int, drive
         def start() -> None:
             marks["slots0"] = get_stats(server.port, reset=True)["slots_missed_total"]
             marks["cpu0"], marks["t0"] = proc_cpu_s(server.proc.pid), time.monotonic()
+            marks["wait0"] = proc_run_delay_s(server.proc.pid)
 
         def end() -> None:
             marks["cpu1"], marks["t1"] = proc_cpu_s(server.proc.pid), time.monotonic()
+            marks["wait1"] = proc_run_delay_s(server.proc.pid)
             marks["rss"] = proc_rss_mb(server.proc.pid)
             marks["stats"] = get_stats(server.port)
 
-        driver = drive(server.port, n, args.seconds, driver_cpu, settle_s=3.0, seed=args.seed,
+        driver = drive(server.port, n, args.seconds, driver_cpu, settle_s=3.0, seed=args.seed, phases=args.phases,
                        on_line={"window-start": start, "window-end": end})
         time.sleep(2.0)  # the calls end
         after = get_stats(server.port)
@@ -194,6 +206,8 @@ def measure(stack: str, n: int, args: argparse.Namespace, server_cpu: int, drive
         "lag_ms": stats["lag_ms"],
         "send_late_ms": stats["send_late_ms"],
         "cpu_cores": round((marks["cpu1"] - marks["cpu0"]) / (marks["t1"] - marks["t0"]), 3),
+        # Share of the window the loop was runnable but another process held the core.
+        "runqueue_wait": round((marks["wait1"] - marks["wait0"]) / (marks["t1"] - marks["t0"]), 3),
         "rss_mb": round(marks["rss"], 1),
         "rss_base_mb": round(rss0, 1),
         "mb_per_call": round((marks["rss"] - rss0) / n, 2),
@@ -221,13 +235,15 @@ def print_row(row: dict[str, Any]) -> None:
           f"skipped {row['slots_skipped']}, pacer {row['pacer_skipped']}) of {row['frames_sent']:7} | client missed "
           f"{row['client_missed']:5} of {row['client_frames']:7} | lag p50 {lag['p50']:6.2f} p99 {lag['p99']:6.2f} "
           f"max {lag['max']:6.1f} ms | cpu {row['cpu_cores']:5.3f} | RSS {row['rss_mb']:7.1f} MB, "
-          f"{row['mb_per_call']:5.2f} MB/call | driver cpu {row['driver']['cpu_cores']:5.3f} | "
+          f"{row['mb_per_call']:5.2f} MB/call | waited {row['runqueue_wait']:5.3f} | "
+          f"driver cpu {row['driver']['cpu_cores']:5.3f} | "
           f"barge {row['barge_reaction_ms']['p50']} ms | errors {row['call_errors']}", flush=True)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     server_cpu, driver_cpu = cpus()
-    out: dict[str, Any] = {"seconds": args.seconds, "server_cpu": server_cpu, "driver_cpu": driver_cpu, "stacks": {}}
+    out: dict[str, Any] = {"seconds": args.seconds, "phases": args.phases, "server_cpu": server_cpu,
+                           "driver_cpu": driver_cpu, "stacks": {}}
     for stack in args.stack:
         rows = []
         for n in (args.calls if stack == "media" else args.speech_calls):
@@ -249,6 +265,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="the measurement window per N")
     parser.add_argument("--warmup-s", type=float, default=8.0, help="the warm-up call (models load, cache fills)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--phases", type=int, default=4,
+                        help="the callers' streams spread over this many phases of a frame (1: all in step)")
     parser.add_argument("--profile", type=Path, help="cProfile the server at the largest media N into this file")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

@@ -6,11 +6,13 @@ server's ``/acs/media`` (no token: the server runs with its development switch),
 field names ACS uses (``kind``/``audioData``/``timestamp``/``participantRawID``/``data``/
 ``silent``, camelCase as ACS sends them), and reads what the server sends back.
 
-Kept light so that it is never the bottleneck: one loop (uvloop), one 20 ms ticker for all
-callers (not a task per caller per frame), audio base64-encoded once at start and shared
-by every caller (a message is four string concatenations: timestamp, speaker, data,
-flag), no compression, and bot audio recognised by its first bytes, not parsed. Its own
-CPU time and tick lag are reported.
+Kept light so that it is never the bottleneck: one loop (uvloop), one ticker for all
+callers (not a task per caller per frame; it wakes ``--phases`` times per 20 ms frame and
+serves a share of the callers each time, since independent calls' streams are not in
+step: ``--phases 1`` sends every caller's frame at the same instant, the worst case),
+audio base64-encoded once at start and shared by every caller (a message is four string
+concatenations: timestamp, speaker, data, flag), no compression, and bot audio
+recognised by its first bytes, not parsed. Its own CPU time and tick lag are reported.
 
 Talk pattern, per caller (seeded, so runs repeat): the caller hears the greeting, then in
 a loop waits a think time after the bot stops (0.3-1.2 s), and either speaks a line
@@ -235,8 +237,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 active.remove(caller)
 
     async def ticker() -> None:
-        period = FRAME_MS / 1000
+        # ``phases`` sub-ticks per frame: caller i sends in sub-tick i % phases, so the
+        # calls' streams are out of phase with each other, as independent ACS calls are.
+        phases = args.phases
+        period = FRAME_MS / 1000 / phases
         slot = time.perf_counter()
+        phase = 0
         while not stop.is_set():
             slot += period
             delay = slot - time.perf_counter()
@@ -248,7 +254,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 slot += (late // period) * period
             lags.append(late * 1000)
             stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            phase = (phase + 1) % phases
             for caller in tuple(active):
+                if caller.index % phases != phase:
+                    continue
                 try:
                     for message in caller.next_messages(now, stamp):
                         await caller.ws.send(message)
@@ -314,6 +323,8 @@ def main() -> int:
     parser.add_argument("--settle-s", type=float, default=3.0, help="after the ramp, before the window")
     parser.add_argument("--rate", type=int, default=16000, choices=(16000, 24000))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--phases", type=int, default=4,
+                        help="callers' streams spread over this many phases of the 20 ms frame (1: all in step)")
     args = parser.parse_args()
     import uvloop
 

@@ -27,6 +27,7 @@ import argparse
 import cProfile
 import os
 import resource
+import signal
 import socket
 import sys
 import time
@@ -229,6 +230,9 @@ def main() -> int:
     config = uvicorn.Config(app, port=args.port, loop="uvloop", lifespan="off", log_level="warning",
                             ws_max_size=1 << 20)
     server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler it found:
+    # make that one return, so the profile below is written and the exit is clean.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     profiler = cProfile.Profile() if args.profile else None
     if profiler is not None:
         profiler.enable()

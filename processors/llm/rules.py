@@ -10,7 +10,10 @@ the same way (``{digits}`` and named groups in the reply); a key press is a user
 its own (it is bound to none), so its answer gets a turn from the call's counter and is
 recorded in the conversation as ``[keys 1]``. A pipeline without STT sets
 ``answer_turn_ends`` so each end of a caller's turn is answered as an empty transcript
-(the ``empty_reply``): the media path can then be run alone, with no recogniser.
+(the ``empty_reply``): the media path can then be run alone, with no recogniser. The
+brain then stands where the STT would, and the caller's audio ends here as it would
+there: it is taken and dropped, instead of travelling on through the TTS side of the
+graph to the transport, fifty times a second per call.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from types import MappingProxyType
 from typing import Annotated
 
 from pipeline.errors import ConfigError
-from pipeline.frames import DTMF, ControlFrame, DataFrame, FinalTranscript, Speak, TurnEnd
+from pipeline.frames import DTMF, ControlFrame, DataFrame, FinalTranscript, InputAudio, Speak, TurnEnd
 from pipeline.settings import Doc
 
 from .brain import BrainProcessor, BrainSettings, stream_words
@@ -57,6 +60,8 @@ class RulesBrain(BrainProcessor):
 
     def __init__(self, settings: RulesBrainSettings | None = None, *, name: str | None = None) -> None:
         super().__init__(settings, name=name)
+        if self.settings.answer_turn_ends:
+            self.consumes = (*self.consumes, InputAudio)
         self._rules = _compile(self.settings.rules, "rule")
         self._dtmf = _compile(self.settings.dtmf, "dtmf rule")
         try:
@@ -86,7 +91,9 @@ class RulesBrain(BrainProcessor):
     def respond(self, text: str, turn: int) -> AsyncIterator[str]:
         return stream_words(self.answer(text))
 
-    async def process(self, frame: FinalTranscript | Speak | DTMF) -> None:
+    async def process(self, frame: FinalTranscript | Speak | DTMF | InputAudio) -> None:
+        if isinstance(frame, InputAudio):
+            return  # the audio ends here, as at an STT (answer_turn_ends)
         if not isinstance(frame, DTMF):
             await super().process(frame)
             return

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from pipeline import CallContext
 from pipeline.errors import ConfigError
-from pipeline.frames import DTMF, FinalTranscript, LLMToken, ResponseEnd, ResponseStart, TurnEnd
+from pipeline.frames import DTMF, FinalTranscript, InputAudio, LLMToken, ResponseEnd, ResponseStart, TurnEnd
 from pipeline.testing import run_processor
 from processors.llm.rules import RulesBrain, RulesBrainSettings
 
@@ -83,9 +83,12 @@ async def test_key_presses_are_answered_each_in_a_turn_of_its_own_and_recorded()
 
 
 async def test_turn_ends_are_answered_without_stt_only_when_asked() -> None:
-    ends = [TurnEnd(turn=1, at_ms=900.0), TurnEnd(turn=2, at_ms=3100.0)]
+    audio = InputAudio(bytes(640))
+    ends = [audio, TurnEnd(turn=1, at_ms=900.0), audio, TurnEnd(turn=2, at_ms=3100.0)]
     out, _ = await run_processor(keypad(), ends)
     assert replies(out.frames) == {1: "Press one for claims.", 2: "Press one for claims."}
+    assert not any(isinstance(f, InputAudio) for f in out.frames)  # the audio ends at the brain, as at an STT
     out, _ = await run_processor(brain(), ends)
     assert replies(out.frames) == {}
+    assert sum(isinstance(f, InputAudio) for f in out.frames) == 2  # a brain behind an STT passes it on
     assert [f.turn for f in out.seen if isinstance(f, TurnEnd)] == [1, 2]  # forwarded either way
