@@ -183,10 +183,14 @@ def measure(stack: str, n: int, args: argparse.Namespace, server_cpu: int, drive
             marks["rss"] = proc_rss_mb(server.proc.pid)
             marks["stats"] = get_stats(server.port)
 
-        driver = drive(server.port, n, args.seconds, driver_cpu, settle_s=3.0, seed=args.seed, phases=args.phases,
+        driver = drive(server.port, n, args.seconds, driver_cpu, settle_s=args.settle_s, seed=args.seed,
+                       phases=args.phases,
                        on_line={"window-start": start, "window-end": end})
-        time.sleep(2.0)  # the calls end
         after = get_stats(server.port)
+        deadline = time.monotonic() + 10
+        while after["calls_live"] and time.monotonic() < deadline:  # the calls end
+            time.sleep(0.2)
+            after = get_stats(server.port)
     finally:
         server.stop()
     stats = marks["stats"]
@@ -264,6 +268,7 @@ def main() -> int:
     parser.add_argument("--speech-calls", nargs="+", type=int, default=[1, 2, 4, 8])
     parser.add_argument("--seconds", type=float, default=20.0, help="the measurement window per N")
     parser.add_argument("--warmup-s", type=float, default=8.0, help="the warm-up call (models load, cache fills)")
+    parser.add_argument("--settle-s", type=float, default=3.0, help="after the callers connected, before the window")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--phases", type=int, default=4,
                         help="the callers' streams spread over this many phases of a frame (1: all in step)")
