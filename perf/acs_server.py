@@ -96,8 +96,11 @@ class Probe:
             self.pacer0 = self.pacer_stats()
 
     def _on_tick(self, slot_ns: int) -> None:
+        # Against the slot after the previous tick's: when the loop slept through slots the
+        # pacer skips to the latest one, and the lag would read under a period.
+        due = self.slot_ns + PERIOD_NS if self.slot_ns else slot_ns
         self.slot_ns = slot_ns
-        self.lags_ms.append((self.clock.now_ns() - slot_ns) / 1e6)
+        self.lags_ms.append((self.clock.now_ns() - due) / 1e6)
 
     def on_send(self, text: str) -> None:
         if text.startswith(_AUDIO):
