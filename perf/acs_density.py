@@ -46,8 +46,29 @@ Method
     [--speech-calls 1 2 4 8] [--seconds 20] [--json PATH]``
 
 Result
-    See the table printed at the end of a run (and perf/results/acs_density.json after
-    ``make bench``). Figures of the run the issue was closed on are in the lead's notes.
+    2 cores shared with five other sessions' work (load average 2.5-3.6 during the run),
+    Python 3.11.7, uvloop, uvicorn 0.54 (websockets sans-I/O), 20 s windows, ``--phases 4``.
+    "missed" is server-side late + skipped, then (+ ticks the pacer skipped whole); "client"
+    the driver's count; "waited" the share of the window the server's loop waited for its
+    core while another process held it::
+
+        stack   N   missed (+pacer)  client  lag p50/p99/max ms   cores  waited  RSS MB  MB/call
+        media   25      0 (+0)          2    0.15 /  2.7 /  6.5   0.111  0.03     268    0.36
+        media   50      0 (+0)          6    0.24 /  3.8 /  4.2   0.213  0.06     277    0.39
+        media  100    150 (+1)        159    0.18 / 10.1 / 23.2   0.382  0.15     297    0.40
+        media  200   5952 (+14)      4918    2.41 / 21.5 / 27.0   0.668  0.23     333    0.37
+        speech   1      0 (+5)          0    0.14 /  4.7 / 48.8   0.053  0.02     408   11.7
+        speech   2      0 (+18)         2    0.19 / 21.3 / 65.8   0.196  0.04     464   24.8
+        speech   4      2 (+134)       70    0.37 / 66.3 / 519    0.406  0.16     647   62.8
+        speech   8     20 (+264)      209    0.30 / 121  / 646    0.631  0.15     865   57.6
+
+    The media path costs 3.3-4.4 ms of CPU per call-second (0.67 cores for 200 calls) and
+    0.4 MB per call, but on this shared host it misses frames from 100 calls on: the loop
+    waited 15-23 % of the window for its core, which the other sessions held, and 200
+    calls' outbound frames all leave at the one pacer tick. A quiet core is needed to
+    settle the 200-call target. The speech stack (pocketsphinx, Piper) stalls the loop for
+    up to 0.65 s with 4-8 calls (pocketsphinx decodes holding the GIL): every other call's
+    audio stops with it.
 """
 
 from __future__ import annotations
