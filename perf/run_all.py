@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "pacing": ("pacing.py", [], ["--seconds", "1", "--repeats", "1"]),
     "calls": ("calls.py", [], ["--calls", "1", "10", "--turns", "1", "--max-speech-calls", "1"]),
     "acs_path": ("acs_path.py", [], ["--calls", "2", "--turns", "2"]),
+    "acs_density": ("acs_density.py", [], ["--calls", "10", "50", "--speech-calls", "1", "--seconds", "5"]),
 }
 
 
