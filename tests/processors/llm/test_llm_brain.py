@@ -29,8 +29,8 @@ from pipeline.testing import run_processor
 from processors.llm.peer import Fault, PeerScript, Reply, ToolCallReply
 from processors.llm.tools import FunctionTool
 
-from .conftest import PeerFactory
-from .helpers import brain_on, models_file, next_call, spoken, start_call, wait_until
+from tests.processors.llm.conftest import PeerFactory
+from tests.processors.llm.helpers import brain_on, models_file, next_call, spoken, start_call, wait_until
 
 APOLOGY = "Sorry, please say that again."
 
