@@ -482,7 +482,10 @@ def _classify(exc: BaseException) -> _Failed:
         retry = _retry_after(exc.response.headers)
         return _Failed(f"HTTP 429 (retry after {retry:g} s)", breaker=False, retry_after_s=retry)
     if isinstance(exc, openai.APIStatusError):
-        return _Failed(f"HTTP {exc.status_code}: {exc.message[:120]}", breaker=exc.status_code >= 500)
+        body = exc.body
+        message = body.get("message") if isinstance(body, dict) else None
+        text = message if isinstance(message, str) else exc.message
+        return _Failed(f"HTTP {exc.status_code}: {text[:120]}", breaker=exc.status_code >= 500)
     if isinstance(exc, openai.APIConnectionError):
         return _Failed(f"{type(exc).__name__}: {exc.message}", breaker=True)
     if isinstance(exc, StopAsyncIteration):

@@ -157,7 +157,10 @@ class OpenAIPeer:
         if fault is not None and fault.kind == "server_error":
             await self._set(record, "fault:server_error", 500)
             return _error(500, "The server had an error while processing your request.", "server_error", None)
-        reply = Reply() if fault is not None and fault.kind == "empty" else self.script.reply(model, record.messages, tools=tools)
+        if fault is not None and fault.kind == "empty":
+            reply = Reply()
+        else:
+            reply = self.script.reply(model, record.messages, tools=tools)
         created = int(time.time())
         tokens = prompt_tokens(record.messages)
         if not stream:

@@ -85,7 +85,9 @@ def start_call(brain: Processor, ctx: CallContext | None = None) -> tuple[Lines,
 async def wait_until(condition: Callable[[], bool]) -> None:
     """Yield to the loop (and its I/O) until ``condition()`` holds; fail after WAIT_S."""
     async with asyncio.timeout(WAIT_S):
-        while not condition():
+        # Frames reaching a collector signal nothing to wait on; yielding lets the loop run
+        # the call's tasks and its socket I/O between checks.
+        while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0)
 
 

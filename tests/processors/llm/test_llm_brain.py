@@ -28,7 +28,6 @@ from pipeline.frames import (
 from pipeline.testing import run_processor
 from processors.llm.peer import Fault, PeerScript, Reply, ToolCallReply
 from processors.llm.tools import FunctionTool
-
 from tests.processors.llm.conftest import PeerFactory
 from tests.processors.llm.helpers import brain_on, models_file, next_call, spoken, start_call, wait_until
 
@@ -260,7 +259,7 @@ async def test_a_malformed_chunk_mid_answer_ends_the_turn_with_the_apology(make_
 async def test_an_empty_reply_is_answered_with_the_apology(make_peer: PeerFactory, tmp_path: Path) -> None:
     script = PeerScript()
     script.inject(Fault(kind="empty"))
-    peer, url = await make_peer(script)
+    _peer, url = await make_peer(script)
     brain = brain_on(models_file(tmp_path, url, ["gpt-fast"]), apology=APOLOGY)
     out, result = await run_processor(brain, [FinalTranscript("hello", turn=1), FinalTranscript("hi", turn=2)])
     assert spoken(out, 1) == APOLOGY and spoken(out, 2) == "You said: hi"

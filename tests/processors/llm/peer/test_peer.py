@@ -14,7 +14,6 @@ from azure.identity.aio import get_bearer_token_provider
 
 from pipeline.errors import ConfigError
 from processors.llm.peer import Fault, PeerScript, load_script
-
 from tests.processors.llm.conftest import PeerFactory
 
 USER = [{"role": "user", "content": "What is the status of policy AB-12?"}]
@@ -46,7 +45,8 @@ async def test_asyncazureopenai_with_a_key_and_with_an_entra_token_provider(make
                                 entra_tokens=frozenset({"entra-token-1"}))
 
     class Credential:  # an AsyncTokenCredential, as azure-identity's credentials are
-        scopes: list[str] = []
+        def __init__(self) -> None:
+            self.scopes: list[str] = []
 
         async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
             self.scopes.extend(scopes)
@@ -80,7 +80,7 @@ async def test_asyncazureopenai_with_a_key_and_with_an_entra_token_provider(make
 
 
 async def test_a_plain_request_gets_one_chat_completion(make_peer: PeerFactory) -> None:
-    peer, url = await make_peer(PeerScript(fallback="Plain: {text}"))
+    _peer, url = await make_peer(PeerScript(fallback="Plain: {text}"))
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
     answer = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hello"}])
     assert answer.choices[0].message.content == "Plain: hello" and answer.choices[0].finish_reason == "stop"
@@ -120,7 +120,7 @@ async def test_errors_come_in_the_apis_shape_and_the_sdk_raises_its_own_exceptio
 
 
 async def test_faults_can_be_injected_over_http_per_model_until_cleared(make_peer: PeerFactory) -> None:
-    peer, url = await make_peer(PeerScript(fallback="ok"))
+    _peer, url = await make_peer(PeerScript(fallback="ok"))
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
     async with httpx.AsyncClient() as http:
         made = await http.post(url + "/peer/faults", json={"kind": "server_error", "model": "a", "times": None})
