@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "pacing": ("pacing.py", [], ["--seconds", "1", "--repeats", "1"]),
     "calls": ("calls.py", [], ["--calls", "1", "10", "--turns", "1", "--max-speech-calls", "1"]),
     "acs_path": ("acs_path.py", [], ["--calls", "2", "--turns", "2"]),
+    "llm_router": ("llm_router.py", [], ["--turns", "20", "--tokens", "10"]),
 }
 
 

@@ -334,11 +334,7 @@ class RoutedStream:
         first = self._first
         if first is not None:
             self._first = None
-            if first.finish is not None:
-                self._deadline = -1  # nothing more to read
             return first
-        if self._deadline < 0:
-            raise StopAsyncIteration
         delta = await self.stream.__anext__()
         if self._clock.now_ns() > self._deadline:
             raise ServiceError(f"deployment {self._name!r}: answer not finished within its total timeout")
