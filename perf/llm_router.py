@@ -48,7 +48,7 @@ Result
     through-peer figures are dominated by the SDK building each request: it transforms
     ``messages`` against its TypedDicts at ~120 us per message on the event loop (0.18 ms
     for 1 message, 4.9 ms for 40, measured alone), and the history reaches 40 messages
-    here; the failover pays it twice (the 429 request, then the fallback's).
+    here; the failover figure pays it once more, for the fallback's request.
 """
 
 from __future__ import annotations
