@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "calls": ("calls.py", [], ["--calls", "1", "10", "--turns", "1", "--max-speech-calls", "1"]),
     "acs_path": ("acs_path.py", [], ["--calls", "2", "--turns", "2"]),
     "acs_density": ("acs_density.py", [], ["--calls", "10", "50", "--speech-calls", "1", "--seconds", "5"]),
+    "llm_router": ("llm_router.py", [], ["--turns", "20", "--tokens", "10"]),
 }
 
 
