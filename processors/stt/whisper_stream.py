@@ -60,6 +60,10 @@ class WhisperStream:
     """
 
     sample_rate: int = 16000
+    _audio: bytearray
+    _committed: tuple[int, ...]
+    _hyp: tuple[int, ...]
+    _last_text: str
 
     def __init__(self, engine: WhisperEngine, *, step_ms: int) -> None:
         self._engine = engine
@@ -122,8 +126,8 @@ class WhisperStream:
         self._audio = bytearray()  # the current window
         self._fed = 0  # bytes of the whole utterance
         self._done = ""  # text of the windows slid past
-        self._committed: tuple[int, ...] = ()  # tokens of the window two decodes agreed on
-        self._hyp: tuple[int, ...] = ()  # committed + the tail of the last decode
+        self._committed = ()  # tokens of the window two decodes agreed on
+        self._hyp = ()  # committed + the tail of the last decode
         self._decoded_len = 0  # len(self._audio) at the last decode
         self._voiced = False  # speech fed since the last decode
         self._quiet_ms = 0  # quiet at the end of the audio fed

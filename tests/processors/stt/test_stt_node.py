@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from dataclasses import replace
 from typing import Any
@@ -11,6 +12,7 @@ import pocketsphinx
 import pytest
 
 from pipeline.context import CallContext
+from pipeline.errors import ServiceError
 from pipeline.frames import (
     AudioFormat,
     FinalTranscript,
@@ -93,13 +95,49 @@ async def test_empty_turn_gives_an_empty_final() -> None:
     assert [(f.turn, f.text) for f in finals] == [(1, "")]
 
 
-async def test_whisper_is_selectable_and_transcribes_the_turn_after_it_ends() -> None:
+async def test_whisper_transcribes_the_turn_incrementally() -> None:
     node = STTProcessor(STTSettings(engine="whisper"))
     out, result = await run_processor(node, [AudioFormat(16000), *turn_frames(SENTENCE, 1)])
     assert result.errors == ()
     finals = [f for f in out.frames if isinstance(f, FinalTranscript)]
     assert len(finals) == 1 and wer(SENTENCE, finals[0].text) <= 0.1, finals[0].text
-    assert not [f for f in out.frames if isinstance(f, InterimTranscript)]  # utterance-level engine
+    interims = [f for f in out.frames if isinstance(f, InterimTranscript)]
+    # How many depends on how the batches grow while decodes run (exact counts on
+    # paced audio: tests/processors/stt/test_whisper.py); at least the first decode's.
+    assert interims and all(f.turn == 1 for f in interims)
+    assert out.frames.index(interims[-1]) < out.frames.index(finals[0])
+
+
+async def test_an_engine_that_fails_to_load_falls_back_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = stt_node.stt_engine_for
+
+    def broken_whisper(name: Any) -> Any:
+        if name == "whisper":
+            raise FileNotFoundError("no CTranslate2 Whisper model in /nowhere")
+        return real(name)
+
+    monkeypatch.setattr(stt_node, "stt_engine_for", broken_whisper)
+    with caplog.at_level(logging.WARNING, logger="processors.stt.node"):
+        out, result = await run_processor(STTProcessor(STTSettings(engine="whisper")),
+                                          [AudioFormat(16000), *turn_frames(SENTENCE, 1)])
+    assert result.reason == "eos" and result.errors == ()
+    assert [r.getMessage() for r in caplog.records] == [
+        "STT engine 'whisper' failed to load (no CTranslate2 Whisper model in /nowhere): using 'pocketsphinx' "
+        "for this call"
+    ]
+    final = next(f for f in out.frames if isinstance(f, FinalTranscript))
+    assert wer(SENTENCE, final.text) <= 0.3, final.text
+
+
+async def test_without_a_fallback_a_failed_load_is_a_named_service_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(name: Any) -> Any:
+        raise OSError("model.bin: truncated")
+
+    monkeypatch.setattr(stt_node, "stt_engine_for", broken)
+    with pytest.raises(ServiceError, match=r"STT engine 'whisper' failed to load: model\.bin: truncated"):
+        stt_node._open("whisper", "none")
 
 
 async def test_transcript_times_are_placed_by_the_turn_start_not_by_counting_audio() -> None:
