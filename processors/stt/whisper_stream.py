@@ -1,7 +1,7 @@
 """Incremental Whisper: re-decode the growing utterance while the caller speaks.
 
 Whisper is not a streaming model, so a :class:`WhisperStream` decodes the whole window
-of audio again each time enough new speech came in (``step_ms``, 400 ms by default),
+of audio again each time enough new speech came in (``step_ms``, 800 ms by default),
 and as soon as the caller pauses (:data:`PAUSE_MS` of quiet after speech). Each decode
 gives an interim transcript. Words that two decodes in a row agree on (local
 agreement) are *committed*: the next decodes are forced to begin with them, so a

@@ -23,7 +23,7 @@ if missing_packages() and not os.environ.get("CI"):
                 allow_module_level=True)
 
 # Measured (one-shot Whisper tiny.en, greedy): 21 errors in 426 words at 8 kHz (0.049),
-# 22 at 16 kHz (0.052). Incremental finals (perf/stt_wer.py): 0.066 and 0.061.
+# 22 at 16 kHz (0.052). Incremental finals (perf/stt_wer.py, 800 ms steps): 0.061 and 0.054.
 # PocketSphinx on the same set, for the record: see perf/stt_wer.py and the README.
 WER_BOUND = 0.10
 # Incremental against one-shot on the subset below: measured 1 extra error in 117 words
@@ -71,7 +71,7 @@ def test_incremental_final_matches_one_shot(engine: WhisperEngine) -> None:
     extra = words = 0
     for recording in subset:
         pcm = engine_audio(recording) + bytes(32 * 600)  # the endpointing silence
-        stream = engine.open_stream(step_ms=400)
+        stream = engine.open_stream()
         for start in range(0, len(pcm), 3200):  # 100 ms batches, as the node feeds
             stream.feed(pcm[start : start + 3200])
         incremental = stream.finish().text

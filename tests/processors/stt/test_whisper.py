@@ -59,10 +59,10 @@ def test_implements_the_engine_protocols(engine: WhisperEngine) -> None:
     stream = engine.open_stream()
     assert isinstance(engine, STTEngine)
     assert isinstance(stream, RecognizerStream)
-    assert (engine.name, engine.sample_rate, stream.sample_rate, stream.step_ms) == ("whisper", 16000, 16000, 400)
+    assert (engine.name, engine.sample_rate, stream.sample_rate, stream.step_ms) == ("whisper", 16000, 16000, 800)
 
 
-@pytest.mark.parametrize("step_ms", [400, 0], ids=["incremental", "one-shot"])
+@pytest.mark.parametrize("step_ms", [800, 0], ids=["incremental", "one-shot"])
 def test_word_error_rate_on_three_sentences(engine: WhisperEngine, step_ms: int) -> None:
     errors = words = 0
     for sentence in SENTENCES:
@@ -85,13 +85,13 @@ def test_interims_flow_while_speaking_and_committed_words_never_change(engine: W
             interims.append(hyp)
             assert hyp.text.startswith(stream.committed_text)
             assert not hyp.final
-    # A decode per 400 ms of speech, 11 over 4.4 s: measured 10 distinct interim texts,
-    # and all but the last three words committed before the end.
-    assert len(interims) >= 8
+    # A decode per 800 ms of speech, 5 over 4.4 s without a pause: measured 5 distinct
+    # interim texts, and "I went to file a claim for my car" committed before the end.
+    assert len(interims) >= 4
     assert [h.end_ms for h in interims] == sorted(h.end_ms for h in interims)
     for before, after in itertools.pairwise(committed):
         assert after.startswith(before)  # never retracted
-    assert len(committed[-1].split()) >= 8  # most of it committed before the end
+    assert len(committed[-1].split()) >= 6  # most of it committed before the end
     final = stream.finish()
     assert final.text.startswith(committed[-1])
     assert word_errors(f"{SENTENCES[0]} {SENTENCES[2]}", final.text)[0] <= 2
