@@ -19,8 +19,12 @@ Method
     and every engine here keeps up, so the decodes during the turn are done by then).
     CPU per call is the process CPU time (all threads) of all feeds and finishes over
     the audio duration. ``--threads`` sets CTranslate2's threads per decode (the STT
-    node uses 1). Whisper loads from the bundled wheel; nothing is downloaded.
-    ``.venv/bin/python perf/stt_wer.py [--limit N] [--silence-ms 600] [--json PATH]``
+    node uses 1). ``--with-tts`` runs Piper (one onnxruntime thread, as the TTS node)
+    without pause on another thread and reports its real-time factor alone and while
+    the STT decodes: whether STT starves TTS on two cores. Whisper loads from the
+    bundled wheel; nothing is downloaded.
+    ``.venv/bin/python perf/stt_wer.py [--limit N] [--silence-ms 600] [--step-ms 800]
+    [--threads 1] [--with-tts] [--json PATH]``
 
 Result (2-vCPU cloud VM shared with other helpers' test runs, Python 3.11, one thread per
 decode, 800 ms steps, full set; CPU from a run without --with-tts)
