@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "overhead": ("overhead.py", [], ["--frames", "1000"]),
     "audio_frontend": ("audio_frontend.py", [], ["--frames", "1000"]),
     "speech_engines": ("speech_engines.py", [], ["--runs", "5"]),
+    "stt_wer": ("stt_wer.py", [], ["--limit", "8"]),
     "offload": ("offload.py", [], ["--calls", "4", "--sentences", "10"]),
     "speech_call": ("speech_call.py", [], ["--calls", "2", "--turns", "3"]),
     "graph_build": ("graph_build.py", [], ["--sizes", "1000", "2000"]),
