@@ -68,7 +68,11 @@ class LLMEngine:
             yield agent.greeting
         history = self.host.context(state)
         if history and history[-1]["role"] == "user":
+            gap = bool(agent.greeting)
             async for item in self._loop(agent, state, tools, self.host.live_turn, len(history[-1]["content"])):
+                if gap and isinstance(item, str) and item:
+                    item = item if item[0].isspace() else " " + item
+                    gap = False
                 yield item
 
     def _schemas(self, agent: AgentSpec) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
                   r"(?:an?\s+)?(?:unrestricted|jailbroken|developer|system|admin))\b[^.!?]*"),
     ("fake_role", r"(?:^|\n|\s)(?:system|assistant|developer)\s*:\s*"),
     ("template_token", r"<\|[a-z_]{2,20}\|>|\[/?INST\]|<</?SYS>>"),
-    ("reveal_prompt", r"\b(?:reveal|print|show|repeat|tell\s+me)\b[\w\s]{0,20}?\b(?:system\s+prompt|your\s+"
+    ("reveal_prompt", r"\b(?:reveal|print|show|repeat|read|give|tell\s+me)\b[\w\s]{0,20}?\b(?:system\s+prompt|your\s+"
                       r"(?:instructions|prompt|rules))"),
 )
 INJECTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(

@@ -39,7 +39,7 @@ async def transfer_to_human(reason: str) -> dict[str, Any]:
     return {"action": "transfer", "reason": reason}
 
 
-def test_store(*extra: Any) -> ToolStore:
+def make_store(*extra: Any) -> ToolStore:
     return ToolStore([lookup_policy, file_claim, transfer_to_human, *extra])
 
 
@@ -178,7 +178,7 @@ async def text_call(tmp_path: Path, lines: Sequence[str], *, engine: Any = None,
                     router: Any = None) -> dict[str, Any]:
     """A text call through the orchestrator on the agents of ``tmp_path / 'agents'``; the report."""
     registered()
-    store = store or test_store()
+    store = store or make_store()
     agents = tmp_path / "agents"
     if not agents.exists():
         write_agents(agents)
