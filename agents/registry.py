@@ -256,7 +256,8 @@ class AgentRegistry:
         try:
             template = _env.from_string(spec.prompt)
         except jinja2.TemplateSyntaxError as exc:
-            line = (lines.get("prompt") or 0) + (exc.lineno or 0) or None
+            start = lines.get("prompt:text")
+            line = start + (exc.lineno or 1) - 1 if start is not None else None
             raise AgentFileError(file, line, f"prompt: Jinja2 syntax error: {exc.message}") from None
         return _Loaded(spec, template)
 

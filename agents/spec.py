@@ -103,6 +103,8 @@ def _key_lines(node: yaml.Node, prefix: str, lines: Lines) -> None:
             if isinstance(key, yaml.ScalarNode):
                 path = f"{prefix}{key.value}"
                 lines[path] = key.start_mark.line + 1
+                if isinstance(value, yaml.ScalarNode):  # where the text itself starts (a block: next line)
+                    lines[path + ":text"] = value.start_mark.line + 1 + (value.style in ("|", ">"))
                 _key_lines(value, path + ".", lines)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
