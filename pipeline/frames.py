@@ -41,7 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 __all__ = [
     "AudioFormat",
     "BotStartedSpeaking",
+    "AgentSwitch",
     "BotStoppedSpeaking",
+    "CallAction",
     "Cancel",
     "ControlFrame",
     "DTMF",
@@ -62,6 +64,7 @@ __all__ = [
     "OutputAudio",
     "ResponseEnd",
     "ResponseStart",
+    "SafetyFlag",
     "Speak",
     "Start",
     "TTSText",
@@ -395,3 +398,36 @@ class ToolCall(EventFrame):
     arguments: str
     result: str = ""
     error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSwitch(EventFrame):
+    """The agent in charge changed in ``turn``: ``agent_from`` (blank at call start) handed
+    the call to ``agent_to`` because of ``reason`` (a handoff, an intent, the scenario's
+    entry); ``announced``: the new agent introduced itself."""
+
+    agent_from: str
+    agent_to: str
+    reason: str = ""
+    announced: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CallAction(EventFrame):
+    """The brain asks for a call action in ``turn``: ``action`` is ``"transfer"`` (to a
+    human) or ``"hangup"``; the transport acts on it when it has a control plane."""
+
+    action: str
+    reason: str = ""
+    agent: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyFlag(EventFrame):
+    """Something was screened out in ``turn``: ``flag`` (``ignore_instructions``,
+    ``prompt_leak``, ``markup``, ...), the ``matched`` text and its ``source``
+    (``transcript``, ``tool:<name>``, ``reply``)."""
+
+    flag: str
+    matched: str
+    source: str

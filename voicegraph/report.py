@@ -8,12 +8,19 @@ prints and the perf suite reads::
     {"call_id": ..., "turns": [{"turn", "caller_text", "heard_text", "bot_text",
       "bot_audio_ms", "bot_heard_text", "interrupted", "barge_in_ms",
       "latency_ms": {"stt_final", "llm_first_token", "tts_first_audio", "first_audio_out"},
-      "route", "model", "deployment", "failovers", "tool_calls"}]}
+      "route", "model", "deployment", "failovers", "tool_calls",
+      "agent", "handoffs", "action", "safety"}]}
 
 ``route``, ``model`` and ``deployment`` say which model answered the turn (from the LLM
 brain's ``ModelTurn`` events; null for brains without a model), ``failovers`` the
 deployments passed over on the way (``"name: reason"``), and ``tool_calls`` each tool run
 as ``{"name", "arguments", "result"}`` (plus ``"error"`` when it failed).
+
+With the orchestrator for a brain, ``agent`` is the agent in charge at the end of the
+turn (from ``AgentSwitch`` events; null for other brains), ``handoffs`` the switches of
+the turn (``{"from", "to", "reason", "announced"}``), ``action`` a call action it asked
+for (``{"action", "reason", "agent"}``) and ``safety`` what was screened out
+(``{"flag", "matched", "source"}``).
 
 Latencies are cumulative from the turn's anchor: the end of the caller's speech when a
 VAD reported it, else (text calls) the moment the final transcript was made.
@@ -27,9 +34,11 @@ from functools import partial
 from typing import Any
 
 from pipeline.frames import (
+    AgentSwitch,
     AudioFormat,
     BotStartedSpeaking,
     BotStoppedSpeaking,
+    CallAction,
     DataFrame,
     EventFrame,
     FinalTranscript,
@@ -38,6 +47,7 @@ from pipeline.frames import (
     LLMToken,
     ModelTurn,
     OutputAudio,
+    SafetyFlag,
     ToolCall,
     TTSText,
     UserStoppedSpeaking,
@@ -71,6 +81,10 @@ class TurnRecord:
     deployment: str | None = None
     failovers: list[str] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    agent: str | None = None
+    handoffs: list[dict[str, Any]] = field(default_factory=list)
+    action: dict[str, str] | None = None
+    safety: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def bot_text(self) -> str:
@@ -109,6 +123,10 @@ class TurnRecord:
             "deployment": self.deployment,
             "failovers": list(self.failovers),
             "tool_calls": list(self.tool_calls),
+            "agent": self.agent,
+            "handoffs": list(self.handoffs),
+            "action": self.action,
+            "safety": list(self.safety),
         }
 
 
@@ -119,6 +137,7 @@ class CallRecorder:
         self.call_id = ""
         self.turns: dict[int, TurnRecord] = {}
         self._out_bytes_per_ms = 0.0
+        self._switches: list[tuple[int, str]] = []  # (turn, agent in charge from then on)
         # Each frame type is counted at one node: the first, in graph order, that makes
         # it: produces it without consuming it. A node that consumes and produces a type
         # (a resampler, the TTS re-pushing its clause text, a pass-through) transforms
@@ -191,6 +210,19 @@ class CallRecorder:
             if event.error:
                 call["error"] = event.error
             self.turn(event.turn).tool_calls.append(call)
+        elif kind is AgentSwitch:
+            assert isinstance(event, AgentSwitch)
+            self._switches.append((event.turn, event.agent_to))
+            if event.turn and event.agent_from:
+                self.turn(event.turn).handoffs.append({"from": event.agent_from, "to": event.agent_to,
+                                                       "reason": event.reason, "announced": event.announced})
+        elif kind is CallAction and event.turn:
+            assert isinstance(event, CallAction)
+            self.turn(event.turn).action = {"action": event.action, "reason": event.reason, "agent": event.agent}
+        elif kind is SafetyFlag and event.turn:
+            assert isinstance(event, SafetyFlag)
+            self.turn(event.turn).safety.append({"flag": event.flag, "matched": event.matched,
+                                                 "source": event.source})
         elif kind is BotStoppedSpeaking and event.turn:
             assert isinstance(event, BotStoppedSpeaking)
             rec = self.turn(event.turn)
@@ -200,6 +232,14 @@ class CallRecorder:
                 rec.interrupted = True
 
     def to_json(self) -> dict[str, Any]:
+        agent: str | None = None
+        switches = iter(sorted(self._switches, key=lambda s: s[0]))
+        pending = next(switches, None)
+        for number in sorted(self.turns):
+            while pending is not None and pending[0] <= number:
+                agent = pending[1]
+                pending = next(switches, None)
+            self.turns[number].agent = agent
         return {"call_id": self.call_id, "turns": [self.turns[t].to_json() for t in sorted(self.turns)]}
 
 
@@ -219,6 +259,13 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"  interrupted : the caller heard \"{t['bot_heard_text']}\"")
         if t["bot_audio_ms"]:
             lines.append(f"  bot audio   : {t['bot_audio_ms']:.0f} ms")
+        if t.get("agent"):
+            moves = "".join(f", {h['from']} -> {h['to']} ({h['reason']})" for h in t.get("handoffs", []))
+            lines.append(f"  agent       : {t['agent']}{moves}")
+        if t.get("action"):
+            lines.append(f"  action      : {t['action']['action']} ({t['action']['reason'] or 'no reason given'})")
+        for flag in t.get("safety", []):
+            lines.append(f"  screened    : {flag['flag']} from {flag['source']}: \"{flag['matched']}\"")
         if t.get("model"):
             over = f" (after {'; '.join(t['failovers'])})" if t["failovers"] else ""
             lines.append(f"  model       : {t['model']} on {t['deployment']}, route {t['route']}{over}")

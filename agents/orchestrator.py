@@ -1,0 +1,338 @@
+"""Orchestrator (``use: orchestrator``): the brain node that runs a scenario's agents.
+
+Per call it holds the agent in charge (an :class:`~agents.engine.AgentState`, shared by
+the call's agents) and, per caller turn:
+
+1. refreshes the registry (a changed agent file takes effect at this turn);
+2. screens the transcript for prompt injections (:mod:`agents.safety`): the neutralised
+   text is what the history and the engines see, each match a ``SafetyFlag`` event;
+3. detects the intent (the scenario's :class:`~agents.scenarios.IntentMatcher`) and keeps
+   its name in ``state.memory["intent"]`` for the agents (an auth flow may use it); once
+   the entry agent has handed the call on, an intent routed to another agent switches
+   to it (announced) and that agent answers this turn;
+4. runs the agent in charge through the engine: the LLM engine (:mod:`agents.llm_engine`)
+   when an LLM endpoint is configured (``OPENAI_BASE_URL`` or ``AZURE_OPENAI_ENDPOINT``;
+   ``engine: llm|ivr`` forces one), else the embedded IVR engine (``agents.ivr``);
+5. follows the engine's :class:`~agents.engine.Reply`: a handoff emits ``AgentSwitch``
+   and the new agent answers in the same turn — announced: its ``enter()`` (greeting,
+   first prompt, or for the LLM its answer to the caller's words); silent: its
+   ``respond()`` to the same input. ``share_context: false`` in the reply (or
+   ``share_context: false`` in the settings) starts the new agent with no slots and no
+   history. An agent handed the call twice in one turn is a handoff loop: the turn
+   fails with that error and the caller hears the apology. A call action (``Reply.action``
+   or a tool's ``{"action": ...}``) emits ``CallAction``, which the report records and a
+   transport with a control plane acts on.
+
+Replies are screened before they leave (:class:`~agents.safety.ReplyScreen`: no markup,
+code or system-prompt leak). A tool still running after ``filler_after_ms`` makes the
+caller hear the ``filler``. The call's state is saved to short-term memory after every
+turn (:mod:`agents.memory`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pipeline.errors import ConfigError, ServiceError
+from pipeline.frames import DTMF, AgentSwitch, CallAction, EventFrame, FinalTranscript, SafetyFlag, Speak, Start
+from pipeline.settings import Doc, Range
+from processors.llm.llm_node import LLMBrain, LLMBrainSettings
+from processors.llm.router import RoutedStream, RouteRecord
+
+from .engine import AgentEngine, AgentState, Reply, TurnInput
+from .llm_engine import LLMEngine
+from .memory import InProcessShortTerm, ShortTermMemory
+from .registry import AgentRegistry, shared_registry
+from .safety import ReplyScreen, screen_input
+from .scenarios import IntentMatcher, Scenario, load_scenario
+from .spec import AgentSpec
+from .tools.runner import CallTools
+from .tools.store import ToolStore, default_store
+
+__all__ = ["Orchestrator", "OrchestratorSettings", "ivr_engine", "llm_configured"]
+
+logger = logging.getLogger(__name__)
+
+_REPO = Path(__file__).resolve().parents[1]
+_ENTER = "\x00enter"  # a Speak of this text: the entry agent takes the call (at Start)
+_LLM_ENV = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")
+
+
+def llm_configured() -> bool:
+    """True when an LLM endpoint is configured in the environment."""
+    return any(os.environ.get(name) for name in _LLM_ENV)
+
+
+def ivr_engine() -> AgentEngine | None:
+    """The embedded IVR engine (``agents.ivr.IVREngine``), if installed."""
+    try:
+        from agents import ivr
+    except ImportError:
+        return None
+    engine = getattr(ivr, "IVREngine", None)
+    return engine() if engine is not None else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrchestratorSettings(LLMBrainSettings):
+    """The scenario, the engine and the handoff policy (plus the LLM brain's settings)."""
+
+    scenario: Annotated[str, Doc("the scenario: a name in `scenarios`, or a file")] = "insurance"
+    agents: Annotated[str, Doc("the agents folder (relative: to the working folder, else the project)")] = (
+        "config/agents")
+    scenarios: Annotated[str, Doc("the scenarios folder")] = "config/scenarios"
+    engine: Annotated[Literal["auto", "llm", "ivr"], Doc(
+        "auto: the LLM when OPENAI_BASE_URL or AZURE_OPENAI_ENDPOINT is set, else the IVR engine")] = "auto"
+    announce_handoffs: Annotated[bool, Doc("LLM handoffs: the new agent greets the caller first")] = True
+    share_context: Annotated[bool, Doc("handoffs carry the slots and history to the new agent")] = True
+    max_handoffs: Annotated[int, Range(ge=1, le=8), Doc("handoffs within one turn before it fails")] = 3
+    reload_poll_ms: Annotated[float, Range(ge=0), Doc("look for changed agent files at most this often")] = 500.0
+
+
+def _resolve(path: str) -> Path:
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() or candidate.exists() else _REPO / candidate
+
+
+class Orchestrator(LLMBrain):
+    """Runs a scenario's agents as the pipeline's brain (see module docstring).
+
+    ``engine``, ``registry``, ``tools`` and ``memory`` may be given (tests, embedding);
+    else the engine follows ``settings.engine``, the registry is the worker's for
+    ``settings.agents``, the tools the default store, the memory in-process.
+    """
+
+    Settings = OrchestratorSettings
+    settings: OrchestratorSettings
+    consumes = (FinalTranscript, Speak, DTMF)
+
+    def __init__(self, settings: OrchestratorSettings | None = None, *, name: str | None = None,
+                 engine: AgentEngine | None = None, registry: AgentRegistry | None = None,
+                 tools: ToolStore | None = None, memory: ShortTermMemory | None = None) -> None:
+        super().__init__(settings, name=name)
+        self.engine = engine
+        self.registry = registry
+        self.store = tools if tools is not None else default_store()
+        self.memory = memory if memory is not None else InProcessShortTerm()
+        self.scenario: Scenario | None = None
+        self.agent_state = AgentState(agent="")
+        self.matcher = IntentMatcher(())
+        self.tool_runner: CallTools | None = None
+        self.live_turn = 0
+        self._dtmf = ""
+
+    async def setup(self) -> None:
+        settings = self.settings
+        if self.registry is None:
+            folder = await asyncio.to_thread(_resolve, settings.agents)
+            self.registry = await shared_registry(folder, poll_s=settings.reload_poll_ms / 1000)
+        else:
+            await self.registry.refresh(force=self.registry.version == 0)
+        registry = self.registry
+        scenario_path = await asyncio.to_thread(self._scenario_path)
+        self.scenario = scenario = await asyncio.to_thread(load_scenario, scenario_path, registry.names())
+        if self.engine is None:
+            kind = settings.engine
+            if kind == "auto":
+                kind = "llm" if llm_configured() else "ivr"
+            if kind == "llm":
+                self.engine = LLMEngine(self, announce_handoffs=settings.announce_handoffs)
+            else:
+                self.engine = ivr_engine()
+                if self.engine is None:
+                    raise ConfigError("the IVR engine (agents.ivr) is not installed, and no LLM endpoint is "
+                                      f"configured ({' or '.join(_LLM_ENV)})", node=self.name)
+        if isinstance(self.engine, LLMEngine):
+            await super().setup()
+        self.agent_state = AgentState(agent=scenario.entry)
+        self.matcher = IntentMatcher.for_scenario(
+            scenario, {name: registry.get(name).capabilities for name in scenario.agents})
+        self.tool_runner = CallTools(self.store, clock=self.ctx.clock, emit=self.emit,
+                                     timeout_s=settings.tool_timeout_ms / 1000,
+                                     filler_after_ms=settings.filler_after_ms)
+
+    def _scenario_path(self) -> Path:
+        given = Path(self.settings.scenario)
+        if given.suffix in (".yaml", ".yml"):
+            return _resolve(str(given))
+        return _resolve(self.settings.scenarios) / f"{given}.yaml"
+
+    # -- the LLM engine's view of the call --------------------------------------------------
+
+    def system_prompt(self, agent: AgentSpec, state: AgentState) -> str:
+        """``agent``'s prompt rendered for this call."""
+        assert self.registry is not None and self.scenario is not None
+        return self.registry.prompt(agent.name, caller=state.caller, slots=state.slots, scenario=self.scenario)
+
+    def context(self, state: AgentState) -> list[dict[str, str]]:
+        """The history as heard, from the turn the agent's context starts at."""
+        start = int(state.memory.get("context_from", 0))
+        return [{"role": m.role, "content": m.content} for m in self.conversation.history if m.turn >= start]
+
+    def report_model(self, turn: int, record: RouteRecord, routed: RoutedStream | None) -> None:
+        """A model request of ``turn``: the ``ModelTurn`` event and metrics."""
+        self._report(turn, record, routed)
+
+    # -- frames -----------------------------------------------------------------------------
+
+    def on_event(self, event: EventFrame) -> None:
+        if type(event) is Start:
+            self.emit(AgentSwitch(agent_from="", agent_to=self.agent_state.agent, reason="the scenario's entry agent"))
+            turn = self.ctx.next_turn()
+            self.enqueue(Speak(_ENTER, turn=turn))
+            return
+        super().on_event(event)
+
+    async def process(self, frame: FinalTranscript | Speak | DTMF) -> None:
+        if isinstance(frame, DTMF):
+            self._dtmf += frame.digits
+            frame = FinalTranscript("", turn=frame.turn or self.ctx.next_turn())
+        if isinstance(frame, Speak) and frame.text == _ENTER:
+            self._close_previous()
+            await self._speak(frame.turn, self._enter(frame.turn), interruptible=True)
+            return
+        if isinstance(frame, FinalTranscript):
+            clean, flags = screen_input(frame.text)
+            for flag in flags:
+                self.emit(SafetyFlag(flag=flag.kind, matched=flag.matched, source=flag.source, turn=frame.turn))
+            if flags:
+                frame = dataclasses.replace(frame, text=clean)
+        await super().process(frame)
+
+    def respond(self, text: str, turn: int) -> AsyncIterator[str]:
+        dtmf, self._dtmf = self._dtmf, ""
+        return self._turn(TurnInput(text=text, dtmf=dtmf, turn=turn))
+
+    # -- turns ------------------------------------------------------------------------------
+
+    async def _enter(self, turn: int) -> AsyncIterator[str]:
+        greeting = self.settings.greeting.strip()
+        if greeting:
+            yield greeting
+        async for piece in self._run(turn, None, "enter"):
+            yield piece
+
+    async def _turn(self, turn_input: TurnInput) -> AsyncIterator[str]:
+        assert self.registry is not None and self.scenario is not None
+        await self.registry.refresh()
+        state = self.agent_state
+        intent = self.matcher.match(turn_input.text) if turn_input.text else None
+        mode: Literal["enter", "respond"] = "respond"
+        if intent is not None:
+            state.memory["intent"] = intent.name
+            if state.memory.get("entry_done") and intent.agent != state.agent:
+                self._switch(intent.agent, f"intent {intent.name}", announced=True, share=True,
+                             turn=turn_input.turn)
+                mode = "enter"
+        async for piece in self._run(turn_input.turn, turn_input, mode):
+            yield piece
+        await self.memory.save(self.ctx.call_id, state, {"turn": turn_input.turn, "agent": state.agent,
+                                                         "caller": turn_input.text})
+
+    async def _run(self, turn: int, turn_input: TurnInput | None,
+                   mode: Literal["enter", "respond"]) -> AsyncIterator[str]:
+        """The agent in charge (and those it hands off to) for one turn, screened."""
+        assert self.registry is not None and self.engine is not None and self.tool_runner is not None
+        registry, engine, tools, state = self.registry, self.engine, self.tool_runner, self.agent_state
+        self.live_turn = turn
+        tools.begin(turn)
+        screen = ReplyScreen()
+        seen = {state.agent}
+        filler_said = False
+        first = True
+        while True:
+            agent = registry.get(state.agent)
+            if isinstance(engine, LLMEngine):
+                screen.system_prompt = self.system_prompt(agent, state)
+            source = (engine.respond(agent, turn_input, state, tools) if mode == "respond" and turn_input is not None
+                      else engine.enter(agent, state, tools))
+            reply: Reply | None = None
+            boundary = not first
+            iterator = aiter(source)
+            while True:
+                step = asyncio.ensure_future(anext(iterator))
+                try:
+                    if not filler_said and self.settings.filler.strip():
+                        slow = asyncio.ensure_future(tools.slow.wait())
+                        try:
+                            await asyncio.wait((step, slow), return_when=asyncio.FIRST_COMPLETED)
+                        finally:
+                            slow.cancel()
+                        if not step.done():
+                            filler_said = True
+                            yield screen.feed((" " if not first else "") + self.settings.filler.strip() + " ")
+                            first = False
+                    item = await step
+                except StopAsyncIteration:
+                    break
+                finally:
+                    if not step.done():
+                        step.cancel()
+                        await asyncio.gather(step, return_exceptions=True)
+                if isinstance(item, Reply):
+                    reply = item
+                    break
+                piece = (" " + item if boundary and item[:1] not in (" ", "") else item)
+                boundary = False
+                out = screen.feed(piece)
+                first = False
+                if out:
+                    yield out
+            await _close(iterator)
+            if reply is not None and reply.text:
+                out = screen.feed(reply.text if first or reply.text[:1] == " " else " " + reply.text)
+                first = False
+                if out:
+                    yield out
+            action = (reply.action, "") if reply is not None and reply.action else tools.action
+            if action is not None:
+                self.emit(CallAction(action=action[0], reason=action[1], agent=state.agent, turn=turn))
+                break
+            if reply is None or not reply.handoff:
+                break
+            target = reply.handoff
+            if target in seen:
+                raise ServiceError(f"handoff loop in turn {turn}: {state.agent} -> {target}, which already had "
+                                   "the call this turn")
+            if len(seen) > self.settings.max_handoffs:
+                raise ServiceError(f"more than {self.settings.max_handoffs} handoffs in turn {turn}")
+            self._switch(target, f"handoff from {state.agent}", announced=reply.announce,
+                         share=self.settings.share_context and reply.share_context, turn=turn)
+            seen.add(target)
+            mode = "enter" if reply.announce else "respond"
+        rest = screen.finish()
+        if rest:
+            yield rest
+        for flag in screen.flags:
+            self.emit(SafetyFlag(flag=flag.kind, matched=flag.matched, source=flag.source, turn=turn))
+
+    def _switch(self, target: str, reason: str, *, announced: bool, share: bool, turn: int) -> None:
+        assert self.registry is not None and self.scenario is not None
+        if target not in self.scenario.agents:
+            raise ServiceError(f"{self.agent_state.agent} handed off to {target!r}, which is not an agent of scenario "
+                               f"{self.scenario.name} ({', '.join(self.scenario.agents)})")
+        self.registry.get(target)
+        state = self.agent_state
+        if state.agent == self.scenario.entry:
+            state.memory["entry_done"] = True
+        if not share:
+            state.slots.clear()
+            keep: dict[str, Any] = {k: state.memory[k] for k in ("entry_done", "intent") if k in state.memory}
+            state.memory.clear()
+            state.memory.update(keep, context_from=turn)
+        self.emit(AgentSwitch(agent_from=state.agent, agent_to=target, reason=reason, announced=announced, turn=turn))
+        logger.info("call %s turn %d: %s -> %s (%s)", self.ctx.call_id, turn, state.agent, target, reason)
+        state.agent = target
+
+
+async def _close(iterator: AsyncIterator[Any]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
