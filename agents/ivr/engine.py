@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, something went wrong on our side. Let me get you to a person."
 _DEFAULT_REPROMPT = "Sorry, I didn't catch that."
+_DENIED = "Sorry about that."
 _CACHE_SIZE = 256
 
 
@@ -149,14 +150,20 @@ class IvrEngine:
         if any(intent.matches(padded, answer.dtmf) for intent, _ in flow.global_intents):
             return True
         if step.kind == "listen":
-            return any(intent.matches(padded, answer.dtmf) for intent, _ in step.intents)
+            return (step.otherwise is not None and bool(answer.raw.strip() or answer.dtmf)) or any(
+                intent.matches(padded, answer.dtmf) for intent, _ in step.intents)
         return SLOT_TYPES[step.type].parse(answer, step.options) is not None
 
     async def _answer(self, agent: AgentSpec, flow: Flow, step: Step, position: dict[str, Any], answer: Answer,
                       padded: str, state: AgentState, tools: ToolRunner, out: _Turn) -> AsyncIterator[str]:
         goto: str | None = None
+        denied = False  # "no" to a confirmation: asked again, not told it was not understood
         if step.kind == "listen":
             goto = next((target for intent, target in step.intents if intent.matches(padded, answer.dtmf)), None)
+            if goto is None and step.otherwise is not None and (answer.raw.strip() or answer.dtmf):
+                goto = step.otherwise
+            if goto is not None and step.slot:
+                state.slots[step.slot] = answer.raw.strip() or answer.dtmf
         else:
             parse = SLOT_TYPES[step.type].parse
             pending = position.get("pending")
@@ -173,6 +180,7 @@ class IvrEngine:
                     return
                 else:
                     position.pop("pending", None)
+                    denied = said_yes is False
             else:
                 value = parse(answer, step.options)
                 if value is not None and step.confirm is not None:
@@ -195,10 +203,12 @@ class IvrEngine:
             async for piece in self._advance(agent, flow, step.on_fail, state, tools, out):
                 yield piece
             return
-        if step.reprompt is not None:
+        assert step.prompt is not None
+        if denied:
+            yield f"{_DENIED} {_render(step.prompt, state)}"
+        elif step.reprompt is not None:
             yield _render(step.reprompt, state)
         else:
-            assert step.prompt is not None
             yield f"{_DEFAULT_REPROMPT} {_render(step.prompt, state)}"
 
     # -- running steps -----------------------------------------------------------------------------------------
@@ -237,7 +247,7 @@ class IvrEngine:
                 failed = isinstance(result, Mapping) and "error" in result
                 name = step.on_error if failed and step.on_error else step.next
             elif step.kind == "branch":
-                name = next((goto for condition, goto in step.branch if _holds(condition, state)), step.otherwise)
+                name = next((goto for condition, goto in step.branch if _holds(condition, state)), step.orelse)
             elif step.kind == "handoff":
                 _positions(state).pop(agent.name, None)
                 out.handoff, out.announce = step.target, step.announce
@@ -331,7 +341,7 @@ def _holds(condition: Condition, state: AgentState) -> bool:
     if op == "in":
         return bool(value in expected)
     if op == "present":
-        return (value not in (None, "")) == expected
+        return bool((value not in (None, "")) == expected)
     if not isinstance(value, int | float) or isinstance(value, bool):
         return False
     return bool(value >= expected) if op == "at_least" else bool(value <= expected)

@@ -22,6 +22,8 @@ A flow is an agent file's ``flow:`` mapping::
         menu:
           listen: "Say claim or question."         # waits for one of its intents
           intents: {claim: to_fnol, question: to_support}
+          slot: request                            # keeps what was said (optional)
+          otherwise: answer_it                     # an answer no intent matches (else: re-prompts)
         verify:
           tool: verify_caller                      # through the ToolRunner
           args: {name: "{name}", date_of_birth: "{date_of_birth}"}
@@ -69,9 +71,9 @@ ACTION_TOOLS = {"transfer": "transfer_to_human", "hangup": "hang_up"}
 KINDS = ("ask", "listen", "tool", "branch", "handoff", "action")
 _STEP_KEYS = frozenset({*KINDS, "say", "clear", "set", "count", "next", "slot", "type", "options", "confirm",
                         "reprompt", "max_attempts", "always", "on_fail", "intents", "args", "result", "caller",
-                        "on_error", "else", "announce", "reason"})
+                        "on_error", "else", "announce", "reason", "otherwise"})
 _KIND_KEYS = {"ask": {"slot", "type", "options", "confirm", "reprompt", "max_attempts", "always", "on_fail"},
-              "listen": {"intents", "reprompt", "max_attempts", "on_fail"},
+              "listen": {"intents", "slot", "otherwise", "reprompt", "max_attempts", "on_fail"},
               "tool": {"args", "result", "caller", "on_error"},
               "branch": {"else"}, "handoff": {"announce"}, "action": {"reason"}}
 _FLOW_KEYS = frozenset({"start", "on_fail", "intents", "global", "steps"})
@@ -149,13 +151,14 @@ class Step:
     always: bool = False
     on_fail: str | None = None
     intents: tuple[tuple[Intent, str], ...] = ()  # listen: (intent, goto)
+    otherwise: str | None = None  # listen: where an answer no intent matches goes
     tool: str = ""
     args: tuple[tuple[str, Any], ...] = ()  # name -> Template or a literal
     result: str | None = None
     caller: str | None = None
     on_error: str | None = None
     branch: tuple[tuple[Condition, str], ...] = ()
-    otherwise: str | None = None
+    orelse: str | None = None  # branch: when no condition holds
     target: str = ""  # handoff
     announce: bool = True
     action: str = ""
@@ -385,6 +388,10 @@ class _Compiler:
             self._ask(path, raw, fields)
         elif kind == "listen":
             fields["intents"] = self._goto_map(f"{path}.intents", raw.get("intents"), self._intent_map)
+            if "otherwise" in raw:
+                fields["otherwise"] = self._ref(f"{path}.otherwise", raw["otherwise"])
+            if "slot" in raw:
+                self._slot_name(path, raw, fields)
         elif kind == "tool":
             self._tool(path, raw, fields)
         elif kind == "branch":
@@ -407,11 +414,14 @@ class _Compiler:
                 fields["reason"] = self._template(f"{path}.reason", raw["reason"])
         return Step(**fields)
 
-    def _ask(self, path: str, raw: Mapping[str, Any], fields: dict[str, Any]) -> None:
+    def _slot_name(self, path: str, raw: Mapping[str, Any], fields: dict[str, Any]) -> None:
         slot = raw.get("slot")
         if not isinstance(slot, str) or not _NAME.match(slot):
             self.fail(f"{path}.slot", f"must name the slot to fill (lower-case, _), got {slot!r}")
         fields["slot"] = str(slot)
+
+    def _ask(self, path: str, raw: Mapping[str, Any], fields: dict[str, Any]) -> None:
+        self._slot_name(path, raw, fields)
         type_name = raw.get("type", "text")
         slot_type = SLOT_TYPES.get(type_name) if isinstance(type_name, str) else None
         if slot_type is None:
@@ -477,7 +487,7 @@ class _Compiler:
         if "else" not in raw:
             self.fail(path, "a branch needs else (the step when no condition holds)")
         else:
-            fields["otherwise"] = self._ref(f"{path}.else", raw["else"])
+            fields["orelse"] = self._ref(f"{path}.else", raw["else"])
 
     def _condition(self, path: str, raw: Any) -> Condition | None:
         if not isinstance(raw, Mapping):
