@@ -303,12 +303,12 @@ def _lookup(path: tuple[str, ...], state: AgentState, extra: Mapping[str, Any] |
 
 
 def _say(value: Any, filter_name: str) -> str:
+    if value is None:  # a slot not filled says nothing, whatever the filter
+        return ""
     if filter_name == "date":
         return say_date(value)
     if filter_name == "spell":
         return spell(value)
-    if value is None:
-        return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)

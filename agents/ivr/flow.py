@@ -304,7 +304,7 @@ class _Compiler:
                 if not re.fullmatch(r"[0-9*#]+", keys):
                     self.fail(f"{path}.dtmf.{i}" if not isinstance(dtmf, str | int) else f"{path}.dtmf",
                               f"keypad keys are 0-9, * and #, got {keys!r}")
-            if not (phrases or patterns or dtmf_list):
+            if not ({"phrases", "patterns", "dtmf"} & set(spec)):
                 self.fail(path, "needs at least one of phrases, patterns, dtmf")
             out[str(name)] = Intent(str(name), tuple(f" {normalize(p)} " for p in phrases), tuple(patterns),
                                     tuple(dtmf_list))
@@ -342,6 +342,7 @@ class _Compiler:
         kinds = [k for k in KINDS if k in raw]
         if len(kinds) > 1:
             self.fail(path, f"a step does one thing; it has {', '.join(kinds)}")
+            return Step(name, None)  # what else is wrong depends on which one was meant
         kind = kinds[0] if kinds else None
         allowed = _KIND_KEYS.get(kind or "", set())
         for key in sorted(set(raw) & (set().union(*_KIND_KEYS.values()) - allowed)):
