@@ -94,7 +94,7 @@ async def test_concurrent_claims_get_distinct_numbers(tmp_path: Path) -> None:
     store = ClaimsStore(tmp_path / "c.jsonl")
     records = await asyncio.gather(*(store.add({"n": i}) for i in range(10)))
     assert sorted(r["claim_number"] for r in records) == [f"CLM-{100001 + i}" for i in range(10)]
-    assert len((await store.read())) == 10
+    assert len(await store.read()) == 10
 
 
 async def test_file_claim_refuses_a_lapsed_policy_or_a_future_date(domain: Domain) -> None:
