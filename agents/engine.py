@@ -68,7 +68,8 @@ class Reply:
     ``text`` is spoken after the streamed pieces; ``handoff`` names the agent taking the
     call (``announce``: its greeting is spoken; else it answers directly); ``action`` is a
     call action (``"transfer"`` to a human, ``"hangup"``); ``tool_calls`` lists the tools
-    run this turn as ``{"name", "arguments", "result"}``.
+    run this turn as ``{"name", "arguments", "result"}``; ``share_context: False`` starts
+    the new agent of a handoff with no slots and no history.
     """
 
     text: str = ""
@@ -76,6 +77,7 @@ class Reply:
     announce: bool = True
     action: str | None = None  # "transfer" | "hangup"
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    share_context: bool = True
 
 
 class ToolRunner(Protocol):

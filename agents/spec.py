@@ -46,8 +46,8 @@ class AgentFileError(ConfigError):
     """An agent or scenario file is wrong; the message starts with ``file:line:``."""
 
     def __init__(self, file: str, line: int | None, message: str) -> None:
-        self.file, self.line, self.problem = file, line, message
-        super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
+        super().__init__(message, file=file, line=line)
+        self.path = file
 
 
 @dataclass(frozen=True, slots=True)
