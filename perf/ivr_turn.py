@@ -8,7 +8,7 @@ Question
 
 Method
     One process, one event loop (uvloop when installed); ``perf_counter_ns`` around each
-    ``IvrEngine.respond`` (every piece and the Reply consumed), on the shipped agents.
+    ``IVREngine.respond`` (every piece and the Reply consumed), on the shipped agents.
 
     * ``demo``: the insurance demo caller's lines (config/scenarios/insurance.yaml) — auth
       (name, date with confirmation, policy number, verification), the handoff to FNOL
@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.engine import AgentState, Reply, TurnInput  # noqa: E402
-from agents.ivr import IvrEngine, normalize  # noqa: E402
+from agents.ivr import IVREngine, normalize  # noqa: E402
 from agents.spec import AgentSpec, parse_agent  # noqa: E402
 from agents.tools import domain  # noqa: E402
 
@@ -97,7 +97,7 @@ def _percentile(values: list[float], q: float) -> float:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     lines = yaml.safe_load((ROOT / "config" / "scenarios" / "insurance.yaml").read_text())["demo"]
     agents = {name: load_agent(name) for name in ("auth", "fnol", "support")}
-    engine = IvrEngine()
+    engine = IVREngine()
     tools = MemoryTools()
     kinds: dict[str, list[float]] = {"slot": [], "confirm": [], "tool": [], "handoff": []}
     every: list[float] = []

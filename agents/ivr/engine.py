@@ -1,4 +1,4 @@
-"""IvrEngine: runs an agent's deterministic flow (``agents.ivr.flow``) as an :class:`~agents.engine.AgentEngine`.
+"""IVREngine: runs an agent's deterministic flow (``agents.ivr.flow``) as an :class:`~agents.engine.AgentEngine`.
 
 One engine object serves every call: where a call stands in an agent's flow lives in
 ``state.memory["ivr"][agent]`` (the waiting step, the answers it did not understand, a
@@ -14,7 +14,7 @@ step whose slot is already filled is skipped). A turn:
    ``on_fail``;
 4. runs the steps that follow (say, tools, branches) until one waits, hands off or acts.
 
-A call that reaches an agent without :meth:`IvrEngine.enter` (a silent handoff, or a caller
+A call that reaches an agent without :meth:`IVREngine.enter` (a silent handoff, or a caller
 who spoke first) is entered on the spot: if the answer fits the first waiting step it is
 taken as the answer to it, else the agent's opening prompts are spoken.
 
@@ -41,7 +41,7 @@ from .slots import SLOT_TYPES, Answer, say_date, spell
 if TYPE_CHECKING:
     from ..spec import AgentSpec
 
-__all__ = ["IvrEngine"]
+__all__ = ["IVREngine"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class _Turn:
         return Reply(handoff=self.handoff, announce=self.announce, action=self.action, tool_calls=self.tool_calls)
 
 
-class IvrEngine:
+class IVREngine:
     """The deterministic engine (see the module docstring); ``today`` dates relative answers ("yesterday")."""
 
     def __init__(self, *, today: Callable[[], date] = date.today, max_steps: int = 50) -> None:

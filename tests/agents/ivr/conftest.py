@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.ivr import IvrEngine
+from agents.ivr import IVREngine
 from agents.tools.domain import Domain, use_domain
 
 TODAY = date(2026, 11, 26)  # a Thursday
@@ -23,5 +23,5 @@ def domain(tmp_path: Path) -> Iterator[Domain]:
 
 
 @pytest.fixture
-def engine() -> IvrEngine:
-    return IvrEngine(today=lambda: TODAY)
+def engine() -> IVREngine:
+    return IVREngine(today=lambda: TODAY)

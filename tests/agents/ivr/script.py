@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from agents.engine import AgentState, Reply, TurnInput
-from agents.ivr import IvrEngine
+from agents.ivr import IVREngine
 from agents.spec import AgentSpec, parse_agent
 from agents.tools.domain import DOMAIN_TOOLS
 
@@ -83,7 +83,7 @@ class Said:
 class Conversation:
     """A call on the IVR engine (see module docstring)."""
 
-    def __init__(self, entry: str, *, engine: IvrEngine, agents: Mapping[str, AgentSpec] | None = None) -> None:
+    def __init__(self, entry: str, *, engine: IVREngine, agents: Mapping[str, AgentSpec] | None = None) -> None:
         self.engine = engine
         self.agents = dict(agents or {})
         self.state = AgentState(agent=entry)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agents.ivr import IvrEngine
+from agents.ivr import IVREngine
 from agents.tools.domain import Domain
 
 from .script import Conversation
@@ -22,7 +22,7 @@ async def verify(call: Conversation, name: str = "Jane Doe", dob: str = "March t
     return (await call.say(number)).text
 
 
-async def test_auth_fails_then_succeeds(domain: Domain, engine: IvrEngine) -> None:
+async def test_auth_fails_then_succeeds(domain: Domain, engine: IVREngine) -> None:
     call = Conversation("auth", engine=engine)
     opening = await call.start()
     assert opening.text == ("Thank you for calling. Before we go on, I need to verify your identity. "
@@ -40,7 +40,7 @@ async def test_auth_fails_then_succeeds(domain: Domain, engine: IvrEngine) -> No
     assert call.state.slots["auth"]["verified"] is True
 
 
-async def test_three_failed_verifications_transfer_to_a_person(domain: Domain, engine: IvrEngine) -> None:
+async def test_three_failed_verifications_transfer_to_a_person(domain: Domain, engine: IVREngine) -> None:
     call = Conversation("auth", engine=engine)
     await call.start()
     for attempt in (1, 2):
@@ -62,7 +62,7 @@ async def test_three_failed_verifications_transfer_to_a_person(domain: Domain, e
 
 
 async def test_auth_hands_to_fnol_which_files_exactly_what_the_caller_said(domain: Domain,
-                                                                           engine: IvrEngine) -> None:
+                                                                           engine: IVREngine) -> None:
     call = Conversation("auth", engine=engine)
     await call.start()
     await verify(call)
@@ -97,7 +97,7 @@ async def test_auth_hands_to_fnol_which_files_exactly_what_the_caller_said(domai
     assert said.text == "Thank you for calling. Goodbye." and said.action == "hangup"
 
 
-async def test_an_emergency_in_healthcare_is_escalated_at_once(domain: Domain, engine: IvrEngine) -> None:
+async def test_an_emergency_in_healthcare_is_escalated_at_once(domain: Domain, engine: IVREngine) -> None:
     call = Conversation("healthcare", engine=engine)
     opening = await call.start()
     assert opening.text == "I can help you book an appointment at the clinic. May I have the patient's full name?"
@@ -108,7 +108,7 @@ async def test_an_emergency_in_healthcare_is_escalated_at_once(domain: Domain, e
     assert [c["name"] for c in said.tool_calls] == ["transfer_to_human"]
 
 
-async def test_an_emergency_found_by_triage_is_escalated(domain: Domain, engine: IvrEngine) -> None:
+async def test_an_emergency_found_by_triage_is_escalated(domain: Domain, engine: IVREngine) -> None:
     call = Conversation("healthcare", engine=engine)
     await call.start()
     await call.say("Jane Doe")
@@ -120,7 +120,7 @@ async def test_an_emergency_found_by_triage_is_escalated(domain: Domain, engine:
 
 
 async def test_an_emergency_said_at_the_auth_menu_reaches_healthcare_in_the_same_turn(
-        domain: Domain, engine: IvrEngine) -> None:
+        domain: Domain, engine: IVREngine) -> None:
     call = Conversation("auth", engine=engine)
     await call.start()
     await verify(call, number="M E M two four six eight zero")
@@ -128,7 +128,7 @@ async def test_an_emergency_said_at_the_auth_menu_reaches_healthcare_in_the_same
     assert said.handoffs == ["healthcare"] and said.action == "transfer"
 
 
-async def test_the_clinic_books_a_routine_appointment(domain: Domain, engine: IvrEngine) -> None:
+async def test_the_clinic_books_a_routine_appointment(domain: Domain, engine: IVREngine) -> None:
     call = Conversation("auth", engine=engine)
     await call.start()
     await verify(call, number="M E M two four six eight zero")
@@ -144,7 +144,7 @@ async def test_the_clinic_books_a_routine_appointment(domain: Domain, engine: Iv
                       "reason": "A sore throat and a cough for a week.", "confirmation": "APT-5001"}
 
 
-async def test_legal_finds_a_conflict(domain: Domain, engine: IvrEngine) -> None:
+async def test_legal_finds_a_conflict(domain: Domain, engine: IVREngine) -> None:
     call = Conversation("legal", engine=engine)
     await call.start()
     await call.say("This is Jane Doe.")
@@ -156,7 +156,7 @@ async def test_legal_finds_a_conflict(domain: Domain, engine: IvrEngine) -> None
         {"name": "Globex Industries", "role": "adverse party", "matter": "Acme v. Globex, contract dispute"}]}
 
 
-async def test_legal_intake_without_a_conflict(domain: Domain, engine: IvrEngine) -> None:
+async def test_legal_intake_without_a_conflict(domain: Domain, engine: IVREngine) -> None:
     call = Conversation("legal", engine=engine)
     await call.start()
     await call.say("This is Jane Doe.")
@@ -173,7 +173,7 @@ async def test_legal_intake_without_a_conflict(domain: Domain, engine: IvrEngine
 
 
 async def test_support_answers_from_the_knowledge_base_and_escalates_an_unknown_question(
-        domain: Domain, engine: IvrEngine) -> None:
+        domain: Domain, engine: IVREngine) -> None:
     call = Conversation("support", engine=engine)
     assert (await call.start()).text == "I can answer questions about your policy. What's your question?"
     said = await call.say("How does roadside assistance work?")
@@ -189,7 +189,7 @@ async def test_support_answers_from_the_knowledge_base_and_escalates_an_unknown_
 
 
 async def test_a_question_at_the_auth_menu_is_answered_by_support_in_the_same_turn(
-        domain: Domain, engine: IvrEngine) -> None:
+        domain: Domain, engine: IVREngine) -> None:
     call = Conversation("auth", engine=engine)
     await call.start()
     await verify(call)
@@ -199,7 +199,7 @@ async def test_a_question_at_the_auth_menu_is_answered_by_support_in_the_same_tu
 
 
 @pytest.mark.parametrize("scenario", ["insurance", "clinic", "law_firm"])
-async def test_each_scenario_demo_caller_reaches_the_end(domain: Domain, engine: IvrEngine, scenario: str) -> None:
+async def test_each_scenario_demo_caller_reaches_the_end(domain: Domain, engine: IVREngine, scenario: str) -> None:
     import yaml
 
     from .script import SCENARIOS

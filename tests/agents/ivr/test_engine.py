@@ -1,11 +1,11 @@
-"""IvrEngine behaviours on small inline flows: re-prompts and their limit, confirmations, DTMF and
+"""IVREngine behaviours on small inline flows: re-prompts and their limit, confirmations, DTMF and
 global intents, entry without enter(), tool errors, shared slots, loops and agents without a flow."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from agents.ivr import APOLOGY, IvrEngine
+from agents.ivr import APOLOGY, IVREngine
 
 from .script import Conversation, agent_from
 
@@ -36,12 +36,12 @@ def flow(**steps: Any) -> dict[str, Any]:
     }
 
 
-def call(engine: IvrEngine, spec: dict[str, Any] | None = None) -> Conversation:
+def call(engine: IVREngine, spec: dict[str, Any] | None = None) -> Conversation:
     agent = agent_from(spec or flow(), tools=TOOLS)
     return Conversation("test", engine=engine, agents={"test": agent})
 
 
-async def test_an_answer_that_is_no_date_is_reprompted_then_fails_after_max_attempts(engine: IvrEngine) -> None:
+async def test_an_answer_that_is_no_date_is_reprompted_then_fails_after_max_attempts(engine: IVREngine) -> None:
     c = call(engine)
     assert (await c.start()).text == "Your date of birth?"
     said = await c.say("banana")
@@ -54,14 +54,14 @@ async def test_an_answer_that_is_no_date_is_reprompted_then_fails_after_max_atte
     assert "test" not in c.state.memory["ivr"]
 
 
-async def test_a_date_in_the_future_is_not_a_date_of_birth(engine: IvrEngine) -> None:
+async def test_a_date_in_the_future_is_not_a_date_of_birth(engine: IVREngine) -> None:
     c = call(engine)
     await c.start()
     assert (await c.say("December first 2030")).text == "Sorry, I didn't catch that. Your date of birth?"
 
 
 async def test_a_confirmation_yes_fills_the_slot_no_asks_again_and_a_new_value_is_confirmed(
-        engine: IvrEngine) -> None:
+        engine: IVREngine) -> None:
     c = call(engine)
     await c.start()
     assert (await c.say("3/3/1980")).text == "I have March 3, 1980. Right?"
@@ -73,7 +73,7 @@ async def test_a_confirmation_yes_fills_the_slot_no_asks_again_and_a_new_value_i
     assert c.state.slots == {"dob": "1980-03-05"}
 
 
-async def test_dtmf_chooses_intents_and_repromts_use_the_step_reprompt(engine: IvrEngine) -> None:
+async def test_dtmf_chooses_intents_and_repromts_use_the_step_reprompt(engine: IVREngine) -> None:
     c = call(engine)
     await c.start()
     await c.say("1980-03-03")
@@ -84,7 +84,7 @@ async def test_dtmf_chooses_intents_and_repromts_use_the_step_reprompt(engine: I
     assert said.text == "Question it is. What's your question?" and said.handoffs == ["support"]
 
 
-async def test_a_handoff_names_the_target_and_whether_it_is_announced(engine: IvrEngine) -> None:
+async def test_a_handoff_names_the_target_and_whether_it_is_announced(engine: IVREngine) -> None:
     c = call(engine)
     await c.start()
     await c.say("1980-03-03")
@@ -96,7 +96,7 @@ async def test_a_handoff_names_the_target_and_whether_it_is_announced(engine: Iv
     assert (reply.handoff, reply.announce, reply.action, reply.text) == ("fnol", True, None, "")
 
 
-async def test_a_global_intent_is_heard_at_any_step_by_words_or_keys(engine: IvrEngine) -> None:
+async def test_a_global_intent_is_heard_at_any_step_by_words_or_keys(engine: IVREngine) -> None:
     c = call(engine)
     await c.start()
     said = await c.say("can I talk to a person please")
@@ -108,7 +108,7 @@ async def test_a_global_intent_is_heard_at_any_step_by_words_or_keys(engine: Ivr
 
 
 async def test_an_agent_reached_without_enter_takes_a_fitting_answer_or_says_its_prompts(
-        engine: IvrEngine) -> None:
+        engine: IVREngine) -> None:
     c = call(engine)
     said = await c.say("March third nineteen eighty")  # the caller spoke first: taken as the answer
     assert said.text == "I have March 3, 1980. Right?"
@@ -118,13 +118,13 @@ async def test_an_agent_reached_without_enter_takes_a_fitting_answer_or_says_its
     assert c.state.memory["ivr"]["test"] == {"step": "ask_dob", "attempts": 0}
 
 
-async def test_a_slot_filled_by_an_earlier_agent_is_not_asked_again(engine: IvrEngine) -> None:
+async def test_a_slot_filled_by_an_earlier_agent_is_not_asked_again(engine: IVREngine) -> None:
     c = call(engine)
     c.state.slots["dob"] = "1980-03-03"
     assert (await c.start()).text == "Claim or question?"
 
 
-async def test_a_tool_error_goes_to_on_error_and_results_fill_slots(engine: IvrEngine) -> None:
+async def test_a_tool_error_goes_to_on_error_and_results_fill_slots(engine: IVREngine) -> None:
     spec = flow(
         ask_dob={"tool": "lookup_policy", "args": {"policy_number": "{policy}"}, "result": "policy",
                  "on_error": "oops", "next": "found"},
@@ -142,7 +142,7 @@ async def test_a_tool_error_goes_to_on_error_and_results_fill_slots(engine: IvrE
     assert said.tool_calls[0]["name"] == "lookup_policy"
 
 
-async def test_a_tool_that_raises_is_an_error_result_not_a_dead_turn(engine: IvrEngine) -> None:
+async def test_a_tool_that_raises_is_an_error_result_not_a_dead_turn(engine: IVREngine) -> None:
     class Raising:
         async def call(self, name: str, arguments: Any) -> Any:
             raise RuntimeError("boom")
@@ -155,7 +155,7 @@ async def test_a_tool_that_raises_is_an_error_result_not_a_dead_turn(engine: Ivr
     assert pieces[2].tool_calls == [{"name": "lookup_policy", "arguments": {}, "result": {"error": "RuntimeError: boom"}}]
 
 
-async def test_a_flow_looping_without_waiting_apologises_and_transfers(engine: IvrEngine) -> None:
+async def test_a_flow_looping_without_waiting_apologises_and_transfers(engine: IVREngine) -> None:
     spec = flow(ask_dob={"count": "loops", "next": "again"}, again={"say": "x", "next": "ask_dob"})
     c = call(engine, spec)
     said = await c.start()
@@ -163,7 +163,7 @@ async def test_a_flow_looping_without_waiting_apologises_and_transfers(engine: I
     assert c.state.failures["loops"] == 25  # 50 steps: half of them count
 
 
-async def test_an_agent_without_a_valid_flow_apologises_and_transfers(engine: IvrEngine) -> None:
+async def test_an_agent_without_a_valid_flow_apologises_and_transfers(engine: IVREngine) -> None:
     c = call(engine, {"start": "nowhere", "steps": {"a": {"say": "hi"}}})
     said = await c.start()
     assert said.text == APOLOGY and said.action == "transfer"
@@ -172,7 +172,7 @@ async def test_an_agent_without_a_valid_flow_apologises_and_transfers(engine: Iv
     assert said.text == APOLOGY and said.action == "transfer"
 
 
-async def test_a_changed_flow_is_compiled_again_and_a_call_whose_step_vanished_restarts(engine: IvrEngine) -> None:
+async def test_a_changed_flow_is_compiled_again_and_a_call_whose_step_vanished_restarts(engine: IVREngine) -> None:
     c = call(engine)
     await c.start()
     old = c.agents["test"]
