@@ -19,7 +19,8 @@ who spoke first) is entered on the spot: if the answer fits the first waiting st
 taken as the answer to it, else the agent's opening prompts are spoken.
 
 Text pieces are yielded as soon as each step says them (so speech starts before a slow
-tool returns), then one :class:`~agents.engine.Reply` with the tools run, a handoff or a
+tool returns), each after the first with its leading space (the pieces are one text
+stream, as an LLM's tokens are), then one :class:`~agents.engine.Reply` with the tools run, a handoff or a
 call action. A flow that loops without waiting (more than ``max_steps`` steps in a turn)
 or an agent with no valid flow gets an apology and a transfer to a person, never a
 stuck turn. Pure apart from the tools: a turn costs tens of microseconds (``perf/ivr_turn.py``).
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 APOLOGY = "Sorry, something went wrong on our side. Let me get you to a person."
 _DEFAULT_REPROMPT = "Sorry, I didn't catch that."
 _DENIED = "Sorry about that."
+_PUNCTUATION = ".,;:!?"
 _CACHE_SIZE = 256
 
 
@@ -91,6 +93,16 @@ class IVREngine:
 
     async def enter(self, agent: AgentSpec, state: AgentState, tools: ToolRunner) -> AsyncIterator[str | Reply]:
         """The agent's greeting, then its flow from the start up to the first step that waits."""
+        async for piece in _spaced(self._enter(agent, state, tools)):
+            yield piece
+
+    async def respond(self, agent: AgentSpec, turn: TurnInput, state: AgentState,
+                      tools: ToolRunner) -> AsyncIterator[str | Reply]:
+        """Answer ``turn`` at the step the call waits on in ``agent``'s flow."""
+        async for piece in _spaced(self._respond(agent, turn, state, tools)):
+            yield piece
+
+    async def _enter(self, agent: AgentSpec, state: AgentState, tools: ToolRunner) -> AsyncIterator[str | Reply]:
         turn = _Turn()
         flow = self.flow(agent)
         if agent.greeting:
@@ -104,9 +116,8 @@ class IVREngine:
                 yield piece
         yield turn.reply()
 
-    async def respond(self, agent: AgentSpec, turn: TurnInput, state: AgentState,
-                      tools: ToolRunner) -> AsyncIterator[str | Reply]:
-        """Answer ``turn`` at the step the call waits on in ``agent``'s flow."""
+    async def _respond(self, agent: AgentSpec, turn: TurnInput, state: AgentState,
+                       tools: ToolRunner) -> AsyncIterator[str | Reply]:
         out = _Turn()
         flow = self.flow(agent)
         if flow is None:
@@ -274,6 +285,18 @@ class IVREngine:
         out.action = "transfer"
 
 
+async def _spaced(pieces: AsyncIterator[str | Reply]) -> AsyncIterator[str | Reply]:
+    """``pieces`` as one text stream: a space before every sentence but the first, nothing empty."""
+    first = True
+    async for piece in pieces:
+        if isinstance(piece, str):
+            if not piece:
+                continue
+            piece = piece if first else " " + piece
+            first = False
+        yield piece
+
+
 async def _call(tools: ToolRunner, name: str, args: dict[str, Any], out: _Turn) -> Any:
     try:
         result = await tools.call(name, args)
@@ -315,8 +338,18 @@ def _say(value: Any, filter_name: str) -> str:
 
 
 def _render(template: Template, state: AgentState, extra: Mapping[str, Any] | None = None) -> str:
-    return "".join(part if isinstance(part, str) else _say(_lookup(part[0], state, extra), part[1])
-                   for part in template.parts)
+    out: list[str] = []
+    parts = template.parts
+    for i, part in enumerate(parts):
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        text = _say(_lookup(part[0], state, extra), part[1])
+        after = parts[i + 1] if i + 1 < len(parts) else ""
+        if isinstance(after, str) and after and after[0] in _PUNCTUATION:
+            text = text.rstrip(_PUNCTUATION)  # "at {location}." with a location said as "Main Street."
+        out.append(text)
+    return "".join(out)
 
 
 def _value(template: Template, state: AgentState) -> Any:

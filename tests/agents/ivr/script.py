@@ -127,7 +127,8 @@ class Conversation:
                 else:
                     assert reply is None, "text after the Reply"
                     texts.append(piece)
-            said.text = " ".join(t for t in [said.text, *texts, reply.text if reply else ""] if t)
+            # pieces carry their own spaces; one agent's words and the next's are separate sentences
+            said.text = " ".join(t for t in [said.text, "".join(texts), reply.text if reply else ""] if t)
             if reply is None:
                 return
             said.tool_calls += reply.tool_calls

@@ -78,9 +78,10 @@ async def test_auth_hands_to_fnol_which_files_exactly_what_the_caller_said(domai
     said = await call.say("No, nobody was hurt.")
     assert said.text == "Which vehicle was involved? Your policy covers a 2019 Toyota Corolla."
     said = await call.say("My 2019 Toyota Corolla.")
-    assert said.text == ("Let me read that back. On November 25, 2026, at At the corner of Main Street and Fifth "
-                         "Avenue.: Another car ran a red light and hit my passenger door. Injuries: no. "
-                         "Vehicle: My 2019 Toyota Corolla.. Shall I file the claim?")
+    # the caller's own words are read back, without doubling the full stops they came with
+    assert said.text == ("Let me read that back. Date: November 25, 2026. Place: At the corner of Main Street and "
+                         "Fifth Avenue. What happened: Another car ran a red light and hit my passenger door. "
+                         "Anyone injured: no. Vehicle: My 2019 Toyota Corolla. Shall I file the claim?")
     said = await call.say("Yes, please file it.")
     assert said.text == ("Filing your claim now. Your claim is filed. Your claim number is C L M, 1 0 0 0 0 1. "
                          "An adjuster will contact you within one business day. "
