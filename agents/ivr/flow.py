@@ -180,8 +180,14 @@ class Flow:
 
 
 def validate_flow(flow: Any, file: str) -> list[str]:
-    """Every problem of ``flow``, as ``"<file>: flow.<key path>: <what is wrong>"`` (empty: it is valid)."""
-    return [f"{file}: {path}: {message}" for path, message in flow_problems(flow)]
+    """Every problem of ``flow``, as ``"flow.<key path>: <what is wrong>"`` (empty: it is valid).
+
+    ``file`` is the agent file the flow came from (the registry's contract); the messages
+    leave it out because the registry puts ``file:line:`` in front of them. A caller that
+    kept the YAML's key lines can point at each problem's own line with :func:`flow_problems`.
+    """
+    del file  # named by the caller, in front of the messages
+    return [f"{path}: {message}" for path, message in flow_problems(flow)]
 
 
 def flow_problems(flow: Any) -> list[tuple[str, str]]:
@@ -194,7 +200,7 @@ def compile_flow(flow: Any, file: str = "<flow>") -> Flow:
     """The compiled ``flow``; :class:`FlowError` listing every problem if it is not valid."""
     compiler = _Compiler(flow)
     if compiler.problems:
-        raise FlowError("; ".join(validate_flow(flow, file)))
+        raise FlowError(f"{file}: " + "; ".join(f"{path}: {message}" for path, message in compiler.problems))
     assert compiler.flow is not None
     return compiler.flow
 

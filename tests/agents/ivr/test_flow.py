@@ -68,8 +68,7 @@ def test_a_broken_flow_gets_every_error_with_its_key_path() -> None:
         ("flow.steps.bad.action", "must be one of transfer, hangup, got 'explode'"),
     ]
     errors = validate_flow(broken, "config/agents/broken.yaml")
-    assert errors[0] == "config/agents/broken.yaml: flow.colour: unknown key (keys: global, intents, on_fail, start, " \
-                        "steps)"
+    assert errors[0] == "flow.colour: unknown key (keys: global, intents, on_fail, start, steps)"
     assert len(errors) == 17
     with pytest.raises(FlowError, match=r"broken.yaml: flow.colour: unknown key"):
         compile_flow(broken, "broken.yaml")
