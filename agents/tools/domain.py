@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,15 @@ _COMPANY_SUFFIXES = frozenset({"inc", "incorporated", "corp", "corporation", "co
 
 
 class JsonLines:
-    """An append-only JSON-lines file, written off the event loop, one writer at a time."""
+    """An append-only JSON-lines file, written off the event loop, one writer at a time.
+
+    The lock is a thread lock held in the worker thread around read-then-append, so that
+    numbering is right whichever event loop (or thread) the calls come from.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()
 
     async def read(self) -> list[dict[str, Any]]:
         """Every record, oldest first (none if the file does not exist yet)."""
@@ -67,17 +72,17 @@ class JsonLines:
         """Append ``make(existing records)`` and return it; an empty record is not written.
 
         ``make`` sees every earlier record (numbering, free times) under the lock."""
-        async with self._lock:
-            return await asyncio.to_thread(self._append, make)
+        return await asyncio.to_thread(self._append, make)
 
     def _append(self, make: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> dict[str, Any]:
-        record = make(self._read())
-        if not record:  # nothing to add after all
+        with self._lock:
+            record = make(self._read())
+            if not record:  # nothing to add after all
+                return record
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
             return record
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        return record
 
 
 class ClaimsStore(JsonLines):
@@ -123,16 +128,12 @@ class Domain:
         self.appointments = AppointmentStore(state / "appointments.jsonl")
         self.today = today
         self._files: dict[str, Any] = {}
-        self._loading = asyncio.Lock()
 
     async def data(self, name: str) -> Any:
-        """``<data_dir>/<name>.json``, parsed once."""
+        """``<data_dir>/<name>.json``, parsed once (two first uses at once may both read it: harmless)."""
         if name not in self._files:
-            async with self._loading:
-                if name not in self._files:
-                    path = self.data_dir / f"{name}.json"
-                    self._files[name] = await asyncio.to_thread(
-                        lambda: json.loads(path.read_text(encoding="utf-8")))
+            path = self.data_dir / f"{name}.json"
+            self._files[name] = await asyncio.to_thread(lambda: json.loads(path.read_text(encoding="utf-8")))
         return self._files[name]
 
 

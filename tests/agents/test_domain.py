@@ -169,3 +169,16 @@ async def test_search_kb(domain: Domain, question: str, topic: str | None) -> No
 async def test_call_actions_are_markers() -> None:
     assert await transfer_to_human("caller asked") == {"action": "transfer", "reason": "caller asked"}
     assert await hang_up() == {"action": "hangup"}
+
+
+async def test_numbering_goes_on_after_a_restart_and_paths_come_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICEGRAPH_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("VOICEGRAPH_DATA_DIR", str(tmp_path / "data"))
+    made = Domain()
+    assert made.claims.path == tmp_path / "state" / "claims.jsonl"
+    assert made.appointments.path == tmp_path / "state" / "appointments.jsonl"
+    assert made.data_dir == tmp_path / "data"
+    await made.claims.add({"n": 1})
+    again = ClaimsStore(made.claims.path)
+    assert (await again.add({"n": 2}))["claim_number"] == "CLM-100002"

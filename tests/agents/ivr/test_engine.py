@@ -54,6 +54,13 @@ async def test_an_answer_that_is_no_date_is_reprompted_then_fails_after_max_atte
     assert "test" not in c.state.memory["ivr"]
 
 
+async def test_a_turn_with_nothing_recognised_is_reprompted_and_counted(engine: IVREngine) -> None:
+    c = call(engine)
+    await c.start()
+    assert (await c.say("")).text == "Sorry, I didn't catch that. Your date of birth?"
+    assert c.state.memory["ivr"]["test"]["attempts"] == 1
+
+
 async def test_a_date_in_the_future_is_not_a_date_of_birth(engine: IVREngine) -> None:
     c = call(engine)
     await c.start()
