@@ -26,18 +26,18 @@ Result
     =========================================  ==============  ==============
     figure                                     median (1, 2)   p99 (1, 2)
     =========================================  ==============  ==============
-    any turn of the demo (2,600)               18.9, 18.4      72.2, 64.1
-    slot turn: name, date, text (1,400)        19.1, 18.7      41.9, 58.9
-    a confirmation answered "yes" (400)        13.3, 12.9      44.7, 39.0
-    turn that ran tools: verify, file, hang    26.6, 25.7      111.7, 83.1
+    any turn of the demo (2,600)               20.6, 20.1      79.1, 58.8
+    slot turn: name, date, text (1,400)        20.9, 20.4      75.6, 46.0
+    a confirmation answered "yes" (400)        14.6, 14.4      36.2, 42.4
+    turn that ran tools: verify, file, hang    28.6, 28.3      93.6, 92.9
     up (600)
-    handoff turn, auth -> FNOL (200)           17.6, 17.3      29.8, 25.9
-    normalize() of one demo line (2,600)       3.8, 3.8        12.9, 7.4
+    handoff turn, auth -> FNOL (200)           19.3, 19.1      71.9, 82.5
+    normalize() of one demo line (2,600)       3.8, 3.7        9.6, 7.3
     =========================================  ==============  ==============
 
-    A turn costs about 20 us, a tool turn under 30 us (median): a tenth of the target,
-    and noise next to a recogniser's or a synthesiser's milliseconds. The p99 figures are
-    the loop and the other jobs on the machine more than the engine.
+    A turn costs about 20 us and a turn with tools under 30 us (median), p99 under 0.1 ms:
+    a tenth of the 200 us budget or less, and noise next to a recogniser's or a
+    synthesiser's milliseconds.
 """
 
 from __future__ import annotations
