@@ -35,9 +35,10 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from ..engine import AgentState, Reply, ToolRunner, TurnInput
-from .flow import ACTION_TOOLS, Condition, Flow, FlowError, Step, Template, compile_flow, parse_template
+from .flow import ACTION_TOOLS, Condition, Flow, FlowError, Step, compile_flow
 from .normalize import normalize
-from .slots import SLOT_TYPES, Answer, say_date, spell
+from .slots import SLOT_TYPES, Answer
+from .template import Template, lookup, parse_template, render, value_of
 
 if TYPE_CHECKING:
     from ..spec import AgentSpec
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 APOLOGY = "Sorry, something went wrong on our side. Let me get you to a person."
 _DEFAULT_REPROMPT = "Sorry, I didn't catch that."
 _DENIED = "Sorry about that."
-_PUNCTUATION = ".,;:!?"
 _CACHE_SIZE = 256
 
 
@@ -106,7 +106,7 @@ class IVREngine:
         turn = _Turn()
         flow = self.flow(agent)
         if agent.greeting:
-            yield _render(parse_template(agent.greeting), state)
+            yield render(parse_template(agent.greeting), state)
         if flow is None:
             async for piece in self._unavailable(agent, state, tools, turn):
                 yield piece
@@ -187,7 +187,7 @@ class IVREngine:
                 elif value is not None and value != pending:  # "no, it's March fourth"
                     position["pending"] = value
                     assert step.confirm is not None
-                    yield _render(step.confirm, state, {step.slot: value})
+                    yield render(step.confirm, state, {step.slot: value})
                     return
                 else:
                     position.pop("pending", None)
@@ -196,7 +196,7 @@ class IVREngine:
                 value = parse(answer, step.options)
                 if value is not None and step.confirm is not None:
                     position["pending"] = value
-                    yield _render(step.confirm, state, {step.slot: value})
+                    yield render(step.confirm, state, {step.slot: value})
                     return
                 if value is not None:
                     state.slots[step.slot] = value
@@ -216,11 +216,11 @@ class IVREngine:
             return
         assert step.prompt is not None
         if denied:
-            yield f"{_DENIED} {_render(step.prompt, state)}"
+            yield f"{_DENIED} {render(step.prompt, state)}"
         elif step.reprompt is not None:
-            yield _render(step.reprompt, state)
+            yield render(step.reprompt, state)
         else:
-            yield f"{_DEFAULT_REPROMPT} {_render(step.prompt, state)}"
+            yield f"{_DEFAULT_REPROMPT} {render(step.prompt, state)}"
 
     # -- running steps -----------------------------------------------------------------------------------------
 
@@ -235,20 +235,20 @@ class IVREngine:
                 name = step.next  # already known (from an earlier agent): not asked again
                 continue
             if step.say is not None:
-                yield _render(step.say, state)
+                yield render(step.say, state)
             for slot in step.clear:
                 state.slots.pop(slot, None)
             for slot, template in step.set:
-                state.slots[slot] = _value(template, state)
+                state.slots[slot] = value_of(template, state)
             if step.count:
                 state.failures[step.count] = state.failures.get(step.count, 0) + 1
             if step.waits:
                 _positions(state)[agent.name] = {"step": step.name, "attempts": 0}
                 assert step.prompt is not None
-                yield _render(step.prompt, state)
+                yield render(step.prompt, state)
                 return
             if step.kind == "tool":
-                args = {key: _value(value, state) if isinstance(value, Template) else value
+                args = {key: value_of(value, state) if isinstance(value, Template) else value
                         for key, value in step.args}
                 result = await _call(tools, step.tool, args, out)
                 if step.result:
@@ -264,7 +264,7 @@ class IVREngine:
                 out.handoff, out.announce = step.target, step.announce
                 return
             elif step.kind == "action":
-                reason = _render(step.reason, state) if step.reason is not None else ""
+                reason = render(step.reason, state) if step.reason is not None else ""
                 await _call(tools, ACTION_TOOLS[step.action], {"reason": reason} if step.action == "transfer"
                             else {}, out)
                 _positions(state).pop(agent.name, None)
@@ -312,60 +312,12 @@ def _positions(state: AgentState) -> dict[str, dict[str, Any]]:
     return positions
 
 
-def _lookup(path: tuple[str, ...], state: AgentState, extra: Mapping[str, Any] | None = None) -> Any:
-    if path[0] == "caller":
-        value: Any = state.caller
-        path = path[1:]
-    elif extra is not None and path[0] in extra:
-        value, path = extra[path[0]], path[1:]
-    else:
-        value, path = state.slots.get(path[0]), path[1:]
-    for key in path:
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return value
-
-
-def _say(value: Any, filter_name: str) -> str:
-    if value is None:  # a slot not filled says nothing, whatever the filter
-        return ""
-    if filter_name == "date":
-        return say_date(value)
-    if filter_name == "spell":
-        return spell(value)
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
-
-
-def _render(template: Template, state: AgentState, extra: Mapping[str, Any] | None = None) -> str:
-    out: list[str] = []
-    parts = template.parts
-    for i, part in enumerate(parts):
-        if isinstance(part, str):
-            out.append(part)
-            continue
-        text = _say(_lookup(part[0], state, extra), part[1])
-        after = parts[i + 1] if i + 1 < len(parts) else ""
-        if isinstance(after, str) and after and after[0] in _PUNCTUATION:
-            text = text.rstrip(_PUNCTUATION)  # "at {location}." with a location said as "Main Street."
-        out.append(text)
-    return "".join(out)
-
-
-def _value(template: Template, state: AgentState) -> Any:
-    """A template as a tool argument or slot value: the value itself if it is one whole field."""
-    whole = template.whole_field
-    if whole is not None and not whole[1]:
-        return _lookup(whole[0], state)
-    return _render(template, state)
-
-
 def _holds(condition: Condition, state: AgentState) -> bool:
     if condition.failures is not None:
         value: Any = state.failures.get(condition.failures, 0)
     else:
         assert condition.slot is not None
-        value = _lookup(condition.slot, state)
+        value = lookup(condition.slot, state)
     op, expected = condition.op, condition.value
     if op == "equals":
         return bool(value == expected)

@@ -63,9 +63,10 @@ from pipeline.errors import ConfigError
 
 from .normalize import normalize
 from .slots import SLOT_TYPES
+from .template import FILTERS, Template, parse_template
 
-__all__ = ["Condition", "Flow", "FlowError", "Intent", "Step", "Template", "compile_flow", "flow_handoffs",
-           "flow_problems", "flow_tools", "validate_flow"]
+__all__ = ["Condition", "Flow", "FlowError", "Intent", "Step", "compile_flow", "flow_handoffs", "flow_problems",
+           "flow_tools", "validate_flow"]
 
 ACTION_TOOLS = {"transfer": "transfer_to_human", "hangup": "hang_up"}
 KINDS = ("ask", "listen", "tool", "branch", "handoff", "action")
@@ -79,27 +80,10 @@ _KIND_KEYS = {"ask": {"slot", "type", "options", "confirm", "reprompt", "max_att
 _FLOW_KEYS = frozenset({"start", "on_fail", "intents", "global", "steps"})
 _OPS = ("equals", "not_equals", "in", "present", "at_least", "at_most")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_FIELD = re.compile(r"\{([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*)(?:\|([a-z]+))?\}")
-FILTERS = ("date", "spell")
 
 
 class FlowError(ConfigError):
     """A flow does not pass :func:`validate_flow`; the message lists every problem."""
-
-
-@dataclass(frozen=True, slots=True)
-class Template:
-    """Text with ``{path|filter}`` fields, split once: literal and field parts alternate."""
-
-    source: str
-    parts: tuple[str | tuple[tuple[str, ...], str], ...]  # literal text, or (path, filter)
-
-    @property
-    def whole_field(self) -> tuple[tuple[str, ...], str] | None:
-        """The field if the template is exactly one ``{...}`` (its value passes as is)."""
-        if len(self.parts) == 1 and isinstance(self.parts[0], tuple):
-            return self.parts[0]
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,20 +198,6 @@ def flow_tools(flow: Flow) -> set[str]:
 def flow_handoffs(flow: Flow) -> set[str]:
     """The agents ``flow`` hands off to."""
     return {s.target for s in flow.steps.values() if s.kind == "handoff"}
-
-
-def parse_template(source: str) -> Template:
-    """``source`` split into literal text and ``{path|filter}`` fields (unchecked)."""
-    parts: list[str | tuple[tuple[str, ...], str]] = []
-    at = 0
-    for match in _FIELD.finditer(source):
-        if match.start() > at:
-            parts.append(source[at:match.start()])
-        parts.append((tuple(match[1].split(".")), match[2] or ""))
-        at = match.end()
-    if at < len(source):
-        parts.append(source[at:])
-    return Template(source, tuple(parts))
 
 
 class _Compiler:
