@@ -173,10 +173,13 @@ async def verify_caller(name: str, date_of_birth: str, policy_number: str) -> di
     """Verify a caller's identity: full name, date of birth and policy or member number must match one profile."""
     domain = current_domain()
     dob = _parse("date", date_of_birth, domain.today())
-    number = _parse("policy_id", policy_number, domain.today())
+    # the digits identify the policy; its letters are a public prefix that recognisers
+    # often mishear ("Paul one two three..."), so they are not compared
+    digits = "".join(c for c in normalize(policy_number) if c.isdigit())
     for profile in (await domain.data("profiles"))["profiles"]:
-        if (_same_name(profile["name"], name) and profile["date_of_birth"] == dob
-                and number in (profile.get("policy_number"), profile.get("member_number"))):
+        numbers = [profile.get(k, "") for k in ("policy_number", "member_number")]
+        if (_same_name(profile["name"], name) and profile["date_of_birth"] == dob and len(digits) >= 4
+                and digits in ("".join(c for c in n if c.isdigit()) for n in numbers)):
             caller = {k: profile[k] for k in ("id", "name", "first_name", "policy_number", "member_number")
                       if k in profile}
             return {"verified": True, "caller": caller}

@@ -54,6 +54,8 @@ def test_the_tools_are_typed_documented_async_functions() -> None:
     ("Jane Doe", "1980-03-03", "POL-12345", True),
     ("jane  doe", "March 3, 1980", "p o l 1 2 3 4 5", True),  # as a model or a caller may give them
     ("Jane Doe", "1980-03-03", "MEM-24680", True),  # the member number works too
+    ("Jane Doe", "1980-03-03", "PAUL-12345", True),  # a misheard prefix: the digits decide
+    ("Jane Doe", "1980-03-03", "", False),
     ("Jane Doe", "1980-03-04", "POL-12345", False),
     ("Jane Dough", "1980-03-03", "POL-12345", False),
     ("Jane Doe", "1980-03-03", "POL-67890", False),  # someone else's policy

@@ -216,3 +216,15 @@ async def test_each_scenario_demo_caller_reaches_the_end(domain: Domain, engine:
     if scenario == "insurance":
         assert agents == {"auth", "fnol"}
         assert json.loads(domain.claims.path.read_text())["claim_number"] == "CLM-100001"
+
+
+async def test_a_misheard_policy_prefix_still_verifies_and_fnol_gets_the_profiles_number(
+        domain: Domain, engine: IVREngine) -> None:
+    call = Conversation("auth", engine=engine)
+    await call.start()
+    said = await verify(call, number="Paul one two three four five")  # a recogniser's "P O L"
+    assert said.startswith("Thank you, Jane. You're verified.")
+    assert call.state.slots["policy_number"] == "POL-12345"
+    said = await call.say("I want to file a claim")
+    assert said.tool_calls[0]["arguments"] == {"policy_number": "POL-12345"}
+    assert said.tool_calls[0]["result"]["found"] is True
