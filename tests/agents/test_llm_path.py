@@ -17,7 +17,7 @@ from pipeline.context import CallContext
 from pipeline.frames import AgentSwitch, FinalTranscript, ResponseEnd, SafetyFlag
 from processors.llm.peer import PeerScript
 from processors.llm.router import ModelRouter, load_models
-from tests.agents.helpers import make_store, write_agents, write_scenario
+from tests.agents.helpers import make_store, stand_in_flows, write_agents, write_scenario
 from tests.processors.llm.conftest import PeerFactory
 from tests.processors.llm.helpers import ENV, models_file, spoken, start_call, wait_until
 
@@ -27,7 +27,7 @@ async def orchestrator(tmp_path: Path, url: str, store: Any = None, **settings: 
     scenario = write_scenario(tmp_path / "scenarios")
     store = store or make_store()
     brain = Orchestrator(OrchestratorSettings(scenario=str(scenario), agents=str(agents), engine="llm", **settings),
-                         registry=AgentRegistry(agents, tools=store, poll_s=0), tools=store)
+                         registry=AgentRegistry(agents, tools=store, poll_s=0, validate_flow=stand_in_flows), tools=store)
     brain.router = ModelRouter(load_models(models_file(tmp_path, url, ["main"])), env=ENV)
     return brain
 

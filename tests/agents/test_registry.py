@@ -11,11 +11,11 @@ import pytest
 from agents.registry import AgentRegistry
 from agents.scenarios import IntentMatcher, load_scenario
 from agents.spec import AgentFileError
-from tests.agents.helpers import make_store, write_agents, write_scenario
+from tests.agents.helpers import make_store, stand_in_flows, write_agents, write_scenario
 
 
 def registry(tmp_path: Path) -> AgentRegistry:
-    return AgentRegistry(write_agents(tmp_path / "agents"), tools=make_store(), poll_s=0)
+    return AgentRegistry(write_agents(tmp_path / "agents"), tools=make_store(), poll_s=0, validate_flow=stand_in_flows)
 
 
 def test_agents_inherit_the_base_and_render_their_prompt(tmp_path: Path) -> None:
