@@ -5,10 +5,10 @@ perf scripts place ACS calls with. Two uvicorn servers on 127.0.0.1, free ports:
 
 - our app (:func:`voicegraph.app.create_app`), its Call Automation client (the real async
   SDK) pointed at the peer with the peer's access key, and its public URL (what
-  ``VOICEGRAPH_PUBLIC_URL`` sets in a deployment) the server's own; callbacks (and the
-  media upgrade, once the route checks it) verified against the peer's signing keys,
-  fetched from the peer's OpenID configuration, for the peer's resource id (what
-  ``VOICEGRAPH_ACS_OPENID_URL`` and ``VOICEGRAPH_ACS_AUDIENCE`` set);
+  ``VOICEGRAPH_PUBLIC_URL`` sets in a deployment) the server's own; the JWTs of callbacks
+  and media upgrades checked by :class:`~transports.acs.auth.AcsJwtVerifier` with the keys
+  of the peer's OpenID configuration, for the peer's resource id (what
+  ``VOICEGRAPH_ACS_OPENID_URL`` and ``VOICEGRAPH_ACS_AUDIENCE`` set in a deployment);
 - the local ACS (:func:`transports.acs.peer.app.create_peer`): the REST endpoint that
   checks the SDK's HMAC signatures, posts signed callbacks, and runs the media hook
   (a :class:`~transports.acs.peer.media_hook.CallerHook`: the media caller) on each call
@@ -33,18 +33,17 @@ import base64
 import contextlib
 import secrets
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import jwt
 from azure.communication.callautomation import AudioFormat
 from azure.communication.callautomation.aio import CallAutomationClient
 from azure.core.credentials import AzureKeyCredential
 
-from transports.acs.auth import AuthError
+from transports.acs.auth import AcsJwtVerifier
 from transports.acs.control import CallControl
 from transports.acs.events import EVENTS_PATH
 from transports.acs.peer.app import create_peer
@@ -52,7 +51,7 @@ from transports.acs.peer.callbacks import Delivery
 from transports.acs.peer.connect import MediaHook
 from transports.acs.peer.eventgrid import EventGridSender
 from transports.acs.peer.rest import AcsRestPeer
-from transports.acs.peer.signer import ACS_ISSUER, TokenSigner
+from transports.acs.peer.signer import OPENID_PATH
 from transports.acs.sessions import CallSession, CallSessions
 
 __all__ = ["AcsTestbed", "RingRefused", "listening_socket", "serving"]
@@ -95,35 +94,12 @@ async def serving(app: Any, sock: socket.socket | None = None) -> AsyncIterator[
         sock.close()
 
 
-class _PeerKeys:
-    """Checks ACS's JWTs against the peer's signing key (RS256, ACS's issuer, the resource id).
-
-    Interim: replaced by ``transports.acs.auth.AcsJwtVerifier`` configured with the peer's
-    OpenID URL once that verifier is in the tree.
-    """
-
-    def __init__(self, signer: TokenSigner, audience: str) -> None:
-        self._keys = jwt.PyJWKSet.from_dict(signer.jwks())
-        self._audience = audience
-
-    async def verify(self, authorization: str | None) -> Mapping[str, Any]:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme != "Bearer" or not token:
-            raise AuthError(401, "no bearer token")
-        try:
-            key = self._keys[jwt.get_unverified_header(token)["kid"]]
-            claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=["RS256"], audience=self._audience,
-                                                issuer=ACS_ISSUER)
-        except (jwt.PyJWTError, KeyError) as exc:
-            raise AuthError(401, f"{type(exc).__name__}: {exc}") from None
-        return claims
-
-
 class AcsTestbed:
     """Our server (pipelines under ``config``) and the local ACS with ``media`` as its
     media hook (see module docstring). Use as ``async with``; the attributes are set then:
     ``url`` (our server), ``peer_url``, ``peer``, ``app``, ``sessions`` (our calls),
-    ``control`` (our call actions), ``sender`` (the peer's Event Grid)."""
+    ``control`` (our call actions), ``verifier`` (our check of ACS's JWTs), ``sender``
+    (the peer's Event Grid)."""
 
     def __init__(self, config: Path, media: MediaHook, *, sample_rate: int = 16000) -> None:
         if sample_rate not in _FORMATS:
@@ -139,6 +115,7 @@ class AcsTestbed:
         self._peer: AcsRestPeer | None = None
         self._app: Any = None
         self._control: CallControl | None = None
+        self.verifier: AcsJwtVerifier | None = None
         #: Every call whose graph our server started, in order (kept after they end).
         self.started: list[CallSession] = []
 
@@ -174,8 +151,10 @@ class AcsTestbed:
             self._control = CallControl(CallSessions(), public_url=self.url, client=client,
                                         audio_format=_FORMATS[self.sample_rate])
             self._control.sessions.watch(self.started.append)
-            self._app = create_app(self.config, poll_s=3600.0, control=self._control,
-                                   verifier=_PeerKeys(peer.signer, peer.resource_id))
+            # ACS's JWTs checked as in production: keys from the peer's OpenID configuration, for its resource id.
+            self.verifier = AcsJwtVerifier(peer.resource_id, openid_url=self.peer_url + OPENID_PATH)
+            self._stack.push_async_callback(self.verifier.aclose)
+            self._app = create_app(self.config, poll_s=3600.0, control=self._control, verifier=self.verifier)
             await self._stack.enter_async_context(serving(peer.app, peer_sock))
             await self._stack.enter_async_context(serving(self._app, server_sock))
             await self.sender.validate(self.url + EVENTS_PATH)

@@ -36,7 +36,7 @@ from starlette.routing import Route
 
 from pipeline.config import build_graph, load_pipeline
 from pipeline.errors import ConfigError
-from transports.acs.auth import NO_AUTH_ENV, AuthError, RequestVerifier
+from transports.acs.auth import NoAuth, RequestVerifier, verifier_from_env
 from transports.acs.callbacks import CallbacksEndpoint
 from transports.acs.control import CallControl, CallsApi
 from transports.acs.events import EventsWebhook
@@ -162,20 +162,6 @@ class Readiness:
         return JSONResponse(body, status_code=200 if result.ready else 503)
 
 
-class _NoVerifier:
-    """Refuses every request: the JWT verifier is not in this tree yet (fail closed)."""
-
-    async def verify(self, authorization: str | None) -> dict[str, object]:
-        raise AuthError(401, "no ACS JWT verifier is configured in this build")
-
-
-def acs_verifier() -> RequestVerifier | None:
-    """The verifier of ACS's JWTs, from the environment; ``None`` with ``VOICEGRAPH_ACS_NO_AUTH=1``."""
-    if os.environ.get(NO_AUTH_ENV, "") == "1":
-        return None
-    return _NoVerifier()  # TODO(lead): return auth.verifier_from_env() (H1) and drop _NoVerifier.
-
-
 def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: CallControl | None = None,
                verifier: RequestVerifier | None = None) -> Starlette:
     """Build the app; ``config`` defaults to the project's ``config/`` folder.
@@ -185,7 +171,9 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     registry of ACS calls; ``app.state.acs_control`` acts on them (answer, dial, hang up,
     transfer, record; configured by the environment unless ``control`` is given, whose
     ``sessions`` are then the app's). The media socket runs the ``acs.yaml`` pipeline.
-    Callbacks are checked by ``verifier``, by default :func:`acs_verifier`.
+    ACS's requests (callbacks, media upgrades) are checked by ``verifier``, by default
+    :func:`~transports.acs.auth.verifier_from_env` (closed with the lifespan; one key cache
+    and one replay cache for both routes). ``VOICEGRAPH_ACS_NO_AUTH=1`` turns the checks off.
     """
     folder = config / "pipelines" if config is not None else pipelines_dir()
     readiness = Readiness(folder, poll_s=poll_s)
@@ -203,13 +191,16 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
             yield
             watcher.cancel()
             await acs.aclose()
+            if own_verifier is not None:
+                await own_verifier.aclose()
 
     acs = control if control is not None else CallControl(CallSessions())
     sessions = acs.sessions
-    callbacks = CallbacksEndpoint(sessions, verifier if verifier is not None else acs_verifier())
-    # TODO(lead): media_route(..., verifier=...) once H1's route takes it (the same verifier).
+    own_verifier = verifier_from_env() if verifier is None else None
+    check: RequestVerifier = verifier or own_verifier or NoAuth()
+    callbacks = CallbacksEndpoint(sessions, None if isinstance(check, NoAuth) else check)
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), EventsWebhook(acs).route(), callbacks.route(),
-              media_route(sessions, folder / "acs.yaml"), *CallsApi(acs).routes()]
+              media_route(sessions, folder / "acs.yaml", verifier=check), *CallsApi(acs).routes()]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.readiness = readiness
     app.state.acs_sessions = sessions

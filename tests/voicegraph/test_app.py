@@ -135,14 +135,18 @@ def test_the_app_mounts_the_acs_routes_on_one_registry(config: Path, monkeypatch
 
     monkeypatch.delenv("VOICEGRAPH_ACS_NO_AUTH", raising=False)
     monkeypatch.delenv("VOICEGRAPH_API_KEY", raising=False)
+    monkeypatch.delenv("VOICEGRAPH_ACS_AUDIENCE", raising=False)
     app = create_app(config)
     paths = {(r.path, type(r).__name__) for r in app.routes if isinstance(r, Route | WebSocketRoute)}
     assert {("/acs/events", "Route"), ("/acs/callbacks", "Route"), ("/acs/media", "WebSocketRoute"),
             ("/acs/calls", "Route"), ("/acs/calls/{call_action}", "Route")} <= paths
     assert app.state.acs_control.sessions is app.state.acs_sessions
     client = TestClient(app)
-    # no verifier in this build yet: callbacks fail closed; no API key configured: actions are off
-    assert client.post("/acs/callbacks?token=x", content=b"[]").status_code == 401
+    # no audience configured: ACS's requests cannot be checked, so they fail closed (503: the
+    # fault is ours); no API key configured: actions are off
+    assert client.post("/acs/callbacks?token=x", content=b"[]").status_code == 503
+    assert client.post("/acs/callbacks?token=x", content=b"[]", headers={"Authorization": "Bearer x.y.z"}
+                       ).status_code == 503
     assert client.post("/acs/calls", json={"target": "+15550100"}).status_code == 503
 
 

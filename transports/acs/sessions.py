@@ -11,10 +11,12 @@ route records once the socket is claimed.
 
 Two unguessable tokens (``secrets.token_urlsafe(32)``) are issued per call:
 
-- the media token, in the ``/acs/media?token=...`` URL: single-use; the media route
-  :meth:`~CallSessions.claim` s it when ACS connects the socket. A call whose socket has
-  not connected within ``claim_within_s`` is forgotten (a call answered and never
-  streamed leaves nothing behind);
+- the media token, in the ``/acs/media?token=...`` URL: the media route
+  :meth:`~CallSessions.claim` s it when ACS connects the socket; from then on it only
+  :meth:`~CallSessions.resume` s the same live call (ACS reconnecting a dropped socket uses
+  the same URL; the route allows one socket at a time), and it dies with the call. A call
+  whose socket has not connected within ``claim_within_s`` is forgotten (a call answered
+  and never streamed leaves nothing behind);
 - the callback token, in the ``/acs/callbacks?token=...`` URL: every callback of the call
   carries it, and :meth:`~CallSessions.callback` checks it in constant time.
 
@@ -29,7 +31,7 @@ cannot revive it.
 State is small, per call and in memory; expiry is checked lazily on each call of the
 registry (no timer task), on an injectable clock (seconds, default ``time.monotonic``).
 Later issues keep it in Redis behind the same methods: :meth:`expect`, :meth:`bind`,
-:meth:`claim`, :meth:`admit`, :meth:`live`, :meth:`callback`, :meth:`has_ended`,
+:meth:`claim`, :meth:`resume`, :meth:`admit`, :meth:`live`, :meth:`callback`, :meth:`has_ended`,
 :meth:`end`, :meth:`counts`.
 """
 
@@ -171,6 +173,7 @@ class CallSessions:
         self._clock = clock
         self._calls: dict[str, CallSession] = {}  # by call connection id (or provisional id)
         self._media: dict[str, CallSession] = {}  # by the media token's hash, until claimed
+        self._resumable: dict[str, CallSession] = {}  # calls with their socket, by the media token's hash
         self._ended: OrderedDict[str, float] = OrderedDict()  # call id -> when it ended
         self._connected = self._refused = self._expired = self._ended_count = 0
         self._watchers: list[Callable[[CallSession], None]] = []
@@ -228,10 +231,20 @@ class CallSessions:
             self._refused += 1
             return None
         del self._media[_key(token)]
-        session._media_token = ""
+        self._resumable[_key(token)] = session  # the token stays the call's, for ACS to reconnect with
         session.media_connected = True
         self._connected += 1
         return session
+
+    def resume(self, token: str) -> CallSession | None:
+        """The live call whose media socket connected with ``token``: ACS reconnecting it
+        after a drop (the media URL is the same). ``None`` if no live call has that token
+        (never issued, or the call has ended); not counted as refused, :meth:`claim` is
+        asked next."""
+        session = self._resumable.get(_key(token))
+        if session is None or not _same(session._media_token, token):
+            return None
+        return session if self._calls.get(session.call_connection_id) is session else None
 
     def admit(self, call_connection_id: str) -> CallSession:
         """A call with its socket and without a token: only for the development switch."""
@@ -284,6 +297,8 @@ class CallSessions:
             return False
         del self._calls[session.call_connection_id]
         self._media.pop(_key(session._media_token), None)
+        self._resumable.pop(_key(session._media_token), None)
+        session._media_token = ""
         self._ended[session.call_connection_id] = self._clock()
         while len(self._ended) > MAX_ENDED_REMEMBERED:
             self._ended.popitem(last=False)

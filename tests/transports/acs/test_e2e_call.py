@@ -134,6 +134,9 @@ async def test_a_phone_call_end_to_end_through_the_real_server(line: Line) -> No
     assert [(d.type, d.attempts) for d in bed.deliveries(call_id)] == [
         ("CallConnected", [200]), ("ParticipantsUpdated", [200]), ("MediaStreamingStarted", [200]),
         ("ParticipantsUpdated", [200]), ("MediaStreamingStopped", [200]), ("CallDisconnected", [200])]
+    # Those callbacks and the media upgrade carried ACS-signed JWTs that our server checked with the keys
+    # of the peer's OpenID configuration: fetched once over HTTP, then cached.
+    assert bed.peer.signer.jwks_fetches == 1
     assert bed.peer.switchboard.calls[call_id].states == [
         CallState.CONNECTING, CallState.CONNECTED, CallState.DISCONNECTING, CallState.DISCONNECTED]
 

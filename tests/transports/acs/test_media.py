@@ -34,7 +34,13 @@ from pipeline.graph import Graph
 from pipeline.runner import CallResult, run_call
 from pipeline.settings import coerce_settings
 from pipeline.testing import Puppet, advance_to
-from transports.acs.media import MAX_BAD_IN_A_ROW, AcsMediaSettings, AcsMediaTransport, StarletteMediaSocket
+from transports.acs.media import (
+    MAX_BAD_IN_A_ROW,
+    AcsMediaSettings,
+    AcsMediaTransport,
+    MediaState,
+    StarletteMediaSocket,
+)
 
 MS = 1_000_000
 
@@ -66,6 +72,7 @@ class MemorySocket:
         self.inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self.sent: list[tuple[int, str]] = []  # (call-clock ns, message)
         self.closed: tuple[int, str] | None = None
+        self.close_code: int | None = None  # the peer's, once it closed
 
     async def receive(self) -> str | bytes | None:
         return await self.inbox.get()
@@ -112,9 +119,23 @@ class Call:
         await self.clock.advance(0)
 
     async def hang_up(self) -> CallResult:
-        self.socket.inbox.put_nowait(None)
+        self.drop(1000)
         await self.clock.advance(0)
         return await self.task
+
+    def drop(self, code: int = 1006) -> MemorySocket:
+        """The peer's side of the socket closes with ``code`` (1006: no close frame)."""
+        socket = self.socket
+        socket.close_code = code
+        socket.inbox.put_nowait(None)
+        return socket
+
+    async def reconnect(self) -> bool:
+        """ACS connects again: a new socket, handed to the call."""
+        self.socket = MemorySocket(self.clock)
+        taken = self.line.resume(self.socket)
+        await self.clock.advance(0)
+        return taken
 
 
 async def start(clock: VirtualClock, **settings: Any) -> Call:
@@ -272,6 +293,121 @@ async def test_a_call_without_a_socket_or_with_two_is_refused() -> None:
     assert [e.message for e in result.errors] == ["StateError: bare: no media socket attached before the call started"]
 
 
+async def test_a_socket_that_never_sends_metadata_ends_the_call_at_the_timeout(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = VirtualClock()
+    call = await start(clock, metadata_timeout_s=2.0)
+    await call.send(audio_data(pcm(20)), '{"kind":"DtmfData","dtmfData":{"data":"1"}}')  # anything but metadata
+    await advance_to(clock, 1999)
+    assert not call.task.done()
+    await advance_to(clock, 2000)
+    result = await call.task
+    assert (result.reason, result.duration_s) == ("fatal", 2.0)
+    message = "no AudioMetadata within 2 s of the call's start; ACS sends it first on every media connection"
+    assert [e.message for e in result.errors] == [message]
+    assert call.socket.closed == (1002, message)
+    assert call.line.media_state is MediaState.ENDED
+    ours = [r for r in caplog.records if r.name.startswith("transports.acs")]
+    assert any(f"ending the call: {message}" in r.getMessage() for r in ours)
+    assert all(r.exc_info is None for r in ours)
+
+
+async def test_metadata_in_time_disarms_the_timeout() -> None:
+    clock = VirtualClock()
+    call = await start(clock, metadata_timeout_s=2.0)
+    await advance_to(clock, 1980)
+    await call.send(metadata())
+    await advance_to(clock, 10_000)
+    assert not call.task.done()
+    result = await call.hang_up()
+    assert result.reason == "eos" and result.errors == ()
+
+
+async def test_a_drop_keeps_the_call_for_acs_to_reconnect(caplog: pytest.LogCaptureFixture) -> None:
+    """Same graph, same turn across the drop; audio while away dropped, not queued; the
+    bot's later audio reaches the new socket; one socket at a time."""
+    caplog.set_level(logging.INFO, logger="transports.acs.media")
+    clock = VirtualClock()
+    call = await start(clock, lead_ms=0, reconnect_window_s=5.0)
+    graph = call.graph
+    await call.send(metadata(), audio_data(pcm(20, value=3)))
+    await graph.say(ResponseStart(turn=1), OutputAudio(pcm(60, value=100) + pcm(60, value=200), turn=1),
+                    ResponseEnd(turn=1))
+    await advance_to(clock, 50)  # frames at 20 and 40 went out
+    first = call.drop(1006)
+    await clock.advance(0)
+    await advance_to(clock, 100)  # frames at 60, 80 and 100 fall in the gap
+    assert call.line.media_state is MediaState.AWAY and not call.task.done()
+    assert await call.reconnect() is True
+    assert call.line.resume(MemorySocket(clock)) is False  # a second socket while one is connected
+    await call.send(metadata(), audio_data(pcm(20, value=4)))  # ACS starts the new connection with metadata
+    await advance_to(clock, 200)
+    assert [(ms, m["Kind"]) for ms, m in first.sent_json()] == [(20, "AudioData"), (40, "AudioData")]
+    resumed = call.socket.sent_json()
+    assert [ms for ms, _ in resumed] == [120]  # the rest of the turn, in step with the call's time
+    assert base64.b64decode(resumed[0][1]["AudioData"]["Data"]) == pcm(20, value=200)
+    assert (call.line.frames_sent, call.line.frames_dropped, call.line.reconnects) == (6, 3, 1)  # sent counts every frame handed to the wire
+    assert call.graph is graph and graph.audio() == pcm(20, value=3) + pcm(20, value=4)
+    formats = [f for f in graph.got if isinstance(f, AudioFormat)]
+    assert len(formats) == 1  # the same rate again is no new format
+    await graph.say(ResponseStart(turn=2), OutputAudio(pcm(20, value=300), turn=2), ResponseEnd(turn=2))
+    await advance_to(clock, 260)
+    assert base64.b64decode(call.socket.sent_json()[-1][1]["AudioData"]["Data"]) == pcm(20, value=300)
+    result = await call.hang_up()
+    assert result.reason == "eos" and result.errors == ()
+    states = [r.getMessage().split(": ", 2)[2] for r in caplog.records if "media " in r.getMessage() and "->" in r.getMessage()]
+    assert [s.split(":")[0] for s in states] == ["media connected -> away", "media away -> connected",
+                                                  "media connected -> ended"]
+    assert "ACS reconnected after 50 ms" in states[1]
+
+
+async def test_a_flush_while_away_sends_stop_audio_first_on_the_new_socket() -> None:
+    clock = VirtualClock()
+    call = await start(clock, lead_ms=0)
+    await call.send(metadata())
+    await call.graph.say(ResponseStart(turn=1), OutputAudio(pcm(400), turn=1))
+    await advance_to(clock, 50)
+    call.drop()
+    await clock.advance(0)
+    await advance_to(clock, 70)
+    call.graph.emit(FlushStart(turn=1))  # the caller barged in while the socket was away
+    await advance_to(clock, 90)
+    await call.graph.say(ResponseStart(turn=2), OutputAudio(pcm(40, value=9), turn=2), ResponseEnd(turn=2))
+    assert await call.reconnect() is True
+    await advance_to(clock, 200)
+    kinds = [(ms, m["Kind"]) for ms, m in call.socket.sent_json()]
+    assert kinds == [(90, "StopAudio"), (100, "AudioData"), (120, "AudioData")]
+    await call.hang_up()
+
+
+async def test_no_reconnect_within_the_window_ends_the_call_with_a_clear_reason() -> None:
+    clock = VirtualClock()
+    call = await start(clock, reconnect_window_s=3.0)
+    await call.send(metadata())
+    await advance_to(clock, 1000)
+    call.drop(1011)
+    await clock.advance(0)
+    await advance_to(clock, 3999)
+    assert not call.task.done() and call.line.awaiting_reconnect
+    await advance_to(clock, 4000)
+    result = await call.task
+    assert (result.reason, result.duration_s) == ("fatal", 4.0)
+    assert [e.message for e in result.errors] == [
+        "the media socket dropped (close 1011) and ACS did not reconnect within 3 s"]
+    assert call.line.resume(MemorySocket(clock)) is False  # too late: the call has ended
+
+
+async def test_without_a_window_a_drop_ends_the_call() -> None:
+    clock = VirtualClock()
+    call = await start(clock, reconnect_window_s=0)
+    await call.send(metadata())
+    call.drop(1006)
+    await clock.advance(0)
+    result = await call.task
+    assert result.reason == "eos" and result.errors == ()
+    assert call.line.resume(MemorySocket(clock)) is False
+
+
 def test_settings_and_the_entry_point() -> None:
     project = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
     target = project["project"]["entry-points"]["voicegraph.processors"]["acs_media"]
@@ -314,6 +450,8 @@ async def test_the_starlette_wrapper_gives_text_binary_and_the_close() -> None:
     socket = await accepted(asgi)
     assert [await socket.receive(), await socket.receive(), await socket.receive()] == [metadata(), b"\x01", None]
     assert await socket.receive() is None  # asking again after the close is no error
+    assert socket.close_code == 1000
+    await asyncio.wait_for(socket.wait_closed(), 5)  # the peer's close releases the socket
     await socket.send_text("after")  # the peer closed, our side has not: ASGI still takes it
     await socket.close(1000, "bye")
     assert asgi.sent[1:] == [{"type": "websocket.send", "text": "after"},
@@ -322,6 +460,16 @@ async def test_the_starlette_wrapper_gives_text_binary_and_the_close() -> None:
         await socket.send_text("too late")
     await socket.close(1000, "again")  # a no-op
     assert len(asgi.sent) == 3
+
+
+async def test_the_starlette_wrapper_reports_a_dropped_connection_as_1006() -> None:
+    asgi = Asgi({"type": "websocket.disconnect", "code": 1006})
+    socket = await accepted(asgi)
+    assert (await socket.receive(), socket.close_code) == (None, 1006)
+    other = await accepted(Asgi())
+    await other.close(1011, "call ended")  # our close also releases it
+    await asyncio.wait_for(other.wait_closed(), 5)
+    assert other.close_code is None  # the peer never said
 
 
 async def test_the_starlette_wrapper_turns_a_reset_connection_into_connection_error() -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.errors import FrameError, ProtocolError
 from pipeline.frames import BotStoppedSpeaking, EventFrame
+from transports.acs.auth import NoAuth
 from transports.acs.codec import InboundEncoder, MediaDecoder, MediaEncoder, OutboundDecoder
 from transports.acs.messages import AudioChunk, AudioMetadata, BotAudio, Dtmf, StopAudio, UnknownKind
 from transports.acs.peer.caller import AcsCallerSettings, AcsMediaCaller, CallerError
@@ -151,7 +152,7 @@ class Server:
 async def _server(tmp_path: Path, greeting: str) -> AsyncIterator[Server]:
     (tmp_path / "pipelines").mkdir()
     (tmp_path / "pipelines" / "acs.yaml").write_text(PIPELINE.format(greeting=greeting))
-    app = create_app(tmp_path, poll_s=3600.0)
+    app = create_app(tmp_path, poll_s=3600.0, verifier=NoAuth())  # tokens only; JWTs: test_route, test_e2e_call
     sessions: CallSessions = app.state.acs_sessions
     started: list[CallSession] = []
     sessions.watch(started.append)
