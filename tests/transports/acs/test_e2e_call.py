@@ -6,7 +6,8 @@ signed JWT) to ``/acs/callbacks``; its media hook connects the media caller to
 ``/acs/media`` with the headers ACS sends; the caller speaks, the bot answers paced at
 real time, the caller talks over the bot and gets ``StopAudio`` with nothing of that turn
 after it; the caller hangs up and ``CallDisconnected`` follows; nothing is left running.
-Then the calls the server ends: hang-up and transfer through ``/acs/calls``.
+Then the calls the server ends: hang-up and transfer through ``/acs/calls``; and a line
+that drops (the call waits for ACS to reconnect) ended by ACS's ``CallDisconnected``.
 """
 
 from __future__ import annotations
@@ -14,18 +15,23 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 
+from pipeline.clock import MonotonicClock
 from pipeline.frames import BotStoppedSpeaking, EventFrame
+from transports.acs.codec import InboundEncoder
 from transports.acs.peer.caller import AcsCallerSettings, AcsMediaCaller
 from transports.acs.peer.calls import CallState
 from transports.acs.peer.connect import MediaConnect
 from transports.acs.peer.media_hook import CallerHook
 from transports.acs.sessions import CallSession
 from transports.local.script import Utterance, render_script
+from transports.pacer import pacer_for
 from voicegraph.acs_testbed import AcsTestbed
 
 WAIT_S = 60.0  # bound on a whole call (never reached when it works)
@@ -217,3 +223,47 @@ async def test_a_transfer_makes_the_bot_leave_the_call(line: Line) -> None:
     session = line.session(call_id)
     assert session.ended_reason in ("transferred to another participant", "media socket gone")
     assert session.task is not None and session.task.done() and bed.sessions.live(call_id) is None
+
+
+class DroppingLine:
+    """A media hook whose line drops: it connects as ACS does, streams silence until our graph
+    of the call runs, then closes the socket with 1011 (not a hang-up: a drop)."""
+
+    def __init__(self) -> None:
+        self.graph_runs = asyncio.Event()
+        self.close_code: int | None = None
+
+    async def __call__(self, connect: MediaConnect) -> None:
+        encoder = InboundEncoder(connect.sample_rate)
+        async with aiohttp.ClientSession() as http, http.ws_connect(connect.transport_url,
+                                                                    headers=connect.headers) as ws:
+            connect.connected()
+            await ws.send_str(encoder.metadata(frame_bytes=640))
+            with pacer_for(MonotonicClock(), 20).subscribe() as ticks:
+                while not self.graph_runs.is_set():
+                    await ticks.next()
+                    await ws.send_str(encoder.audio(bytes(640), timestamp=datetime.now(UTC), silent=True))
+            await ws.close(code=1011)
+            self.close_code = ws.close_code
+
+
+async def test_a_dropped_line_waits_for_acs_and_call_disconnected_ends_it(tmp_path: Path) -> None:
+    (tmp_path / "pipelines").mkdir()
+    # A reconnect window far longer than the test's bound: only CallDisconnected can end the call in time.
+    (tmp_path / "pipelines" / "acs.yaml").write_text(
+        PIPELINE.replace("{use: acs_media, sample_rate: 16000}",
+                         "{use: acs_media, sample_rate: 16000, reconnect_window_s: 600}"))
+    hook = DroppingLine()
+    async with AcsTestbed(tmp_path, hook) as bed:
+        bed.sessions.watch(lambda session: hook.graph_runs.set())
+        call_id = await asyncio.wait_for(bed.ring(), WAIT_S)
+        await asyncio.wait_for(bed.finished(call_id), WAIT_S)
+
+        [session] = bed.started
+        assert session.ended_reason == "disconnected"  # by the callback, not by the socket or the window
+        assert session.result is not None and session.result.reason == "cancelled"
+        assert session.task is not None and session.task.done() and bed.sessions.live(call_id) is None
+        assert [(d.type, d.attempts) for d in bed.deliveries(call_id)][-3:] == [
+            ("ParticipantsUpdated", [200]), ("MediaStreamingStopped", [200]), ("CallDisconnected", [200])]
+        counts = bed.sessions.counts()
+        assert (counts.live, counts.connected, counts.ended) == (0, 1, 1)
