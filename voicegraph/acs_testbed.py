@@ -54,6 +54,8 @@ from transports.acs.peer.rest import AcsRestPeer
 from transports.acs.peer.signer import OPENID_PATH
 from transports.acs.sessions import CallSession, CallSessions
 
+from .app import create_app
+
 __all__ = ["AcsTestbed", "RingRefused", "listening_socket", "serving"]
 
 #: The answer's audio format for each line rate.
@@ -139,11 +141,11 @@ class AcsTestbed:
         return self.control.sessions
 
     async def __aenter__(self) -> AcsTestbed:
-        from .app import create_app
-
         try:
             peer = self._peer = create_peer(self.key, media=self.media, sender=self.sender)
             peer_sock, server_sock = listening_socket(), listening_socket()
+            self._stack.callback(peer_sock.close)  # if we fail before serving them (closing twice is harmless)
+            self._stack.callback(server_sock.close)
             self.peer_url = f"http://127.0.0.1:{peer_sock.getsockname()[1]}"
             self.url = f"http://127.0.0.1:{server_sock.getsockname()[1]}"
             client = CallAutomationClient(self.peer_url, AzureKeyCredential(self.key))
