@@ -34,7 +34,11 @@ Method
     the slot of the line's first loud frame to the bot's audio cut (local: the flush,
     ``BargeInMeter``; ACS: ``StopAudio`` received). Also from the server's reports, the
     same on both paths: ``first_audio_out`` (the VAD's end of speech -> first bot frame on
-    the line).
+    the line); and on the ACS path, ``barge_in_server_flush_ms``: the voice onset to the
+    server's flush (its ``FlushStart``, after which ``StopAudio`` goes out at once). The
+    caller shares the server's event loop here: whatever holds the loop when ``StopAudio``
+    is sent (a decode holding the GIL) delays its reading by the caller, which a caller in
+    another process (ACS) would not see; the gap between the two barge-in figures is that.
 
     ``.venv/bin/python perf/acs_path.py [--rounds 4] [--turns 5] [--json PATH]``
 
@@ -61,6 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import build_graph, load_pipeline  # noqa: E402
+from pipeline.frames import FlushStart  # noqa: E402
 from transports.acs.peer.caller import AcsMediaCaller  # noqa: E402
 from transports.acs.peer.media_hook import CallerHook  # noqa: E402
 from transports.acs.sessions import CallSession  # noqa: E402
@@ -106,6 +111,8 @@ class CallFigures:
     server_first_audio_out_ms: list[float] = field(default_factory=list)
     bot_frame_gaps_ms: list[float] = field(default_factory=list)
     late_frames: int = 0
+    #: ACS only: per line, voice onset -> the server's flush (what ``StopAudio`` answers).
+    server_flush_ms: list[float | None] = field(default_factory=list)
 
 
 class TimedSpeechCaller(SpeechCaller):
@@ -160,6 +167,8 @@ class AcsPath:
         self.settings = plan.caller
         self.hook = CallerHook(lambda connect: AcsMediaCaller(self.settings))
         self.recorders: dict[str, CallRecorder] = {}
+        #: When each call's graph flushed the bot's audio (its clock: the monotonic clock, as the caller's).
+        self.flushes: dict[str, list[int]] = {}
         self._bed: AcsTestbed | None = None
 
     def attach(self, bed: AcsTestbed) -> None:
@@ -170,6 +179,8 @@ class AcsPath:
     def _record(self, session: CallSession) -> None:
         assert session.graph is not None
         self.recorders[session.call_connection_id] = CallRecorder(session.graph)
+        flushes = self.flushes[session.call_connection_id] = []
+        session.graph.watch_events(lambda event: flushes.append(event.ts) if isinstance(event, FlushStart) else None)
 
     async def call(self, lines: tuple[Utterance, ...], interrupt_after: float | None) -> CallFigures:
         """One call of ``lines`` through the ACS path."""
@@ -184,7 +195,14 @@ class AcsPath:
         return CallFigures(voice_to_voice_ms=[x.voice_to_voice_ms for x in caller.lines],
                            barge_in_ms=[x.barge_in_ms for x in caller.lines],
                            server_first_audio_out_ms=_server_first_audio(report),
-                           bot_frame_gaps_ms=caller.ear.spacing_ms(), late_frames=caller.ear.late_frames)
+                           bot_frame_gaps_ms=caller.ear.spacing_ms(), late_frames=caller.ear.late_frames,
+                           server_flush_ms=[_first_after(self.flushes[call_id], x.onset_ns, x.stop_audio_ns)
+                                            if x.barge_in_ms is not None else None for x in caller.lines])
+
+
+def _first_after(times: list[int], start_ns: int, end_ns: int) -> float | None:
+    after = [t for t in times if start_ns <= t <= end_ns]
+    return (after[0] - start_ns) / 1e6 if after else None
 
 
 @contextlib.asynccontextmanager
@@ -243,6 +261,8 @@ def summarise(v2v: dict[str, list[CallFigures]], barge: dict[str, list[CallFigur
         }
     diffs = {"voice_to_voice_ms": _paired(v2v, "voice_to_voice_ms"), "barge_in_ms": _paired(barge, "barge_in_ms")}
     result["acs_minus_local_paired_ms"] = {k: _summary(v) for k, v in diffs.items()}
+    result["acs"]["barge_in_server_flush_ms"] = _summary(
+        [x for c in barge["acs"] for x in c.server_flush_ms if x is not None])
     gaps = sorted(g for c in v2v["acs"] + barge["acs"] for g in c.bot_frame_gaps_ms)
     result["acs_wire"] = {"bot_frame_gap_median_ms": round(statistics.median(gaps), 2) if gaps else None,
                           "bot_frame_gap_p90_ms": round(_pct(gaps, 90), 2) if gaps else None,
@@ -265,9 +285,9 @@ def render(result: dict[str, Any]) -> str:
     lines = [f"{result['rounds']} rounds x {result['turns_per_call']} turns per path, one call at a time, "
              "order alternating", "",
              "(ms)                          path    n   median     p90     min     max"]
-    for key in ("voice_to_voice_ms", "barge_in_ms", "server_first_audio_out_ms"):
+    for key in ("voice_to_voice_ms", "barge_in_ms", "barge_in_server_flush_ms", "server_first_audio_out_ms"):
         for path in PATHS:
-            s = result[path][key]
+            s = result[path].get(key, {})
             if s.get("n"):
                 lines.append(f"  {key:<27} {path:<5} {s['n']:>3} {s['median']:>8} {s['p90']:>7} {s['min']:>7} "
                              f"{s['max']:>7}")

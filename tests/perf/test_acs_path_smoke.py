@@ -28,7 +28,7 @@ async def test_both_paths_measure_the_same_lines_and_pair_them() -> None:
         [v2v] = figures.voice_to_voice_ms
         assert v2v is not None and math.isfinite(v2v) and v2v > 0
         assert len(figures.server_first_audio_out_ms) == 1 and figures.barge_in_ms == [None]
-    assert over_acs.late_frames == 0 and over_acs.bot_frame_gaps_ms
+    assert over_acs.late_frames == 0 and over_acs.bot_frame_gaps_ms and over_acs.server_flush_ms == [None]
     [diff] = acs_path._paired(calls, "voice_to_voice_ms")
     assert diff == over_acs.voice_to_voice_ms[0] - local.voice_to_voice_ms[0]
     result = acs_path.summarise(calls, calls, rounds=1, turns=1, interrupt_after=1000.0)
