@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEPS := pyproject.toml
 
-.PHONY: demo test bench lint typecheck clean install
+.PHONY: demo test bench lint typecheck clean install speech-data
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,14 +21,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/voicegraph call
 
-test: $(STAMP)
+# Real human recordings for the STT accuracy tests (Debian packages; see the script).
+speech-data:
+	bash scripts/speech-data.sh
+
+test: $(STAMP) speech-data
 	$(BIN)/python -m pytest -q
 
 $(VENV)/.perf: $(STAMP)
 	$(BIN)/pip install -q -e '.[test,perf]'
 	touch $(VENV)/.perf
 
-bench: $(VENV)/.perf
+bench: $(VENV)/.perf speech-data
 	$(BIN)/python perf/run_all.py
 
 lint: $(STAMP)

@@ -23,12 +23,15 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "overhead": ("overhead.py", [], ["--frames", "1000"]),
     "audio_frontend": ("audio_frontend.py", [], ["--frames", "1000"]),
     "speech_engines": ("speech_engines.py", [], ["--runs", "5"]),
+    "stt_wer": ("stt_wer.py", [], ["--limit", "8"]),
     "offload": ("offload.py", [], ["--calls", "4", "--sentences", "10"]),
     "speech_call": ("speech_call.py", [], ["--calls", "2", "--turns", "3"]),
     "graph_build": ("graph_build.py", [], ["--sizes", "1000", "2000"]),
     "pacing": ("pacing.py", [], ["--seconds", "1", "--repeats", "1"]),
     "calls": ("calls.py", [], ["--calls", "1", "10", "--turns", "1", "--max-speech-calls", "1"]),
     "acs_path": ("acs_path.py", [], ["--rounds", "1", "--turns", "2"]),
+    "acs_density": ("acs_density.py", [], ["--calls", "10", "50", "--speech-calls", "1", "--seconds", "5"]),
+    "llm_router": ("llm_router.py", [], ["--turns", "20", "--tokens", "10"]),
 }
 
 

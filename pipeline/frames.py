@@ -58,12 +58,14 @@ __all__ = [
     "InterimTranscript",
     "LLMToken",
     "MetricsEvent",
+    "ModelTurn",
     "OutputAudio",
     "ResponseEnd",
     "ResponseStart",
     "Speak",
     "Start",
     "TTSText",
+    "ToolCall",
     "Transcript",
     "TurnEnd",
     "TurnStart",
@@ -365,3 +367,31 @@ class MetricsEvent(EventFrame):
     name: str
     value: float
     unit: str = "ms"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTurn(EventFrame):
+    """A model request of ``turn`` was answered (a turn with tool calls makes several):
+    the ``route`` and ``why`` it was chosen, the ``deployment`` and ``model`` that served it,
+    the deployments passed over (``failovers``, each ``"name: reason"``), the time to first
+    token on the call's clock and the token usage the server reported."""
+
+    route: str
+    deployment: str
+    model: str
+    why: str = ""
+    failovers: tuple[str, ...] = ()
+    first_token_ms: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall(EventFrame):
+    """The brain ran tool ``name`` for ``turn``: ``arguments`` and ``result`` are the JSON
+    texts the model wrote and read back; ``error`` says what went wrong, if anything."""
+
+    name: str
+    arguments: str
+    result: str = ""
+    error: str = ""

@@ -1,4 +1,4 @@
-"""The ``voicegraph`` command: validate, graph, nodes, call, serve, dial, peer acs.
+"""The ``voicegraph`` command: validate, graph, nodes, call, serve, dial, peer acs|openai.
 
 Exit codes: 0 success; 1 the work failed (invalid pipeline files, a call that ended with
 errors); 2 the command line was wrong (a bad flag value, an unknown node type or
@@ -34,6 +34,7 @@ DEFAULT_PIPELINE = "local"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_TIMEOUT_S = 86_400.0  # a day: longer is a typo, and the call clock counts in int ns
 MAX_INTERRUPT_MS = 3_600_000.0
+MODELS_FILES = ("models.yaml", "models.yml")  # checked as model routes, not as pipelines
 
 
 # --- flag types: each refuses bad values with a message argparse prints (exit 2) -------------
@@ -83,7 +84,13 @@ def _wav(text: str) -> Path:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     files, failed = _yaml_files(args.paths or [str(pipelines_dir())])
+    models = pipelines_dir().parent / "models.yaml"
+    if not args.paths and models.is_file():
+        files.append(models)
     for path in files:
+        if path.name in MODELS_FILES:
+            failed += _validate_models(path)
+            continue
         warnings: list[str] = []
         try:
             graph = build_graph(load_pipeline(path, warn=warnings.append))
@@ -101,6 +108,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 print(f"warning: {warning}", file=sys.stderr)
         print(f"ok: {path} ({len(graph.nodes)} nodes, {len(graph.edges)} edges)")
     return 1 if failed else 0
+
+
+def _validate_models(path: Path) -> int:
+    """Check a models file (routes, deployments, rules); 1 if it is invalid."""
+    from processors.llm.router import load_models
+
+    try:
+        config = load_models(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"ok: {path} ({len(config.routes)} routes, {len(config.deployments)} deployments, "
+          f"{len(config.rules)} rules)")
+    return 0
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -288,6 +309,31 @@ def cmd_peer_acs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_peer_openai(args: argparse.Namespace) -> int:
+    """Serve the local OpenAI-compatible chat completions server."""
+    import uvicorn
+
+    from processors.llm.peer import OpenAIPeer, PeerScript, load_script
+
+    try:
+        script = load_script(args.script) if args.script else PeerScript()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.ttft_ms is not None:
+        script.ttft_ms = args.ttft_ms
+    if args.tokens_per_s is not None:
+        script.tokens_per_s = args.tokens_per_s
+    peer = OpenAIPeer(script, api_key=args.api_key)
+    base = f"http://{args.host}:{args.port}"
+    print(f"# the local OpenAI-compatible server, at {base}; point the LLM brain at it with:\n"
+          f"export OPENAI_BASE_URL={base}/v1\nexport OPENAI_API_KEY={args.api_key or 'any'}\n"
+          f"# Azure OpenAI shape: AZURE_OPENAI_ENDPOINT={base} with any api-key; faults: POST {base}/peer/faults",
+          flush=True)
+    uvicorn.run(peer.app, host=args.host, port=args.port, log_level=args.log_level.lower())
+    return 0
+
+
 def _yaml_files(paths: Sequence[str]) -> tuple[list[Path], int]:
     """(files to check, number of arguments that gave none): folders are searched recursively."""
     out: list[Path] = []
@@ -312,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="DEBUG, INFO, WARNING (default), ERROR or CRITICAL")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("validate", help="check pipeline YAML files (default: config/pipelines)")
+    p = sub.add_parser("validate", help="check pipeline YAML files (default: config/pipelines, and config/models.yaml)")
     p.add_argument("paths", nargs="*", help="files or folders")
     p.set_defaults(func=cmd_validate)
 
@@ -355,6 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resource-id", type=_resource_id, help="the resource's immutable id, the audience of its "
                                                             "tokens (default: a new uuid)")
     p.set_defaults(func=cmd_peer_acs)
+    p = peers.add_parser("openai", help="a local OpenAI-compatible chat completions server (streaming, tool "
+                                        "calls, scripted replies, injectable faults)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_port, required=True, help="TCP port 1..65535")
+    p.add_argument("--script", help="a YAML file of rules and pacing (see processors/llm/peer/script.py)")
+    p.add_argument("--api-key", help="the key clients must present (default: any)")
+    p.add_argument("--ttft-ms", type=_number("a number of milliseconds", low=0, high=600_000), metavar="MS",
+                   help="time to first token (overrides the script)")
+    p.add_argument("--tokens-per-s", type=_number("a rate", low=0, high=100_000), metavar="N",
+                   help="tokens per second after the first, 0: as fast as possible (overrides the script)")
+    p.set_defaults(func=cmd_peer_openai)
     return parser
 
 

@@ -7,7 +7,13 @@ prints and the perf suite reads::
 
     {"call_id": ..., "turns": [{"turn", "caller_text", "heard_text", "bot_text",
       "bot_audio_ms", "bot_heard_text", "interrupted", "barge_in_ms",
-      "latency_ms": {"stt_final", "llm_first_token", "tts_first_audio", "first_audio_out"}}]}
+      "latency_ms": {"stt_final", "llm_first_token", "tts_first_audio", "first_audio_out"},
+      "route", "model", "deployment", "failovers", "tool_calls"}]}
+
+``route``, ``model`` and ``deployment`` say which model answered the turn (from the LLM
+brain's ``ModelTurn`` events; null for brains without a model), ``failovers`` the
+deployments passed over on the way (``"name: reason"``), and ``tool_calls`` each tool run
+as ``{"name", "arguments", "result"}`` (plus ``"error"`` when it failed).
 
 Latencies are cumulative from the turn's anchor: the end of the caller's speech when a
 VAD reported it, else (text calls) the moment the final transcript was made.
@@ -15,6 +21,7 @@ VAD reported it, else (text calls) the moment the final transcript was made.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -29,7 +36,9 @@ from pipeline.frames import (
     FlushStart,
     Frame,
     LLMToken,
+    ModelTurn,
     OutputAudio,
+    ToolCall,
     TTSText,
     UserStoppedSpeaking,
 )
@@ -57,6 +66,11 @@ class TurnRecord:
     tts_first_ns: int | None = None
     audio_out_ns: int | None = None
     barge_in_ms: float | None = None
+    route: str | None = None
+    model: str | None = None
+    deployment: str | None = None
+    failovers: list[str] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def bot_text(self) -> str:
@@ -90,6 +104,11 @@ class TurnRecord:
             "interrupted": self.interrupted,
             "latency_ms": self.latency_ms(),
             "barge_in_ms": None if self.barge_in_ms is None else round(self.barge_in_ms, 1),
+            "route": self.route,
+            "model": self.model,
+            "deployment": self.deployment,
+            "failovers": list(self.failovers),
+            "tool_calls": list(self.tool_calls),
         }
 
 
@@ -160,6 +179,18 @@ class CallRecorder:
             rec = self.turn(event.turn)
             if rec.audio_out_ns is None:
                 rec.audio_out_ns = event.ts
+        elif kind is ModelTurn and event.turn:
+            assert isinstance(event, ModelTurn)
+            rec = self.turn(event.turn)
+            rec.route, rec.model, rec.deployment = event.route, event.model or None, event.deployment or None
+            rec.failovers += event.failovers
+        elif kind is ToolCall and event.turn:
+            assert isinstance(event, ToolCall)
+            call: dict[str, Any] = {"name": event.name, "arguments": _json_or_text(event.arguments),
+                                    "result": _json_or_text(event.result) if not event.error else None}
+            if event.error:
+                call["error"] = event.error
+            self.turn(event.turn).tool_calls.append(call)
         elif kind is BotStoppedSpeaking and event.turn:
             assert isinstance(event, BotStoppedSpeaking)
             rec = self.turn(event.turn)
@@ -188,12 +219,26 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"  interrupted : the caller heard \"{t['bot_heard_text']}\"")
         if t["bot_audio_ms"]:
             lines.append(f"  bot audio   : {t['bot_audio_ms']:.0f} ms")
+        if t.get("model"):
+            over = f" (after {'; '.join(t['failovers'])})" if t["failovers"] else ""
+            lines.append(f"  model       : {t['model']} on {t['deployment']}, route {t['route']}{over}")
+        for call in t.get("tool_calls", []):
+            lines.append(f"  tool        : {call['name']}({json.dumps(call['arguments'])}) -> "
+                         f"{call.get('error') or json.dumps(call['result'])}")
     keys = ["stt_final", "llm_first_token", "tts_first_audio", "first_audio_out"]
     lines += ["", "latency (ms from end of caller speech)", "turn  " + "".join(f"{k:>17}" for k in keys) + "  barge_in"]
     for t in report["turns"]:
         cells = "".join(f"{_cell(t['latency_ms'][k]):>17}" for k in keys)
         lines.append(f"{t['turn']:>4}  {cells}  {_cell(t['barge_in_ms']):>8}")
     return "\n".join(lines) + "\n"
+
+
+def _json_or_text(text: str) -> Any:
+    """A tool call's JSON text as a value (the model may write something that is not JSON)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _cell(value: float | None) -> str:

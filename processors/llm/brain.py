@@ -31,6 +31,7 @@ from typing import Annotated
 
 from pipeline.frames import (
     BotStoppedSpeaking,
+    DataFrame,
     EventFrame,
     FinalTranscript,
     LLMToken,
@@ -61,7 +62,7 @@ class BrainSettings:
 class BrainProcessor(Processor, ABC):
     """Base of agent nodes: subclasses implement ``respond()`` (see module docstring)."""
 
-    consumes = (FinalTranscript, Speak)
+    consumes: tuple[type[DataFrame], ...] = (FinalTranscript, Speak)  # a brain may add its own (DTMF)
     produces = (LLMToken,)
     io_bound = True
     Settings = BrainSettings

@@ -1,7 +1,8 @@
 """Speech-to-text: the engine interface and the local engines.
 
 ``STTEngine`` opens one ``RecognizerStream`` per caller; ``PocketsphinxEngine`` streams
-with interim results, ``WhisperEngine`` transcribes whole utterances. The engine classes
+with interim results; ``WhisperEngine`` streams by re-decoding the growing utterance and
+committing the words two decodes agree on (``processors.stt.whisper_stream``). The engine classes
 are imported on first use, because their libraries take ~0.3 s and tens of MB to import.
 """
 

@@ -61,8 +61,15 @@ def stt_engine_for(name: EngineName) -> STTEngine:
     return shared(("stt", name), lambda: _load(name))
 
 
-def _open(name: EngineName) -> tuple[STTEngine, RecognizerStream]:
-    engine = stt_engine_for(name)
+def _open(name: EngineName, fallback: EngineName | Literal["none"]) -> tuple[STTEngine, RecognizerStream]:
+    """The engine and a stream on it; a model that fails to load falls back, loudly."""
+    try:
+        engine = stt_engine_for(name)
+    except Exception as exc:  # a missing, corrupt or unloadable model: any library's error
+        if fallback == "none" or fallback == name:
+            raise ServiceError(f"STT engine '{name}' failed to load: {exc}") from exc
+        logger.warning("STT engine '%s' failed to load (%s): using '%s' for this call", name, exc, fallback)
+        engine = stt_engine_for(fallback)
     return engine, engine.open_stream()
 
 
@@ -74,7 +81,9 @@ def _load(name: EngineName) -> STTEngine:
     if name == "whisper":
         from .whisper_engine import WhisperEngine
 
-        return WhisperEngine(cpu_threads=1)  # parallelism comes from calls, not from one call
+        # One thread per decode: parallelism comes from calls, and on 2 cores a second
+        # thread would take the core TTS needs (perf/stt_wer.py).
+        return WhisperEngine(cpu_threads=1)
     raise ServiceError(f"unknown STT engine '{name}'")
 
 
@@ -83,7 +92,11 @@ class STTSettings:
     """Which local recogniser, and how audio is fed to it."""
 
     engine: Annotated[EngineName, Doc(
-        "pocketsphinx (streaming, low latency) or whisper (tiny.en, accurate, after the turn ends)"
+        "whisper (tiny.en decoded incrementally: hears real 8 kHz phone speech, WER ~0.06) or "
+        "pocketsphinx (streaming and cheap, but WER ~0.9 on real narrowband speech)"
+    )] = "pocketsphinx"
+    fallback: Annotated[Literal["pocketsphinx", "whisper", "none"], Doc(
+        "engine used when the chosen one fails to load (logged); none: the call fails to start"
     )] = "pocketsphinx"
     preroll_ms: Annotated[int, Range(ge=0), Doc(
         "audio kept from before the VAD declared speech (cover the VAD start window)"
@@ -120,7 +133,7 @@ class STTProcessor(Processor):
         self._last_interim = ""
 
     async def setup(self) -> None:
-        engine, self.stream = await self.run_blocking(_open, self.settings.engine)
+        engine, self.stream = await self.run_blocking(_open, self.settings.engine, self.settings.fallback)
         self.engine = engine
         self._bytes_per_ms = engine.sample_rate * 2 / 1000
 

@@ -8,12 +8,18 @@ turn closes the stream, so synthesis stops at the next chunk and nothing more is
 Engines load once per process and are shared by every call (``engine_for``). If the
 configured engine cannot load or fails on a clause, the processor falls back to eSpeak
 NG, which is always there, so the caller still hears an answer.
+
+With ``cache: true`` the node uses the worker's audio cache (``processors.tts.cache``):
+a clause already in it is pushed at once, with no synthesis and no executor step; a
+clause synthesised whole is kept for the next call; ``prefill`` texts are synthesised into
+it at set-up, off the loop (concurrent calls wait for one synthesis of each).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Literal
 
 from pipeline.errors import ServiceError
@@ -21,8 +27,10 @@ from pipeline.frames import AudioFormat, OutputAudio, TTSText
 from pipeline.models import shared
 from pipeline.offload import iterate_blocking
 from pipeline.processor import Processor
-from pipeline.settings import Doc
+from pipeline.settings import Doc, Range
+from processors.text.aggregator import split_sentences
 
+from .cache import AudioCache, cache_key, worker_cache
 from .engine import TTSEngine
 
 __all__ = ["TTSProcessor", "TTSSettings", "engine_for"]
@@ -57,6 +65,13 @@ class TTSSettings:
     engine: Annotated[EngineName, Doc("piper (natural) or espeak (instant)")] = "piper"
     voice: Annotated[str, Doc("a Piper .onnx path or an eSpeak voice name (blank: the bundled default)")] = ""
     fallback: Annotated[EngineName | None, Doc("the engine used when the first one fails (null: none)")] = "espeak"
+    cache: Annotated[bool, Doc(
+        "keep clauses spoken whole in the worker's audio cache and say repeats from it at once")] = False
+    cache_mb: Annotated[float, Range(gt=0), Doc(
+        "bound of the worker's audio cache in MB, shared by every call (the largest asked for wins)")] = 32.0
+    prefill: Annotated[tuple[str, ...], Doc(
+        "texts synthesised into the cache at set-up, cut into sentences as the 'sentences' node does with "
+        "first_clause_min_words: 0 (needs cache: true)")] = ()
 
 
 class TTSProcessor(Processor):
@@ -73,7 +88,11 @@ class TTSProcessor(Processor):
         super().__init__(settings, name=name)
         self.engine: TTSEngine | None = None
         self._rate = 0
+        self._cache: AudioCache | None = None
         self.synthesised_ms = 0.0
+        #: Clauses said from the cache, and their audio.
+        self.cached_clauses = 0
+        self.cached_ms = 0.0
 
     async def setup(self) -> None:
         try:
@@ -84,6 +103,19 @@ class TTSProcessor(Processor):
             logger.error("%s: %s engine failed to load (%s); using %s", self.name, self.settings.engine, exc,
                          self.settings.fallback)
             self.engine = await self.run_blocking(engine_for, self.settings.fallback, "")
+        if self.settings.cache:
+            self._cache = worker_cache(int(self.settings.cache_mb * 1_000_000))
+            await self._prefill(self.engine, self._voice(self.engine))
+
+    async def _prefill(self, engine: TTSEngine, voice: str) -> None:
+        cache = self._cache
+        assert cache is not None
+        for text in self.settings.prefill:
+            for unit in split_sentences(" ".join(text.split())):
+                await cache.fill(cache_key(engine, voice, unit), partial(self.run_blocking, _render, engine, unit))
+
+    def _voice(self, engine: TTSEngine) -> str:
+        return self.settings.voice if engine.name == self.settings.engine else ""
 
     async def process(self, frame: TTSText) -> None:
         turn = frame.turn
@@ -102,12 +134,34 @@ class TTSProcessor(Processor):
 
     async def _speak(self, engine: TTSEngine, text: str, turn: int) -> None:
         rate = engine.sample_rate
+        cache = self._cache
+        key = cache_key(engine, self._voice(engine), text) if cache is not None else None
+        if cache is not None and key is not None:
+            cached = cache.get(key)
+            if cached is not None:
+                self.cached_clauses += 1
+                self.cached_ms += len(cached) / (rate * 2 / 1000)
+                await self._push_audio(cached, rate, turn)
+                return
+        spoken: list[bytes] = []
         chunks = iterate_blocking(self.ctx.call_id, lambda: engine.synthesize(text))
         async for pcm in self.interruptible(chunks, turn):
             if not pcm:
                 continue
-            if rate != self._rate:
-                self._rate = rate
-                await self.push(AudioFormat(rate, stream="out"))
             self.synthesised_ms += len(pcm) / (rate * 2 / 1000)
-            await self.push(OutputAudio(pcm, turn=turn))
+            if key is not None:
+                spoken.append(pcm)
+            await self._push_audio(pcm, rate, turn)
+        if cache is not None and key is not None and spoken and not self.is_stale(turn):
+            cache.put(key, b"".join(spoken))  # spoken whole: a flush would have cut it short
+
+    async def _push_audio(self, pcm: bytes, rate: int, turn: int) -> None:
+        if rate != self._rate:
+            self._rate = rate
+            await self.push(AudioFormat(rate, stream="out"))
+        await self.push(OutputAudio(pcm, turn=turn))
+
+
+def _render(engine: TTSEngine, text: str) -> bytes:
+    """All of ``text``'s audio in one blocking step (a prefill sentence)."""
+    return b"".join(engine.synthesize(text))

@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -169,12 +170,51 @@ def test_a_disconnect_callback_ends_the_live_media_call(config: Path, monkeypatc
         connected = {"id": "e1", "source": "calling/callConnections/call-1", "specversion": "1.0",
                      "type": "Microsoft.Communication.CallConnected", "data": {"callConnectionId": "call-1"}}
         gone = dict(connected, id="e2", type="Microsoft.Communication.CallDisconnected")
+        for _ in range(2000):  # the graph is built in a thread: end the call once it runs
+            if session.runner is not None:
+                break
+            time.sleep(0.005)
         assert client.post("/acs/callbacks", json=[connected]).json()["applied"] == 1
         assert session.state == "connected" and session.media_connected
         assert client.post("/acs/callbacks", json=[gone]).json()["applied"] == 1
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_text()  # the route closes the socket once the graph has ended
-    assert closed.value.code == 1011
+    assert closed.value.code == 1000  # ACS ended the call: a normal close
     assert session.result is not None and session.result.reason == "cancelled"
     assert session.task is not None and session.task.done()
     assert sessions.live("call-1") is None and sessions.counts().live == 0
+
+
+def test_a_call_disconnected_while_its_graph_is_built_never_runs(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CallDisconnected lands while the route builds the graph in a thread (no runner to
+    cancel yet): the route sees the call has ended and closes the socket without running it."""
+    from starlette.websockets import WebSocketDisconnect
+
+    import transports.acs.route as route
+
+    (config / "pipelines" / "acs.yaml").write_text(TINY_ACS)
+    monkeypatch.setenv("VOICEGRAPH_ACS_NO_AUTH", "1")
+    building, release = threading.Event(), threading.Event()
+    load = route._load_graph
+
+    def slow_load(pipeline: Path) -> Any:
+        building.set()
+        assert release.wait(30)
+        return load(pipeline)
+
+    monkeypatch.setattr(route, "_load_graph", slow_load)
+    app = create_app(config, poll_s=3600)
+    sessions = app.state.acs_sessions
+    token = sessions.expect("call-2")
+    session = sessions.live("call-2")
+    gone = {"id": "e1", "source": "calling/callConnections/call-2", "specversion": "1.0",
+            "type": "Microsoft.Communication.CallDisconnected", "data": {"callConnectionId": "call-2"}}
+    with TestClient(app) as client, client.websocket_connect(f"/acs/media?token={token}") as ws:
+        assert building.wait(30)
+        assert client.post("/acs/callbacks", json=[gone]).json()["applied"] == 1
+        release.set()
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+    assert closed.value.code == 1000
+    assert session is not None and session.runner is None and session.result is None  # it never ran
+    assert sessions.counts().live == 0

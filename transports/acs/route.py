@@ -242,7 +242,10 @@ async def _serve(websocket: WebSocket, sessions: CallSessions, session: CallSess
         log = logger.info if result.reason == "eos" and not result.errors else logger.warning
         log("call %s ended: %s after %.1f s%s", call_id, result.reason, result.duration_s,
             f" ({len(result.errors)} errors: {errors})" if errors else "")
-        code, reason = (_NORMAL if result.reason == "eos" else _INTERNAL_ERROR), f"call ended: {result.reason}"
+        # The caller hanging up (eos) or ACS ending the call (a CallDisconnected cancels it) is a
+        # normal end; anything else (a timeout, a fatal error) is ours.
+        normal = result.reason == "eos" or sessions.has_ended(session.call_connection_id)
+        code, reason = (_NORMAL if normal else _INTERNAL_ERROR), f"call ended: {result.reason}"
     except FatalError as exc:  # a node failed to start: the call never ran
         logger.error("call %s: could not start: %s", call_id, exc)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from dataclasses import replace
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import pocketsphinx
 import pytest
 
+from pipeline.clock import VirtualClock
 from pipeline.context import CallContext
+from pipeline.errors import ServiceError
 from pipeline.frames import (
     AudioFormat,
     FinalTranscript,
@@ -21,8 +24,10 @@ from pipeline.frames import (
     TurnEnd,
     TurnStart,
 )
+from pipeline.graph import Graph
 from pipeline.offload import FairExecutor
-from pipeline.testing import run_processor
+from pipeline.runner import run_call
+from pipeline.testing import Collector, Feeder, drive, run_processor
 from processors.stt import node as stt_node
 from processors.stt.engine import Hypothesis
 from processors.stt.node import STTProcessor, STTSettings
@@ -93,13 +98,49 @@ async def test_empty_turn_gives_an_empty_final() -> None:
     assert [(f.turn, f.text) for f in finals] == [(1, "")]
 
 
-async def test_whisper_is_selectable_and_transcribes_the_turn_after_it_ends() -> None:
+async def test_whisper_transcribes_the_turn_incrementally() -> None:
     node = STTProcessor(STTSettings(engine="whisper"))
     out, result = await run_processor(node, [AudioFormat(16000), *turn_frames(SENTENCE, 1)])
     assert result.errors == ()
     finals = [f for f in out.frames if isinstance(f, FinalTranscript)]
     assert len(finals) == 1 and wer(SENTENCE, finals[0].text) <= 0.1, finals[0].text
-    assert not [f for f in out.frames if isinstance(f, InterimTranscript)]  # utterance-level engine
+    interims = [f for f in out.frames if isinstance(f, InterimTranscript)]
+    # How many depends on how the batches grow while decodes run (exact counts on
+    # paced audio: tests/processors/stt/test_whisper.py); at least the first decode's.
+    assert interims and all(f.turn == 1 for f in interims)
+    assert out.frames.index(interims[-1]) < out.frames.index(finals[0])
+
+
+async def test_an_engine_that_fails_to_load_falls_back_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = stt_node.stt_engine_for
+
+    def broken_whisper(name: Any) -> Any:
+        if name == "whisper":
+            raise FileNotFoundError("no CTranslate2 Whisper model in /nowhere")
+        return real(name)
+
+    monkeypatch.setattr(stt_node, "stt_engine_for", broken_whisper)
+    with caplog.at_level(logging.WARNING, logger="processors.stt.node"):
+        out, result = await run_processor(STTProcessor(STTSettings(engine="whisper")),
+                                          [AudioFormat(16000), *turn_frames(SENTENCE, 1)])
+    assert result.reason == "eos" and result.errors == ()
+    assert [r.getMessage() for r in caplog.records] == [
+        "STT engine 'whisper' failed to load (no CTranslate2 Whisper model in /nowhere): using 'pocketsphinx' "
+        "for this call"
+    ]
+    final = next(f for f in out.frames if isinstance(f, FinalTranscript))
+    assert wer(SENTENCE, final.text) <= 0.3, final.text
+
+
+async def test_without_a_fallback_a_failed_load_is_a_named_service_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(name: Any) -> Any:
+        raise OSError("model.bin: truncated")
+
+    monkeypatch.setattr(stt_node, "stt_engine_for", broken)
+    with pytest.raises(ServiceError, match=r"STT engine 'whisper' failed to load: model\.bin: truncated"):
+        stt_node._open("whisper", "none")
 
 
 async def test_transcript_times_are_placed_by_the_turn_start_not_by_counting_audio() -> None:
@@ -218,3 +259,43 @@ async def test_audio_collects_while_a_batch_decodes_so_the_recogniser_keeps_up(
     assert sum(batches) == len(speech)
     await node.cleanup()
     executor.shutdown()
+
+
+class PacedFeeder(Feeder):
+    """Pushes each audio frame when its 20 ms are due on the call's clock, as a line does."""
+
+    async def run(self) -> None:
+        due = self.ctx.clock.now_ns()
+        for frame in self.frames:
+            if isinstance(frame, InputAudio):
+                due += 20_000_000
+                await self.ctx.clock.sleep_until(due)
+            await self.push(frame)
+
+
+async def test_whisper_interims_flow_while_the_caller_speaks_on_the_virtual_clock() -> None:
+    speech = utterance(SENTENCE, pad_ms=0) + utterance("yes please transfer me to an agent", pad_ms=0)
+    chunks = list(frames(silence(600) + speech + silence(600)))  # 4.4 s of speech, no pause
+    opened = (600 + 200) // 20  # the VAD opens the turn 200 ms into the speech
+    script: list[Frame] = [AudioFormat(16000), *(InputAudio(c) for c in chunks[:opened])]
+    script.append(TurnStart(turn=1, at_ms=600, stream_ms=opened * 20))
+    script += [InputAudio(c) for c in chunks[opened:]]
+    script.append(TurnEnd(turn=1))
+    clock = VirtualClock(start_ns=0)
+    graph = Graph("paced-stt")
+    collector = Collector()
+    graph.chain(PacedFeeder(script), STTProcessor(STTSettings(engine="whisper")), collector)
+    call = asyncio.ensure_future(run_call(graph, CallContext(clock=clock), timeout=120))
+    await drive(clock, call)
+    assert call.result().errors == ()
+    speech_end_ns = (600 + len(speech) // 32) * 1_000_000
+    interims = [f for f in collector.frames if isinstance(f, InterimTranscript)]
+    during = [f for f in interims if f.ts <= speech_end_ns]
+    # A decode per 800 ms of speech: 5 in 4.4 s, each with new words. On the virtual
+    # clock the batches, so the decodes, fall at the same audio times on every run.
+    assert len(during) == 5
+    assert [f.ts for f in during] == sorted(f.ts for f in during)
+    final = next(f for f in collector.frames if isinstance(f, FinalTranscript))
+    # Decodes take no virtual time: the final comes with the TurnEnd, after the last frame.
+    assert final.ts == len(chunks) * 20_000_000
+    assert wer(f"{SENTENCE} yes please transfer me to an agent", final.text) <= 0.15, final.text

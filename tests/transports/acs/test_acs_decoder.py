@@ -297,3 +297,24 @@ def test_errors_are_value_errors_and_the_decoder_keeps_going() -> None:
             errors.append(str(exc).split(":")[0])
     assert [type(e).__name__ for e in decoded] == ["AudioMetadata", "AudioChunk", "Dtmf", "AudioChunk"]
     assert errors == ["not JSON", "AudioData before a usable AudioMetadata", "expected a JSON object, got list", "binary frame of 2 bytes"]
+
+
+def test_audio_spelled_as_acs_sends_it_decodes_like_any_other_spelling() -> None:
+    """The decoder reads ACS's own spelling on a fast path: same result as the general one."""
+    pascal = AUDIO.replace('"kind"', '"Kind"').replace('"audioData"', '"AudioData"').replace(
+        '"timestamp"', '"Timestamp"').replace('"participantRawID"', '"ParticipantRawId"').replace(
+        '"data"', '"Data"').replace('"silent"', '"Silent"')
+    fast, general = started().decode(AUDIO), started().decode(pascal)
+    assert fast == general == AudioChunk(pcm=PCM, sample_rate=16000, timestamp=WHEN,
+                                         participant="8:acs:3d20e1de-0f28-41c5", silent=False)
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    (('"silent":false', '"silent":"no"'), "audioData.silent"),
+    (('"2024-11-15T19:16:12.925Z"', '"2024-11-15T19:16:12.925"'), "audioData.timestamp"),
+    (('"data":"', '"data":"!'), "audioData.data"),
+    (('"silent":false', '"silent":false,"Data":"AAAA"'), "audioData.Data"),
+])
+def test_bad_audio_in_acs_spelling_is_still_refused_by_name(change: tuple[str, str], named: str) -> None:
+    with pytest.raises(ProtocolError, match=named.replace(".", r"\.")):
+        started().decode(AUDIO.replace(*change))
