@@ -29,7 +29,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "graph_build": ("graph_build.py", [], ["--sizes", "1000", "2000"]),
     "pacing": ("pacing.py", [], ["--seconds", "1", "--repeats", "1"]),
     "calls": ("calls.py", [], ["--calls", "1", "10", "--turns", "1", "--max-speech-calls", "1"]),
-    "acs_path": ("acs_path.py", [], ["--calls", "2", "--turns", "2"]),
+    "acs_path": ("acs_path.py", [], ["--rounds", "1", "--turns", "2"]),
     "acs_density": ("acs_density.py", [], ["--calls", "10", "50", "--speech-calls", "1", "--seconds", "5"]),
     "llm_router": ("llm_router.py", [], ["--turns", "20", "--tokens", "10"]),
     "ivr_turn": ("ivr_turn.py", [], ["--calls", "20"]),

@@ -1,11 +1,14 @@
-"""``voicegraph call --via acs``: one call through the real server, the way ACS places it.
+"""``voicegraph call --via acs``: one call through the real server, placed the way ACS places it.
 
-The call's pipeline runs in the ASGI app (:func:`voicegraph.app.create_app`) served by
-uvicorn on 127.0.0.1, a free port, in this process; the caller is the local ACS peer's
-media caller (:class:`~transports.acs.peer.caller.AcsMediaCaller`), which connects to
-``/acs/media`` with a media token the app's :class:`~transports.acs.sessions.CallSessions`
-issued, and speaks, listens and talks over the bot over the WebSocket, as ACS would
-stream a phone caller.
+The call runs on an :class:`~voicegraph.acs_testbed.AcsTestbed`: our app
+(:func:`voicegraph.app.create_app`) and the local ACS peer, each served by uvicorn on
+127.0.0.1, a free port, in this process. The peer rings the server through Event Grid
+(``IncomingCall`` to ``/acs/events``); the server answers through the Call Automation SDK
+(its requests HMAC-signed, checked by the peer); the peer posts ``CallConnected`` (a signed
+JWT) to ``/acs/callbacks`` and its media hook runs the media caller
+(:class:`~transports.acs.peer.caller.AcsMediaCaller`) on ``/acs/media`` with the headers ACS
+sends; the caller speaks, listens and talks over the bot as a phone caller would, then
+hangs up; the peer posts ``CallDisconnected``, and the call is over on both sides.
 
 The pipeline. ``--pipeline`` names the pipeline as for a local call. A pipeline whose
 caller is a local speech caller (``local``, the default) is served with that node swapped
@@ -21,18 +24,16 @@ each turn's ``caller_text``, ``barge_in_ms`` measured over the wire (the caller'
 onset -> ``StopAudio`` received) and ``voice_to_voice_ms`` (the end of the caller's line
 -> the first bot frame received), and a ``wire`` section with what the caller measured
 (the spacing of the bot's frames, ``StopAudio`` count, bot frames that came after a
-``StopAudio`` for the turn it stopped: a failure if any).
+``StopAudio`` for the turn it stopped: a failure if any), and the callbacks the peer posted
+about the call with the status of each attempt (``callbacks``: one not accepted is a
+failure).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 import tempfile
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,14 +43,14 @@ import yaml
 from pipeline.config import build_graph, load_pipeline
 from pipeline.graph import Graph
 from pipeline.runner import CallResult
-from transports.acs.auth import NoAuth
 from transports.acs.media import AcsMediaTransport
 from transports.acs.messages import SUPPORTED_RATES
-from transports.acs.peer.caller import AcsCallerSettings, AcsMediaCaller, CallerError
-from transports.acs.route import MEDIA_PATH
+from transports.acs.peer.caller import AcsCallerSettings, AcsMediaCaller
+from transports.acs.peer.media_hook import CallerHook
 from transports.acs.sessions import CallSession
 from transports.local.speech import OPENING_MS, SpeechCaller
 
+from .acs_testbed import AcsTestbed, RingRefused, serving
 from .call import CallOptionError, CallOptions, call_errors, check_interrupt, find_caller
 from .report import CallRecorder
 
@@ -111,66 +112,46 @@ def _speech_caller(graph: Graph) -> SpeechCaller:
     return caller
 
 
-@contextlib.asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1, a free port, in this event loop; yields
-    the base URL (``http://127.0.0.1:PORT``). The socket listens before the server starts,
-    so connections made at once wait in its backlog instead of being refused."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    sock.setblocking(False)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="acs-call:server")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
 async def run_acs_call_report(plan: AcsCallPlan, options: CallOptions) -> dict[str, Any]:
-    """Run one call through the server over the ACS media WebSocket; return the report.
+    """Place one call through the server the way ACS does, and return the report.
 
-    ``errors`` are those of a local call (:func:`~voicegraph.call.call_errors`), plus the
-    caller's: the socket refused, bot audio after ``StopAudio``, the call not over in time.
+    The testbed (:class:`~voicegraph.acs_testbed.AcsTestbed`) rings the server through
+    the peer's Event Grid; the server answers through the SDK; the peer connects the call
+    and its media hook runs the caller on the media socket; the caller hangs up; the peer
+    posts ``CallDisconnected``. ``errors`` are those of a local call
+    (:func:`~voicegraph.call.call_errors`), plus the wire's: the call not answered, the
+    socket refused, a callback the server did not accept, bot audio after ``StopAudio``,
+    the call not over in time.
     """
-    from .app import create_app
-
     caller = AcsMediaCaller(plan.caller)
-    await caller.prepare()  # the voice loads and speaks off the loop, before the line opens
+    await caller.prepare()  # the voice loads and speaks off the loop, before the line rings
+    hook = CallerHook(lambda connect: caller)
+    call_id = ""
+    errors: list[str] = []
+    recorders: dict[int, CallRecorder] = {}
     with tempfile.TemporaryDirectory(prefix="voicegraph-acs-") as tmp:
-        folder = Path(tmp) / "pipelines"
-        await asyncio.to_thread(_write, folder / "acs.yaml", plan.pipeline_yaml)
-        app = create_app(Path(tmp), poll_s=3600.0, verifier=NoAuth())
-        sessions = app.state.acs_sessions
-        started: list[tuple[CallSession, CallRecorder]] = []
-        sessions.watch(lambda session: started.append((session, CallRecorder(session.graph))))
-        call_id = f"acs-call-{uuid.uuid4().hex[:12]}"
-        token = sessions.expect(call_id)
-        headers = {"x-ms-call-connection-id": call_id, "x-ms-call-correlation-id": str(uuid.uuid4())}
-        errors: list[str] = []
-        async with serving(app) as base:
-            url = base.replace("http://", "ws://") + f"{MEDIA_PATH}?token={token}"
+        await asyncio.to_thread(_write, Path(tmp) / "pipelines" / "acs.yaml", plan.pipeline_yaml)
+        async with AcsTestbed(Path(tmp), hook, sample_rate=plan.caller.sample_rate) as bed:
+            bed.sessions.watch(lambda session: _record(recorders, session))
             try:
                 async with asyncio.timeout(options.timeout_s):
-                    await caller.run(url, headers=headers)
-                    if started and started[0][0].task is not None:
-                        await asyncio.wait({started[0][0].task})  # the server's side of the call ends too
+                    call_id = await bed.ring()
+                    await bed.finished(call_id)
             except TimeoutError:
                 errors.append(f"call: it did not end within the --timeout of {options.timeout_s:g} s")
-            except CallerError as exc:
-                errors.append(f"caller: {exc}")
+            except RingRefused as exc:
+                errors.append(f"call: {exc}")
+            errors += [f"caller: {why}" for why in hook.failures.values()]
+            callbacks = [{"type": d.type, "statuses": list(d.attempts)} for d in bed.deliveries(call_id)]
+            started = [s for s in bed.started if s.call_connection_id == call_id]
+    errors += [f"wire: the {c['type']} callback was not accepted (attempts: {c['statuses']})"
+               for c in callbacks if not c["statuses"] or not _accepted(c["statuses"][-1])]
+    wire = {**caller.report(), "callbacks": callbacks}
     if not started:
         return {"call_id": call_id, "turns": [], "pipeline": "", "ended": "never connected",
-                "errors": errors or ["call: the server never started the call"], "via": "acs",
-                "wire": caller.report()}
-    session, recorder = started[0]
+                "errors": errors or ["call: the server never started the call"], "via": "acs", "wire": wire}
+    session = started[0]
+    recorder = recorders[id(session)]
     recorder.call_id = call_id
     _add_caller_side(recorder, caller)
     report = recorder.to_json()
@@ -179,13 +160,22 @@ async def run_acs_call_report(plan: AcsCallPlan, options: CallOptions) -> dict[s
     report["pipeline"] = session.graph.name if session.graph is not None else ""
     report["ended"] = result.reason
     report["via"] = "acs"
-    report["wire"] = caller.report()
+    report["wire"] = wire
     if caller.ear.late_frames:
         errors.append(f"wire: {caller.ear.late_frames} bot frames arrived after StopAudio for the turn it stopped")
     if caller.messages_refused:
         errors.append(f"wire: the caller could not read {caller.messages_refused} messages from the server")
     report["errors"] = call_errors(report, result, options) + errors
     return report
+
+
+def _record(recorders: dict[int, CallRecorder], session: CallSession) -> None:
+    assert session.graph is not None  # watchers are told once the graph is built
+    recorders[id(session)] = CallRecorder(session.graph)
+
+
+def _accepted(status: int | str) -> bool:
+    return isinstance(status, int) and 200 <= status < 300
 
 
 def _write(path: Path, text: str) -> None:
@@ -247,4 +237,6 @@ def format_wire(report: dict[str, Any]) -> str:
                      f"{gaps['median_ms']} ms (p10 {gaps['p10_ms']}, p90 {gaps['p90_ms']}), "
                      f"{gaps['within_5ms_of_20'] * 100:.0f} % within 20 +- 5 ms")
     lines.append(f"StopAudio received: {wire['stop_audio']}; bot frames after a StopAudio: {wire['late_frames']}")
+    lines.append("callbacks: " + ", ".join(f"{c['type']} {'/'.join(map(str, c['statuses']))}"
+                                           for c in wire["callbacks"]))
     return "\n".join(lines) + "\n"

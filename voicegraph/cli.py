@@ -381,8 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
                    default=120.0, metavar="S", help="give up after this many seconds (default: 120)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--via", choices=("local", "acs"), default="local",
-                   help="local: the pipeline's own caller (default); acs: through the server, the caller on the "
-                        "ACS media WebSocket")
+                   help="local: the pipeline's own caller (default); acs: placed the ACS way through the server "
+                        "and the local ACS (Event Grid, the SDK's answer, signed callbacks, the media WebSocket)")
     p.set_defaults(func=cmd_call)
 
     p = sub.add_parser("serve", help="serve the ASGI app (health, readiness; transports later)")

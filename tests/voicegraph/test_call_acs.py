@@ -1,5 +1,6 @@
-"""voicegraph call --via acs: a whole call through the server on a free port, the caller on
-the ACS media WebSocket; the report's shape, the caller's numbers, and the flags refused."""
+"""voicegraph call --via acs: a whole call placed the ACS way (Event Grid, the SDK's answer,
+signed callbacks, the media WebSocket) through the server on a free port; the report's
+shape, the caller's numbers, the callbacks' statuses, and the flags refused."""
 
 from __future__ import annotations
 
@@ -64,6 +65,11 @@ def test_a_call_over_acs_reports_like_a_local_call_with_the_callers_numbers(
     assert [r["number"] for r in wire["responses"]] == [1, 2]
     assert (wire["stop_audio"], wire["late_frames"], wire["messages_refused"]) == (0, 0, 0)
     assert wire["bot_frame_spacing"]["gaps"] > 50 and wire["closed_by"] == "caller"
+    # The call was placed the ACS way: rung, answered, connected and disconnected through callbacks.
+    assert [(c["type"], c["statuses"]) for c in wire["callbacks"]] == [
+        ("CallConnected", [200]), ("ParticipantsUpdated", [200]), ("MediaStreamingStarted", [200]),
+        ("ParticipantsUpdated", [200]), ("MediaStreamingStopped", [200]), ("CallDisconnected", [200])]
+    assert report["call_id"] and not report["call_id"].startswith("pending-")  # the id ACS gave the call
 
 
 def test_the_text_report_adds_the_wire_section(local: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -72,6 +78,8 @@ def test_the_text_report_adds_the_wire_section(local: str, capsys: pytest.Captur
     assert "latency (ms from end of caller speech)" in out
     assert "over the ACS media WebSocket (as the caller heard it)" in out
     assert "StopAudio received: 0; bot frames after a StopAudio: 0" in out
+    assert "callbacks: CallConnected 200, ParticipantsUpdated 200, MediaStreamingStarted 200" in out
+    assert out.rstrip().endswith("CallDisconnected 200")
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -147,7 +147,8 @@ class AcsMediaCaller:
         self.lines: list[CallerLine] = []
         self.frames_sent = 0
         self.messages_refused = 0
-        #: Who ended the call ("caller": it hung up; "server": the socket closed under it), and the close code.
+        #: Who ended the call ("caller": it hung up; "server": the socket closed under it;
+        #: "acs": the call ended on ACS's side, see :meth:`run`), and the close code.
         self.closed_by = ""
         self.close_code: int | None = None
         self._frame_bytes = s.sample_rate * FRAME_MS // 1000 * 2
@@ -174,8 +175,14 @@ class AcsMediaCaller:
         self._prepared = True
 
     async def run(self, url: str, *, headers: Mapping[str, str] | None = None,
-                  session: aiohttp.ClientSession | None = None) -> None:
+                  session: aiohttp.ClientSession | None = None, on_open: Callable[[], None] | None = None,
+                  hung_up: asyncio.Event | None = None) -> None:
         """Connect to ``url`` (``ws://.../acs/media?token=...``), say the script, hang up.
+
+        ``on_open`` is called once the upgrade succeeded; ``hung_up``, once set, ends the
+        call from ACS's side (the bot hung up or transferred it): the caller closes the
+        socket and ``closed_by`` is ``"acs"``. (The local ACS's media hook passes both:
+        :class:`~.media_hook.CallerHook`.)
 
         Returns when the socket has closed, whoever closed it; raises :class:`CallerError`
         if the server refused the upgrade.
@@ -191,9 +198,15 @@ class AcsMediaCaller:
                 raise CallerError(f"the media socket was refused: HTTP {exc.status} {exc.message}") from None
             except aiohttp.ClientError as exc:
                 raise CallerError(f"the media socket could not be opened: {type(exc).__name__}: {exc}") from None
+            if on_open is not None:
+                on_open()
             async with ws, asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._receive(ws), name="acs-caller:receive")
+                leave = tasks.create_task(self._leave_on(hung_up, ws), name="acs-caller:hung-up") \
+                    if hung_up is not None else None
                 await self._speak(ws)
+                if leave is not None:
+                    leave.cancel()
                 if not ws.closed:
                     self.closed_by = self.closed_by or "caller"
                     await ws.close()
@@ -217,6 +230,12 @@ class AcsMediaCaller:
             "frames_sent": self.frames_sent, "stop_audio": self.ear.stops, "late_frames": self.ear.late_frames,
             "messages_refused": self.messages_refused, "closed_by": self.closed_by, "close_code": self.close_code,
         }
+
+    async def _leave_on(self, hung_up: asyncio.Event, ws: aiohttp.ClientWebSocketResponse) -> None:
+        await hung_up.wait()
+        self.closed_by = self.closed_by or "acs"
+        self._hung_up = True
+        await ws.close()
 
     # --- the ear ------------------------------------------------------------------------
 
