@@ -100,7 +100,8 @@ class Probe:
         # pacer skips to the latest one, and the lag would read under a period.
         due = self.slot_ns + PERIOD_NS if self.slot_ns else slot_ns
         self.slot_ns = slot_ns
-        self.lags_ms.append((self.clock.now_ns() - due) / 1e6)
+        # asyncio may run a timer up to its clock resolution early: early is no lag.
+        self.lags_ms.append(max(0.0, (self.clock.now_ns() - due) / 1e6))
 
     def on_send(self, text: str) -> None:
         if text.startswith(_AUDIO):
