@@ -56,7 +56,8 @@ from .spec import AgentSpec
 from .tools.runner import CallTools
 from .tools.store import ToolStore, default_store
 
-__all__ = ["Orchestrator", "OrchestratorSettings", "ivr_engine", "llm_configured"]
+__all__ = ["Orchestrator", "OrchestratorSettings", "ivr_engine", "llm_configured", "resolve_config_path",
+           "scenario_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +97,19 @@ class OrchestratorSettings(LLMBrainSettings):
     reload_poll_ms: Annotated[float, Range(ge=0), Doc("look for changed agent files at most this often")] = 500.0
 
 
-def _resolve(path: str) -> Path:
+def resolve_config_path(path: str) -> Path:
+    """A settings path: as given when absolute or present in the working folder, else in the
+    project (blocking: it looks at the file system)."""
     candidate = Path(path)
     return candidate if candidate.is_absolute() or candidate.exists() else _REPO / candidate
+
+
+def scenario_file(settings: OrchestratorSettings) -> Path:
+    """The scenario file ``settings`` name: a ``.yaml`` path, else ``<scenarios>/<name>.yaml`` (blocking)."""
+    given = Path(settings.scenario)
+    if given.suffix in (".yaml", ".yml"):
+        return resolve_config_path(str(given))
+    return resolve_config_path(settings.scenarios) / f"{given}.yaml"
 
 
 class Orchestrator(LLMBrain):
@@ -131,12 +142,12 @@ class Orchestrator(LLMBrain):
     async def setup(self) -> None:
         settings = self.settings
         if self.registry is None:
-            folder = await asyncio.to_thread(_resolve, settings.agents)
+            folder = await asyncio.to_thread(resolve_config_path, settings.agents)
             self.registry = await shared_registry(folder, poll_s=settings.reload_poll_ms / 1000)
         else:
             await self.registry.refresh(force=self.registry.version == 0)
         registry = self.registry
-        scenario_path = await asyncio.to_thread(self._scenario_path)
+        scenario_path = await asyncio.to_thread(scenario_file, settings)
         self.scenario = scenario = await asyncio.to_thread(load_scenario, scenario_path, registry.names())
         if self.engine is None:
             kind = settings.engine
@@ -157,12 +168,6 @@ class Orchestrator(LLMBrain):
         self.tool_runner = CallTools(self.store, clock=self.ctx.clock, emit=self.emit,
                                      timeout_s=settings.tool_timeout_ms / 1000,
                                      filler_after_ms=settings.filler_after_ms)
-
-    def _scenario_path(self) -> Path:
-        given = Path(self.settings.scenario)
-        if given.suffix in (".yaml", ".yml"):
-            return _resolve(str(given))
-        return _resolve(self.settings.scenarios) / f"{given}.yaml"
 
     # -- the LLM engine's view of the call --------------------------------------------------
 

@@ -9,16 +9,26 @@ line N+1, MS milliseconds after the bot started speaking. So it needs at least t
 (``--say`` twice, or a script of two in the pipeline), or one line and a brain that speaks
 a greeting first (any node whose settings have a non-empty ``greeting``): the line then
 interrupts the greeting. ``check_call`` refuses other cases before the call starts.
+
+Scenarios (``--scenario NAME``): the pipeline's orchestrator brain (``use: orchestrator``)
+is given that scenario in place of its ``scenario`` setting (:func:`with_scenario`), and
+the caller says the scenario's ``demo`` lines unless ``--say`` or ``--text`` gives others.
+The CLI picks the pipeline: ``config/pipelines/scenario.yaml`` (spoken, on the local speech
+stack; ``make demo`` is ``voicegraph call --scenario insurance``) by default, and
+``scenario_text.yaml`` with ``--pipeline text`` or ``--text`` lines; any other pipeline
+with an orchestrator brain may be named. An unknown scenario, or a pipeline without an
+orchestrator, is refused before the call (exit 2). ``--text`` lines are typed: a pipeline
+whose caller speaks is refused for them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pipeline.config import build_graph, load_pipeline
+from pipeline.config import PipelineSpec, build_graph, load_pipeline
 from pipeline.context import CallContext
 from pipeline.errors import ConfigError
 from pipeline.graph import Graph
@@ -37,6 +47,8 @@ __all__ = [
     "find_caller",
     "run_call_report",
     "run_cli_call",
+    "scenario_lines",
+    "with_scenario",
 ]
 
 
@@ -56,6 +68,10 @@ class CallOptions:
     #: ``local``: the pipeline's own caller node; ``acs``: through the server over the ACS
     #: media WebSocket (:mod:`voicegraph.acs_call`).
     via: Literal["local", "acs"] = "local"
+    #: the scenario the orchestrator brain runs (``--scenario``); None: the pipeline's own.
+    scenario: str | None = None
+    #: the lines are typed (``--text``): a pipeline whose caller speaks is refused.
+    typed: bool = False
 
 
 @runtime_checkable
@@ -77,6 +93,9 @@ def find_caller(graph: Graph) -> ScriptableCaller:
 def check_call(graph: Graph, options: CallOptions) -> None:
     """Refuse options that cannot work with ``graph`` before the call starts (``CallOptionError``)."""
     caller = find_caller(graph)
+    if options.typed and getattr(caller, "configure_call", None) is not None:
+        raise CallOptionError(f"--text lines are typed, but the caller of '{graph.name}' ({type(caller).__name__}) "
+                              "speaks: use --say on a speech pipeline, or a text pipeline")
     speech_only = [flag for flag, given in (("--wav", options.wav is not None),
                                             ("--interrupt-after", options.interrupt_after_ms is not None)) if given]
     if speech_only and getattr(caller, "configure_call", None) is None:
@@ -159,6 +178,53 @@ def run_cli_call(options: CallOptions) -> dict[str, Any]:
 
         plan = plan_acs_call(options)
         return run(run_acs_call_report(plan, options))
-    graph = build_graph(load_pipeline(options.pipeline))
+    spec = load_pipeline(options.pipeline)
+    if options.scenario is not None:
+        spec = with_scenario(spec, options.scenario)
+        if not options.say:
+            options = replace(options, say=scenario_lines(spec))
+    graph = build_graph(spec)
     check_call(graph, options)
     return run(run_call_report(graph, options))
+
+
+def with_scenario(spec: PipelineSpec, scenario: str) -> PipelineSpec:
+    """``spec`` with its orchestrator brains set to run ``scenario`` (a name, or a scenario file).
+
+    ``CallOptionError`` when the pipeline has no orchestrator, or the scenario does not
+    exist (the message lists the scenarios there are). Blocking (it looks for the file).
+    """
+    from agents.orchestrator import OrchestratorSettings, scenario_file
+
+    brains = [node.name for node in spec.nodes if isinstance(node.settings, OrchestratorSettings)]
+    if not brains:
+        raise CallOptionError(f"--scenario {scenario}: pipeline '{spec.name}' has no orchestrator brain "
+                              "(a node with 'use: orchestrator'); the scenario pipelines are 'scenario' (spoken) "
+                              "and 'scenario_text'", file=spec.file)
+    nodes = tuple(replace(node, settings=replace(node.settings, scenario=scenario)) if node.name in brains else node
+                  for node in spec.nodes)
+    out = replace(spec, nodes=nodes)
+    settings = next(node.settings for node in nodes if node.name in brains)
+    path = scenario_file(settings)
+    if not path.is_file():
+        folder = path.parent
+        known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        raise CallOptionError(f"--scenario {scenario}: no scenario {path.stem!r} in {folder} "
+                              f"(scenarios: {', '.join(known) or 'none'})")
+    return out
+
+
+def scenario_lines(spec: PipelineSpec) -> tuple[str, ...]:
+    """The demo caller's lines of the scenario the pipeline's orchestrator runs (blocking).
+
+    A scenario file that does not parse raises its ``AgentFileError`` (file:line).
+    """
+    from agents.orchestrator import OrchestratorSettings, scenario_file
+    from agents.scenarios import load_scenario
+
+    settings = next(node.settings for node in spec.nodes if isinstance(node.settings, OrchestratorSettings))
+    scenario = load_scenario(scenario_file(settings))
+    if not scenario.demo:
+        raise CallOptionError(f"scenario {scenario.name} has no demo lines: give the caller's lines with --say "
+                              "or --text", file=scenario.file)
+    return scenario.demo

@@ -161,18 +161,24 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 def cmd_call(args: argparse.Namespace) -> int:
     from .call import CallOptionError, CallOptions, run_cli_call
 
+    problem = _call_conflict(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
-        path = pipeline_path(args.pipeline)
+        path = pipeline_path(_call_pipeline(args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     options = CallOptions(
         pipeline=path,
-        say=tuple(args.say or ()),
+        say=tuple(args.text or args.say or ()),
         wav=args.wav,
         interrupt_after_ms=args.interrupt_after,
         timeout_s=args.timeout,
         via=args.via,
+        scenario=args.scenario,
+        typed=bool(args.text),
     )
     try:
         report = run_cli_call(options)
@@ -187,6 +193,30 @@ def cmd_call(args: argparse.Namespace) -> int:
     for error in report["errors"]:
         print(f"error: {error}", file=sys.stderr)
     return 1 if report["errors"] else 0
+
+
+def _call_conflict(args: argparse.Namespace) -> str:
+    """Why the flags of ``call`` cannot go together, or ""."""
+    if args.text and args.say:
+        return "--text (typed lines) and --say (spoken lines) cannot be combined"
+    if args.text and (args.wav is not None or args.interrupt_after is not None):
+        return "--text lines are typed: --wav and --interrupt-after need a spoken call (--say)"
+    if args.scenario is not None and args.via != "local":
+        return "--scenario runs on the local pipeline; --via acs places the acs pipeline's call"
+    return ""
+
+
+def _call_pipeline(args: argparse.Namespace) -> str:
+    """The pipeline of ``call``: as given, else (module :mod:`voicegraph.call`'s docstring)
+    ``scenario``/``scenario_text`` for a scenario, ``local``/``text`` without one."""
+    typed = bool(args.text)
+    if args.scenario is not None:
+        if args.pipeline is None:
+            return "scenario_text" if typed else "scenario"
+        return "scenario_text" if args.pipeline == "text" else str(args.pipeline)
+    if args.pipeline is None:
+        return "text" if typed else DEFAULT_PIPELINE
+    return str(args.pipeline)
 
 
 def _print_report(report: dict[str, Any], *, as_json: bool) -> None:
@@ -371,8 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_nodes)
 
     p = sub.add_parser("call", help="run one call through a pipeline and print the conversation")
-    p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"name or path (default: {DEFAULT_PIPELINE})")
+    p.add_argument("--pipeline", help=f"name or path (default: {DEFAULT_PIPELINE}; with --scenario: scenario, and "
+                                      "'text' means scenario_text; with --text: text or scenario_text)")
+    p.add_argument("--scenario", metavar="NAME", help="run this scenario's agents (config/scenarios) on the "
+                                                      "pipeline's orchestrator; the caller says its demo lines "
+                                                      "unless --say or --text gives others")
     p.add_argument("--say", action="append", type=_line, metavar="TEXT", help="what the caller says (repeatable)")
+    p.add_argument("--text", action="append", type=_line, metavar="TEXT",
+                   help="what the caller types: a text-only call (repeatable)")
     p.add_argument("--wav", type=_wav, help="a WAV file the caller plays (speech pipelines)")
     p.add_argument("--interrupt-after", type=_number("a number of milliseconds", low=0, high=MAX_INTERRUPT_MS),
                    metavar="MS", help="the caller talks over the bot's answer with its next line, this many ms "
