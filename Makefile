@@ -19,7 +19,7 @@ $(STAMP): $(BIN)/python $(DEPS)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/voicegraph call
+	$(BIN)/voicegraph call --scenario insurance
 
 # Real human recordings for the STT accuracy tests (Debian packages; see the script).
 speech-data:

@@ -19,12 +19,15 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import build_graph, load_pipeline
 from pipeline.errors import ConfigError, VoicegraphError
 
 from .paths import pipeline_path, pipelines_dir
+
+if TYPE_CHECKING:
+    from .agent_checks import AgentFolders
 
 __all__ = ["build_parser", "main"]
 
@@ -83,13 +86,22 @@ def _wav(text: str) -> Path:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    files, failed = _yaml_files(args.paths or [str(pipelines_dir())])
+    from .agent_checks import AgentFolders, kind_of
+
+    defaults = [pipelines_dir()]
+    defaults += [folder for folder in (pipelines_dir().parent / "agents", pipelines_dir().parent / "scenarios")
+                 if folder.is_dir()]
+    files, failed = _yaml_files(args.paths or [str(p) for p in defaults])
     models = pipelines_dir().parent / "models.yaml"
     if not args.paths and models.is_file():
         files.append(models)
+    folders = AgentFolders()
     for path in files:
         if path.name in MODELS_FILES:
             failed += _validate_models(path)
+            continue
+        if kind_of(path) != "pipeline":
+            failed += _validate_agent_file(path, folders)
             continue
         warnings: list[str] = []
         try:
@@ -108,6 +120,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 print(f"warning: {warning}", file=sys.stderr)
         print(f"ok: {path} ({len(graph.nodes)} nodes, {len(graph.edges)} edges)")
     return 1 if failed else 0
+
+
+def _validate_agent_file(path: Path, folders: AgentFolders) -> int:
+    """Check an agent or scenario file (:mod:`voicegraph.agent_checks`); 1 if it is invalid."""
+    from .agent_checks import check_agent, check_scenario, kind_of
+
+    check = check_agent if kind_of(path) == "agent" else check_scenario
+    try:
+        print(check(path, folders))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _validate_models(path: Path) -> int:
@@ -388,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="DEBUG, INFO, WARNING (default), ERROR or CRITICAL")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("validate", help="check pipeline YAML files (default: config/pipelines, and config/models.yaml)")
+    p = sub.add_parser("validate", help="check pipeline, agent (agents/), scenario (scenarios/) and models files "
+                                           "(default: config/pipelines, agents, scenarios and models.yaml)")
     p.add_argument("paths", nargs="*", help="files or folders")
     p.set_defaults(func=cmd_validate)
 
