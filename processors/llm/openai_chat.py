@@ -183,18 +183,27 @@ class ChatStream:
 async def open_stream(client: Client, *, model: str, messages: Sequence[Mapping[str, Any]],
                       tools: Sequence[Mapping[str, Any]] = (), temperature: float | None = None,
                       max_tokens: int | None = None, timeout: openai.Timeout | None = None) -> ChatStream:
-    """Start a streamed completion (usage requested); returns once the response headers came."""
+    """Start a streamed completion (usage requested); returns once the response headers came.
+
+    ``messages`` and ``tools`` reach the wire through ``extra_body``: the SDK walks every
+    argument of ``create`` against its TypedDicts before each request, on the event loop
+    (about 120 us per message: 5 ms for a 40-message history; 55 us per tool), a
+    transformation that leaves plain JSON mappings unchanged. Given as ``extra_body`` they
+    are merged into the body after it, at the same keys, in the same order (placeholders
+    hold their places), so the request sent is byte for byte the one ``create`` would send.
+    """
     extra: dict[str, Any] = {}
+    body: dict[str, Any] = {"messages": list(messages)}
     if tools:
-        extra["tools"] = list(tools)
+        extra["tools"] = []  # placeholder: keeps the key's place in the body
+        body["tools"] = list(tools)
     if temperature is not None:
         extra["temperature"] = temperature
     if max_tokens is not None:
         extra["max_completion_tokens"] = max_tokens
     if timeout is not None:
         extra["timeout"] = timeout
-    # The SDK's overloads want TypedDict messages; ours are plain mappings in that shape.
     completions: Any = client.chat.completions
     stream: openai.AsyncStream[ChatCompletionChunk] = await completions.create(
-        model=model, messages=list(messages), stream=True, stream_options={"include_usage": True}, **extra)
+        model=model, messages=[], stream=True, stream_options={"include_usage": True}, extra_body=body, **extra)
     return ChatStream(stream)
