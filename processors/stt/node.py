@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -61,8 +62,14 @@ def stt_engine_for(name: EngineName) -> STTEngine:
     return shared(("stt", name), lambda: _load(name))
 
 
-def _open(name: EngineName) -> tuple[STTEngine, RecognizerStream]:
-    engine = stt_engine_for(name)
+def _open(name: EngineName, processes: int = 0) -> tuple[STTEngine, RecognizerStream]:
+    if processes:
+        from .procpool import ProcessPoolEngine
+
+        make = functools.partial(_load, name)
+        engine: STTEngine = shared(("stt", name, processes), lambda: ProcessPoolEngine(make, processes=processes))
+    else:
+        engine = stt_engine_for(name)
     return engine, engine.open_stream()
 
 
@@ -92,6 +99,10 @@ class STTSettings:
         "smallest batch per engine call (audio that arrives while one decodes goes with the next)"
     )] = 100
     interim: Annotated[bool, Doc("push interim transcripts while the caller speaks")] = True
+    processes: Annotated[int, Range(ge=0), Doc(
+        "0: decode on this process's executor threads; N: in N worker processes (procpool.py), "
+        "so a decode holding the GIL never stalls the event loop"
+    )] = 0
 
 
 class STTProcessor(Processor):
@@ -120,7 +131,7 @@ class STTProcessor(Processor):
         self._last_interim = ""
 
     async def setup(self) -> None:
-        engine, self.stream = await self.run_blocking(_open, self.settings.engine)
+        engine, self.stream = await self.run_blocking(_open, self.settings.engine, self.settings.processes)
         self.engine = engine
         self._bytes_per_ms = engine.sample_rate * 2 / 1000
 
