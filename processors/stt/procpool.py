@@ -65,6 +65,11 @@ _EXIT_TIMEOUT_S = 5.0
 """How long shutdown waits for a request in flight to end and for a worker to exit."""
 
 
+_NICE = 5
+"""How much lower than the caller's the workers' CPU priority is: where they share cores
+with the event loop, the loop (every call's audio) gets the core first when it wakes."""
+
+
 class WorkerDied(ServiceError):
     """The worker process hosting a stream died; what it was decoding is lost."""
 
@@ -405,6 +410,7 @@ class ProcessStream:
 def _serve(conn: Connection, factory: Callable[[], STTEngine]) -> None:
     """A worker process's main: load the engine, then answer requests until EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which ends us
+    os.nice(_NICE)
     try:
         engine = factory()
     except Exception as exc:
