@@ -27,8 +27,9 @@ GIL, so the loop runs while another process decodes.
   the process and the cause; the dead process is reaped and a new one started in its slot.
   The utterance a failed stream was in is lost: its remaining audio is dropped and its
   ``finish`` raises the same error (a transcript of half a turn would be wrong), ``reset``
-  completes. The stream's next utterance goes to a live worker. Streams of other workers
-  never notice.
+  completes. The stream's next utterance goes to a live worker. A stream that was between
+  utterances lost nothing: it moves to a live worker without an error. Streams of other
+  workers never notice.
 - **Shutdown.** ``close()`` closes the pipes (a worker exits when it reads EOF), waits for
   the workers, and terminates one that does not exit. It also runs when the engine is
   garbage-collected and at interpreter exit (the model cache, ``pipeline/models.py``,
@@ -327,6 +328,7 @@ class ProcessStream:
         self._finalizer = weakref.finalize(self, self._pin.release, orphaned=True)
         self._finalizer.atexit = False
         self._lost: str | None = None  # the worker died in this utterance: why
+        self._speaking = False  # audio of an open utterance is in the worker
 
     def feed(self, pcm: bytes) -> Hypothesis | None:
         """Decode more audio in the worker; the rest of a lost utterance is dropped."""
@@ -397,13 +399,28 @@ class ProcessStream:
             raise RuntimeError("stream is closed")
 
     def _request(self, op: str, arg: bytes | None, *, ends_utterance: bool = False) -> Any:
+        speaking, self._speaking = self._speaking, not ends_utterance
         try:
-            return self._pin.get().request(op, self._pin.stream_id, arg)
+            try:
+                return self._send(op, arg)
+            except WorkerDied:
+                if speaking:
+                    raise
+                # Between utterances nothing of this stream was in the dead worker: go on
+                # on a live one, without an error.
+                return self._send(op, arg)
         except WorkerDied as exc:
-            self._pin.release()  # the next utterance pins a live worker
-            self._pin.engine.restart_dead()
+            self._speaking = False
             if not ends_utterance:
                 self._lost = str(exc)
+            raise
+
+    def _send(self, op: str, arg: bytes | None) -> Any:
+        try:
+            return self._pin.get().request(op, self._pin.stream_id, arg)
+        except WorkerDied:
+            self._pin.release()  # the next attempt or utterance pins a live worker
+            self._pin.engine.restart_dead()
             raise
 
 

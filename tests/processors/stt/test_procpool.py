@@ -20,6 +20,7 @@ from processors.stt.engine import Hypothesis, RecognizerStream, STTEngine
 from processors.stt.node import STTProcessor, STTSettings
 from processors.stt.pocketsphinx_engine import PocketsphinxEngine
 from processors.stt.procpool import ProcessPoolEngine, ProcessStream, WorkerDied
+from processors.stt.whisper_engine import WhisperEngine
 from tests.processors.stt.speech import SENTENCES, utterance
 from tests.processors.stt.test_stt_node import SENTENCE, turn_frames
 
@@ -63,6 +64,20 @@ def test_hosted_engine_hears_exactly_what_the_in_process_one_hears(engine: Proce
             assert recognise(hosted, pcm) == recognise(in_process, pcm)
     assert expected(SENTENCES[2])[-1].text == "yes please transfer me to an agent"
     assert len(expected(SENTENCES[0])) >= 5  # interims came through, not just the final
+
+
+def test_whisper_can_be_hosted_too() -> None:
+    whisper = functools.partial(WhisperEngine, cpu_threads=1)
+    pool = ProcessPoolEngine(whisper, processes=1)
+    try:
+        assert (pool.name, pool.sample_rate) == ("whisper", 16000)
+        pcm = utterance(SENTENCES[0])
+        with pool.open_stream() as hosted:
+            heard = recognise(hosted, pcm)
+        assert heard == recognise(whisper().open_stream(), pcm)
+        assert heard[-1].final and "claim for my car accident" in heard[-1].text.lower()
+    finally:
+        pool.close()
 
 
 def test_many_streams_at_once_each_get_their_own_text(engine: ProcessPoolEngine) -> None:
@@ -119,18 +134,25 @@ def test_a_killed_worker_fails_only_its_streams_and_is_replaced() -> None:
         pool.close()
 
 
-def test_reset_and_close_succeed_on_a_dead_worker() -> None:
+def test_streams_between_utterances_move_to_the_new_worker_without_an_error() -> None:
     pool = ProcessPoolEngine(PocketsphinxEngine, processes=1)
     try:
-        stream, idle = pool.open_stream(), pool.open_stream()
-        stream.feed(utterance(SENTENCES[0])[:16000])
-        assert stream.pid is not None
-        os.kill(stream.pid, signal.SIGKILL)
-        stream.reset()  # a barge-in on a dead worker: the utterance is gone anyway
-        idle.close()  # a call ending on a dead worker
-        assert idle.closed
-        assert recognise(stream, utterance(SENTENCES[2])) == expected(SENTENCES[2])
-        stream.close()
+        speaking, listening, ending = pool.open_stream(), pool.open_stream(), pool.open_stream()
+        recognise(listening, utterance(SENTENCES[1]))  # a turn done: between utterances now
+        speaking.feed(utterance(SENTENCES[0])[:16000])
+        dead = speaking.pid
+        assert dead is not None
+        os.kill(dead, signal.SIGKILL)
+        speaking.reset()  # a barge-in on a dead worker: the utterance is gone anyway
+        ending.close()  # a call ending on a dead worker
+        assert ending.closed
+        # Nothing of the listening stream was lost: its next turn simply runs elsewhere.
+        heard = recognise(listening, utterance(SENTENCES[2]))
+        assert heard[-1].text == "yes please transfer me to an agent"
+        assert listening.pid != dead and listening.pid in pool.pids
+        assert recognise(speaking, utterance(SENTENCES[2])) == expected(SENTENCES[2])
+        speaking.close()
+        listening.close()
     finally:
         pool.close()
 
