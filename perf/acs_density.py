@@ -42,8 +42,14 @@ Method
     On the media path, a step that breaks (missed frames over 1 % of those sent, lag p99
     over 50 ms, or calls refused) ends the curve; the speech curve's few steps all run.
 
+    The speech stack runs each N twice, side by side: pocketsphinx on the server's executor
+    threads (``stt.processes`` 0) and in worker processes (2, as ``acs.yaml`` says; set by
+    ``VOICEGRAPH__STT__PROCESSES``). The workers inherit the server's core, so both hosts
+    have the same CPU; their CPU and RSS are reported apart (``workers``; the third child
+    is multiprocessing's resource tracker, a few MB).
+
     ``.venv/bin/python perf/acs_density.py [--stack media speech] [--calls 25 50 100 200 300]
-    [--speech-calls 1 2 4 8] [--seconds 20] [--json PATH]``
+    [--speech-calls 1 2 4 8] [--stt-processes 0 2] [--seconds 20] [--json PATH]``
 
 Result
     2 cores shared with five other sessions' work (load average 2.5-3.6 during the run),
@@ -69,6 +75,32 @@ Result
     settle the 200-call target. The speech stack (pocketsphinx, Piper) stalls the loop for
     up to 0.65 s with 4-8 calls (pocketsphinx decodes holding the GIL): every other call's
     audio stops with it.
+
+    STT on threads vs in 2 worker processes (``processors/stt/procpool.py``, workers at
+    nice +5), the speech stack, two runs back to back (load average 0.8-2.6: other
+    sessions' tests ran meanwhile), 20 s windows. Lag is the pacer's tick lag p99 / max,
+    "skipped" the ticks the pacer skipped whole (each costs every playing call a frame),
+    CPU the server's cores + the workers'::
+
+        N  STT      lag p99 / max ms      skipped     client missed   CPU            waited
+                    run 1      run 2      run1 run2   run 1  run 2    run 1
+        1  threads   8.5 /  54   2.0 /  28    7   3    0/511  0/420   0.084
+        1  procs     5.0 /   5   5.6 /  20    0   0    0/349  1/399   0.035 + 0.014
+        2  threads   9.8 /  59  10.1 /  57    8   9    0/705  3/991   0.129
+        2  procs     3.5 /   6   3.9 /   5    0   0    0/738  0/700   0.153 + 0.119
+        4  threads  33.8 / 229  50.7 / 385   33  63   25/1780 17/1322 0.352
+        4  procs     2.4 /   4   3.6 /   8    0   0    0/1950 0/1635  0.225 + 0.157
+        8  threads  49.4 / 229  64.8 / 529  106 143  130/3323 113/2930 0.682
+        8  procs     3.2 /   5   5.7 / 412    0  31    0/2832 42/2600 0.346 + 0.336
+
+    In worker processes the loop lag p99 stays at 2.4-5.7 ms up to 8 speaking calls, where
+    threads reach 34-65 ms with stalls of 0.23-0.53 s; the CPU is about the same. The one
+    0.41 s stall with processes (N=8, run 2) came while the server's loop waited 10.5 % of
+    the window for its core (others' load). The first two runs, with the workers at the
+    server's own priority, were worse at N=2 (p99 25-39 ms, the loop waiting 7.8 % of the
+    window behind its own workers on the shared core), hence nice +5. Memory: the server
+    drops from 420-870 MB to 240-290 MB, the two workers hold 480-785 MB (each a Python,
+    the model and its decoders).
 """
 
 from __future__ import annotations
