@@ -99,7 +99,7 @@ class STTSettings:
         "smallest batch per engine call (audio that arrives while one decodes goes with the next)"
     )] = 100
     interim: Annotated[bool, Doc("push interim transcripts while the caller speaks")] = True
-    processes: Annotated[int, Range(ge=0), Doc(
+    processes: Annotated[int, Range(ge=0, le=32), Doc(
         "0: decode on this process's executor threads; N: in N worker processes (procpool.py), "
         "so a decode holding the GIL never stalls the event loop"
     )] = 0
