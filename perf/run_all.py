@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "acs_density": ("acs_density.py", [], ["--calls", "10", "50", "--speech-calls", "1", "--seconds", "5"]),
     "llm_router": ("llm_router.py", [], ["--turns", "20", "--tokens", "10"]),
     "ivr_turn": ("ivr_turn.py", [], ["--calls", "20"]),
+    "end_of_turn": ("end_of_turn.py", [], ["--sentences", "2"]),
 }
 
 
