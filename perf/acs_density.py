@@ -42,8 +42,14 @@ Method
     On the media path, a step that breaks (missed frames over 1 % of those sent, lag p99
     over 50 ms, or calls refused) ends the curve; the speech curve's few steps all run.
 
+    The speech stack runs each N twice, side by side: pocketsphinx on the server's executor
+    threads (``stt.processes`` 0) and in worker processes (2, as ``acs.yaml`` says; set by
+    ``VOICEGRAPH__STT__PROCESSES``). The workers inherit the server's core, so both hosts
+    have the same CPU; their CPU and RSS are reported apart (``workers``; the third child
+    is multiprocessing's resource tracker, a few MB).
+
     ``.venv/bin/python perf/acs_density.py [--stack media speech] [--calls 25 50 100 200 300]
-    [--speech-calls 1 2 4 8] [--seconds 20] [--json PATH]``
+    [--speech-calls 1 2 4 8] [--stt-processes 0 2] [--seconds 20] [--json PATH]``
 
 Result
     2 cores shared with five other sessions' work (load average 2.5-3.6 during the run),
@@ -69,6 +75,32 @@ Result
     settle the 200-call target. The speech stack (pocketsphinx, Piper) stalls the loop for
     up to 0.65 s with 4-8 calls (pocketsphinx decodes holding the GIL): every other call's
     audio stops with it.
+
+    STT on threads vs in 2 worker processes (``processors/stt/procpool.py``, workers at
+    nice +5), the speech stack, two runs back to back (load average 0.8-2.6: other
+    sessions' tests ran meanwhile), 20 s windows. Lag is the pacer's tick lag p99 / max,
+    "skipped" the ticks the pacer skipped whole (each costs every playing call a frame),
+    CPU the server's cores + the workers'::
+
+        N  STT      lag p99 / max ms      skipped     client missed   CPU            waited
+                    run 1      run 2      run1 run2   run 1  run 2    run 1
+        1  threads   8.5 /  54   2.0 /  28    7   3    0/511  0/420   0.084
+        1  procs     5.0 /   5   5.6 /  20    0   0    0/349  1/399   0.035 + 0.014
+        2  threads   9.8 /  59  10.1 /  57    8   9    0/705  3/991   0.129
+        2  procs     3.5 /   6   3.9 /   5    0   0    0/738  0/700   0.153 + 0.119
+        4  threads  33.8 / 229  50.7 / 385   33  63   25/1780 17/1322 0.352
+        4  procs     2.4 /   4   3.6 /   8    0   0    0/1950 0/1635  0.225 + 0.157
+        8  threads  49.4 / 229  64.8 / 529  106 143  130/3323 113/2930 0.682
+        8  procs     3.2 /   5   5.7 / 412    0  31    0/2832 42/2600 0.346 + 0.336
+
+    In worker processes the loop lag p99 stays at 2.4-5.7 ms up to 8 speaking calls, where
+    threads reach 34-65 ms with stalls of 0.23-0.53 s; the CPU is about the same. The one
+    0.41 s stall with processes (N=8, run 2) came while the server's loop waited 10.5 % of
+    the window for its core (others' load). The first two runs, with the workers at the
+    server's own priority, were worse at N=2 (p99 25-39 ms, the loop waiting 7.8 % of the
+    window behind its own workers on the shared core), hence nice +5. Memory: the server
+    drops from 420-870 MB to 240-290 MB, the two workers hold 480-785 MB (each a Python,
+    the model and its decoders).
 """
 
 from __future__ import annotations
@@ -119,6 +151,30 @@ def proc_run_delay_s(pid: int) -> float:
         return int(f.read().split()[1]) / 1e9
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (the STT worker processes of a server)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError):
+                continue  # it ended meanwhile
+    return found
+
+
+def family_cpu_s(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += proc_cpu_s(pid)
+        except OSError:
+            continue
+    return total
+
+
 def get_stats(port: int, *, reset: bool = False, timeout: float = 10.0) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}/perf/stats" + ("?reset=1" if reset else "")
     with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -129,7 +185,8 @@ def get_stats(port: int, *, reset: bool = False, timeout: float = 10.0) -> dict[
 class Server:
     """The server process on a free port, pinned to one core."""
 
-    def __init__(self, pipeline: Path, cpu: int, profile: Path | None = None) -> None:
+    def __init__(self, pipeline: Path, cpu: int, profile: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -139,7 +196,7 @@ class Server:
                str(self.sock.fileno())]
         if profile is not None:
             cmd += ["--profile", str(profile)]
-        self.proc = subprocess.Popen(cmd, pass_fds=(self.sock.fileno(),), cwd=ROOT,
+        self.proc = subprocess.Popen(cmd, pass_fds=(self.sock.fileno(),), cwd=ROOT, env={**os.environ, **(env or {})},
                                      preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
         self.sock.close()  # the child holds it now
         deadline = time.monotonic() + 60
@@ -183,10 +240,16 @@ def drive(port: int, calls: int, seconds: float, cpu: int, *, settle_s: float, s
     return result
 
 
-def measure(stack: str, n: int, args: argparse.Namespace, server_cpu: int, driver_cpu: int) -> dict[str, Any]:
-    """One point of the curve: a fresh server, a warm-up call, then N calls measured."""
+def measure(stack: str, n: int, args: argparse.Namespace, server_cpu: int, driver_cpu: int,
+            stt_processes: int | None = None) -> dict[str, Any]:
+    """One point of the curve: a fresh server, a warm-up call, then N calls measured.
+
+    ``stt_processes`` overrides the speech pipeline's ``stt.processes`` (0: decode on the
+    server's executor threads); the STT worker processes inherit the server's core.
+    """
     profile = args.profile if args.profile and n == max(args.calls) else None
-    server = Server(PIPELINES[stack], server_cpu, profile)
+    env = {} if stt_processes is None else {"VOICEGRAPH__STT__PROCESSES": str(stt_processes)}
+    server = Server(PIPELINES[stack], server_cpu, profile, env)
     try:
         drive(server.port, 1, 1.0, driver_cpu, settle_s=args.warmup_s, seed=args.seed)  # models, cache
         time.sleep(1.0)  # the warm-up call ends
@@ -195,6 +258,8 @@ def measure(stack: str, n: int, args: argparse.Namespace, server_cpu: int, drive
 
         def start() -> None:
             marks["slots0"] = get_stats(server.port, reset=True)["slots_missed_total"]
+            marks["workers"] = children(server.proc.pid)
+            marks["wcpu0"] = family_cpu_s(marks["workers"])
             marks["cpu0"], marks["t0"] = proc_cpu_s(server.proc.pid), time.monotonic()
             marks["wait0"] = proc_run_delay_s(server.proc.pid)
 
@@ -202,6 +267,8 @@ def measure(stack: str, n: int, args: argparse.Namespace, server_cpu: int, drive
             marks["cpu1"], marks["t1"] = proc_cpu_s(server.proc.pid), time.monotonic()
             marks["wait1"] = proc_run_delay_s(server.proc.pid)
             marks["rss"] = proc_rss_mb(server.proc.pid)
+            marks["wcpu1"] = family_cpu_s(marks["workers"])
+            marks["wrss"] = sum(proc_rss_mb(pid) for pid in children(server.proc.pid))
             marks["stats"] = get_stats(server.port)
 
         driver = drive(server.port, n, args.seconds, driver_cpu, settle_s=args.settle_s, seed=args.seed,
@@ -219,6 +286,7 @@ def measure(stack: str, n: int, args: argparse.Namespace, server_cpu: int, drive
     missed = stats["frames_late"] + skipped
     return {
         "stack": stack,
+        "stt_processes": stt_processes,
         "calls": n,
         "connected": driver["connected"],
         "frames_sent": stats["frames_sent"],
@@ -234,6 +302,10 @@ def measure(stack: str, n: int, args: argparse.Namespace, server_cpu: int, drive
         # Share of the window the loop was runnable but another process held the core.
         "runqueue_wait": round((marks["wait1"] - marks["wait0"]) / (marks["t1"] - marks["t0"]), 3),
         "rss_mb": round(marks["rss"], 1),
+        # The STT worker processes (none when decoding on threads): their CPU and memory.
+        "workers": len(marks["workers"]),
+        "workers_cpu_cores": round((marks["wcpu1"] - marks["wcpu0"]) / (marks["t1"] - marks["t0"]), 3),
+        "workers_rss_mb": round(marks["wrss"], 1),
         "rss_base_mb": round(rss0, 1),
         "mb_per_call": round((marks["rss"] - rss0) / n, 2),
         "stop_audio": driver["stop_audio"],
@@ -256,11 +328,13 @@ def broken(row: dict[str, Any]) -> bool:
 
 def print_row(row: dict[str, Any]) -> None:
     lag = row["lag_ms"]
-    print(f"{row['stack']:6} N={row['calls']:4} | missed {row['missed_frames']:5} (late {row['frames_late']}, "
+    host = "" if row["stt_processes"] is None else f" stt {'threads' if not row['stt_processes'] else 'procs'}"
+    print(f"{row['stack']:6}{host} N={row['calls']:4} | missed {row['missed_frames']:5} (late {row['frames_late']}, "
           f"skipped {row['slots_skipped']}, pacer {row['pacer_skipped']}) of {row['frames_sent']:7} | client missed "
           f"{row['client_missed']:5} of {row['client_frames']:7} | lag p50 {lag['p50']:6.2f} p99 {lag['p99']:6.2f} "
           f"max {lag['max']:6.1f} ms | cpu {row['cpu_cores']:5.3f} | RSS {row['rss_mb']:7.1f} MB, "
-          f"{row['mb_per_call']:5.2f} MB/call | waited {row['runqueue_wait']:5.3f} | "
+          f"{row['mb_per_call']:5.2f} MB/call | workers {row['workers']} cpu {row['workers_cpu_cores']:5.3f} "
+          f"RSS {row['workers_rss_mb']:6.1f} MB | waited {row['runqueue_wait']:5.3f} | "
           f"driver cpu {row['driver']['cpu_cores']:5.3f} | "
           f"barge {row['barge_reaction_ms']['p50']} ms | errors {row['call_errors']}", flush=True)
 
@@ -272,10 +346,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for stack in args.stack:
         rows = []
         for n in (args.calls if stack == "media" else args.speech_calls):
-            row = measure(stack, n, args, server_cpu, driver_cpu)
-            print_row(row)
-            rows.append(row)
-            if stack == "media" and broken(row):  # the speech curve is short: all of it is shown
+            # The speech stack, once per STT host (threads, worker processes) at each N.
+            for stt in ([None] if stack == "media" else args.stt_processes):
+                row = measure(stack, n, args, server_cpu, driver_cpu, stt)
+                print_row(row)
+                rows.append(row)
+            if stack == "media" and broken(rows[-1]):  # the speech curve is short: all of it is shown
                 print(f"{stack}: broke at N={n}; stopping this curve", flush=True)
                 break
         out["stacks"][stack] = rows
@@ -287,6 +363,8 @@ def main() -> int:
     parser.add_argument("--stack", nargs="+", choices=sorted(PIPELINES), default=["media", "speech"])
     parser.add_argument("--calls", nargs="+", type=int, default=[25, 50, 100, 200, 300])
     parser.add_argument("--speech-calls", nargs="+", type=int, default=[1, 2, 4, 8])
+    parser.add_argument("--stt-processes", nargs="+", type=int, default=[0, 2],
+                        help="the speech stack's STT hosts, side by side: 0 = executor threads, N = N worker processes")
     parser.add_argument("--seconds", type=float, default=20.0, help="the measurement window per N")
     parser.add_argument("--warmup-s", type=float, default=8.0, help="the warm-up call (models load, cache fills)")
     parser.add_argument("--settle-s", type=float, default=3.0, help="after the callers connected, before the window")

@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "llm_router": ("llm_router.py", [], ["--turns", "20", "--tokens", "10"]),
     "ivr_turn": ("ivr_turn.py", [], ["--calls", "20"]),
     "orchestrator": ("orchestrator.py", [], ["--calls", "10"]),
+    "end_of_turn": ("end_of_turn.py", [], ["--sentences", "2"]),
 }
 
 

@@ -134,6 +134,18 @@ def _offload_busy() -> bool:
     return blocking_executor().unfinished > 0
 
 
+async def _settle(rounds: int = 50) -> None:
+    """Let woken tasks run until they park again (and until the loop has nothing ready,
+    where the loop shows it: the default asyncio loop does)."""
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+    for _ in range(10 * rounds):  # callbacks queued from other threads while we yielded
+        if not ready:
+            break
+        await asyncio.sleep(0)
+
+
 async def drive(
     clock: VirtualClock,
     until_done: asyncio.Future[object] | asyncio.Task[object],
@@ -152,11 +164,17 @@ async def drive(
     step_ns = int(step_ms * 1e6)
     limit_ns = clock.now_ns() + int(max_virtual_s * 1e9)
     while not until_done.done():
-        for _ in range(50):  # let woken tasks run until they park again
-            await asyncio.sleep(0)
+        await _settle()
         if busy():
             # Work is on other threads: wait for it in real time; no virtual time passes.
             await asyncio.sleep(0.0005)
+            continue
+        # Not busy: every step that finished has queued its wake-up on the loop (it counts
+        # as done only after that). Run those wake-ups, which may start new steps, and
+        # look again before time moves: a step finishing between the first settle and the
+        # check would otherwise see the audio after it already there.
+        await _settle()
+        if busy():
             continue
         if until_done.done():
             break

@@ -26,11 +26,13 @@ Rules
   would cancel each answer the bot starts.
 
 The window length comes from a :class:`SilenceStrategy`. The default,
-:class:`FixedSilence`, always returns ``silence_ms``. :class:`ProbabilityScaledSilence`
-shows how a semantic end-of-turn model (e.g. Smart Turn) plugs in: its probability,
-fed through :meth:`Endpointing.on_end_of_turn_probability`, shortens the window for a
-finished sentence and lengthens it for "my number is ...". The model runs elsewhere
-(off the event loop); only its answer enters this machine, with the time it arrived.
+:class:`FixedSilence`, always returns ``silence_ms``. :class:`ModelSilence` lets a
+semantic end-of-turn model (Smart Turn, :mod:`processors.audio.turn_model`) decide: its
+probability, fed through :meth:`Endpointing.on_end_of_turn_probability`, shortens the
+window for a finished sentence and lengthens it for "my number is ...". A turn whose
+window the model shortened below ``silence_ms`` ends with reason ``"model"``. The model
+runs elsewhere (off the event loop, asked by the VAD node at each pause); only its
+answer enters this machine, with the time it arrived.
 
 Default window: 600 ms from the speech stop. 500 ms cuts off callers who pause
 mid-sentence to think or to read digits; past 700 ms the bot feels slow (human
@@ -52,7 +54,7 @@ __all__ = [
     "EndpointingEvent",
     "EndpointingParams",
     "FixedSilence",
-    "ProbabilityScaledSilence",
+    "ModelSilence",
     "SilenceStrategy",
     "TurnEnded",
     "TurnSnapshot",
@@ -97,7 +99,8 @@ class TurnState(Enum):
 class EndReason(StrEnum):
     """Why a turn ended."""
 
-    SILENCE = "silence"
+    SILENCE = "silence"  # the silence window ran out (no model, or it judged "not done")
+    MODEL = "model"  # the end-of-turn model judged the turn complete and cut the wait short
     MAX_DURATION = "max_duration"
 
 
@@ -160,22 +163,40 @@ class FixedSilence:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ProbabilityScaledSilence:
-    """Scale the window with a semantic model's end-of-turn probability.
+class ModelSilence:
+    """Let a semantic end-of-turn model (Smart Turn) size the window.
 
-    Probability 1 gives ``min_ms``, 0 gives ``max_ms``, linearly in between; without a
-    probability (the model has not answered yet) the window is ``base_ms``.
+    A turn the model judges complete (probability at least ``threshold``) ends
+    ``complete_ms`` after the speech stop; one it judges incomplete ("my policy number
+    is ...") waits ``incomplete_ms``, so a caller who pauses mid-sentence to read digits
+    is not cut off. Until the model answers (or when it is unavailable) the window is
+    ``base_ms``: silence-only endpointing.
+
+    Defaults: 250 ms is about the gap people leave between turns (~200 ms) plus the
+    VAD's own stop window; 1500 ms covers nearly all mid-sentence hesitations and
+    digit-reading pauses (300-800 ms, rarely over a second) while a caller who really
+    stopped still gets an answer in under two seconds.
     """
 
-    min_ms: float = 200.0
-    max_ms: float = 1500.0
+    complete_ms: float = 250.0
+    incomplete_ms: float = 1500.0
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.complete_ms <= self.incomplete_ms:
+            raise ValueError(
+                "ModelSilence needs 0 < complete_ms <= incomplete_ms, "
+                f"got {self.complete_ms} and {self.incomplete_ms}"
+            )
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"ModelSilence.threshold must be in (0, 1), got {self.threshold}")
 
     def silence_ms(self, turn: TurnSnapshot, base_ms: float) -> float:
-        """Map the turn's end-of-turn probability onto ``[min_ms, max_ms]``."""
+        """``complete_ms`` or ``incomplete_ms`` by the model's verdict, else ``base_ms``."""
         probability = turn.end_of_turn_probability
         if probability is None:
             return base_ms
-        return self.max_ms - probability * (self.max_ms - self.min_ms)
+        return self.complete_ms if probability >= self.threshold else self.incomplete_ms
 
 
 class Endpointing:
@@ -333,11 +354,15 @@ class Endpointing:
 
     def _advance(self, now_ms: float) -> list[EndpointingEvent]:
         if self._state is TurnState.PAUSED and self._deadline <= min(now_ms, self._max_deadline):
-            return [self._end(self._deadline, EndReason.SILENCE, TurnState.IDLE)]
+            return [self._end(self._deadline, self._silence_reason(), TurnState.IDLE)]
         if self._state in (TurnState.SPEAKING, TurnState.PAUSED) and self._max_deadline <= now_ms:
             after = TurnState.CUT_OFF if self._state is TurnState.SPEAKING else TurnState.IDLE
             return [self._end(self._max_deadline, EndReason.MAX_DURATION, after)]
         return []
+
+    def _silence_reason(self) -> EndReason:
+        shortened = self._deadline - self._stopped_at < self._params.silence_ms
+        return EndReason.MODEL if self._probability is not None and shortened else EndReason.SILENCE
 
     def _end(self, at_ms: float, reason: EndReason, after: TurnState) -> TurnEnded:
         assert self._turn_id is not None

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -61,15 +62,26 @@ def stt_engine_for(name: EngineName) -> STTEngine:
     return shared(("stt", name), lambda: _load(name))
 
 
-def _open(name: EngineName, fallback: EngineName | Literal["none"]) -> tuple[STTEngine, RecognizerStream]:
+def _engine(name: EngineName, processes: int) -> STTEngine:
+    """The process-wide engine ``name``: in this process, or hosted by ``processes`` workers."""
+    if not processes:
+        return stt_engine_for(name)
+    from .procpool import ProcessPoolEngine
+
+    make = functools.partial(_load, name)
+    return shared(("stt", name, processes), lambda: ProcessPoolEngine(make, processes=processes))
+
+
+def _open(name: EngineName, fallback: EngineName | Literal["none"],
+          processes: int = 0) -> tuple[STTEngine, RecognizerStream]:
     """The engine and a stream on it; a model that fails to load falls back, loudly."""
     try:
-        engine = stt_engine_for(name)
+        engine = _engine(name, processes)
     except Exception as exc:  # a missing, corrupt or unloadable model: any library's error
         if fallback == "none" or fallback == name:
             raise ServiceError(f"STT engine '{name}' failed to load: {exc}") from exc
         logger.warning("STT engine '%s' failed to load (%s): using '%s' for this call", name, exc, fallback)
-        engine = stt_engine_for(fallback)
+        engine = _engine(fallback, processes)
     return engine, engine.open_stream()
 
 
@@ -105,6 +117,10 @@ class STTSettings:
         "smallest batch per engine call (audio that arrives while one decodes goes with the next)"
     )] = 100
     interim: Annotated[bool, Doc("push interim transcripts while the caller speaks")] = True
+    processes: Annotated[int, Range(ge=0, le=32), Doc(
+        "0: decode on this process's executor threads; N: in N worker processes (procpool.py), "
+        "so a decode holding the GIL never stalls the event loop"
+    )] = 0
 
 
 class STTProcessor(Processor):
@@ -133,7 +149,8 @@ class STTProcessor(Processor):
         self._last_interim = ""
 
     async def setup(self) -> None:
-        engine, self.stream = await self.run_blocking(_open, self.settings.engine, self.settings.fallback)
+        engine, self.stream = await self.run_blocking(
+            _open, self.settings.engine, self.settings.fallback, self.settings.processes)
         self.engine = engine
         self._bytes_per_ms = engine.sample_rate * 2 / 1000
 

@@ -10,7 +10,7 @@ from processors.audio.endpointing import (
     EndpointingEvent,
     EndpointingParams,
     EndReason,
-    ProbabilityScaledSilence,
+    ModelSilence,
     TurnEnded,
     TurnSnapshot,
     TurnStarted,
@@ -126,39 +126,71 @@ def test_transcripts_are_collected_into_the_turn_end() -> None:
     assert machine.state is TurnState.IDLE
 
 
-def test_end_of_turn_probability_shortens_or_lengthens_the_window() -> None:
-    strategy = ProbabilityScaledSilence(min_ms=200, max_ms=1500)
-    sure = Endpointing(strategy=strategy)
-    sure.on_speech_started(0)
-    sure.on_speech_stopped(1000)
-    assert sure.deadline_ms == 1600  # no answer yet: the base window
-    assert sure.on_end_of_turn_probability(1.0, at_ms=1100) == []
-    assert sure.deadline_ms == 1200
-    assert sure.tick(1200) == [TurnEnded(turn_id=1, at_ms=1200, reason=EndReason.SILENCE)]
+def test_a_complete_turn_ends_after_the_short_window_and_says_the_model_ended_it() -> None:
+    machine = Endpointing(strategy=ModelSilence(complete_ms=250, incomplete_ms=1500))
+    machine.on_speech_started(0)
+    machine.on_speech_stopped(1000)
+    assert machine.deadline_ms == 1600  # no answer yet: the base window
+    assert machine.on_end_of_turn_probability(0.9, at_ms=1200) == []
+    assert machine.deadline_ms == 1250
+    assert machine.tick(1249) == []
+    assert machine.tick(1250) == [TurnEnded(turn_id=1, at_ms=1250, reason=EndReason.MODEL)]
 
-    unsure = Endpointing(strategy=strategy)
-    unsure.on_speech_started(0)
-    unsure.on_speech_stopped(1000)
-    unsure.on_end_of_turn_probability(0.0, at_ms=1100)
-    assert unsure.tick(2499) == []
-    assert unsure.tick(2500) == [TurnEnded(turn_id=1, at_ms=2500, reason=EndReason.SILENCE)]
+
+def test_an_incomplete_turn_waits_the_long_window_then_ends_on_silence() -> None:
+    machine = Endpointing(strategy=ModelSilence(complete_ms=250, incomplete_ms=1500))
+    machine.on_speech_started(0)
+    machine.on_speech_stopped(1000)
+    machine.on_end_of_turn_probability(0.2, at_ms=1300)
+    assert machine.tick(2499) == []
+    assert machine.tick(2500) == [TurnEnded(turn_id=1, at_ms=2500, reason=EndReason.SILENCE)]
+
+
+def test_a_mid_sentence_pause_judged_incomplete_is_bridged_and_a_new_verdict_is_needed() -> None:
+    """"my policy number is ... four five six": the pause is not cut, the end is fast."""
+    machine = Endpointing(strategy=ModelSilence(complete_ms=250, incomplete_ms=1500))
+    machine.on_speech_started(0)
+    machine.on_speech_stopped(1300)
+    machine.on_end_of_turn_probability(0.3, at_ms=1600)  # "my policy number is"
+    assert machine.on_speech_started(2100) == []  # 800 ms pause: same turn
+    assert machine.tick(2900) == []  # the old verdict's deadline (2800) is gone
+    machine.on_speech_stopped(3000)
+    assert machine.deadline_ms == 3600  # base window until the model answers again
+    assert machine.on_end_of_turn_probability(0.99, at_ms=3300) == [
+        TurnEnded(turn_id=1, at_ms=3300, reason=EndReason.MODEL)  # 3250 is past: ends on the answer
+    ]
+
+
+def test_a_model_verdict_no_shorter_than_the_base_window_is_a_silence_end() -> None:
+    machine = Endpointing(EndpointingParams(silence_ms=200), strategy=ModelSilence(complete_ms=250))
+    machine.on_speech_started(0)
+    machine.on_speech_stopped(1000)
+    machine.on_end_of_turn_probability(1.0, at_ms=1100)
+    assert machine.tick(1250) == [TurnEnded(turn_id=1, at_ms=1250, reason=EndReason.SILENCE)]
 
 
 def test_a_late_model_answer_ends_the_turn_when_it_arrives_not_in_the_past() -> None:
-    machine = Endpointing(strategy=ProbabilityScaledSilence(min_ms=200, max_ms=1500))
+    machine = Endpointing(strategy=ModelSilence(complete_ms=200, incomplete_ms=1500))
     machine.on_speech_started(0)
     machine.on_speech_stopped(1000)
     assert machine.on_end_of_turn_probability(1.0, at_ms=1450) == [
-        TurnEnded(turn_id=1, at_ms=1450, reason=EndReason.SILENCE)
+        TurnEnded(turn_id=1, at_ms=1450, reason=EndReason.MODEL)
     ]
 
 
 def test_a_model_answer_while_the_caller_speaks_is_ignored() -> None:
-    machine = Endpointing(strategy=ProbabilityScaledSilence(min_ms=200, max_ms=1500))
+    machine = Endpointing(strategy=ModelSilence())
     machine.on_speech_started(0)
     machine.on_end_of_turn_probability(1.0, at_ms=500)
     machine.on_speech_stopped(1000)
     assert machine.deadline_ms == 1600
+
+
+def test_model_silence_rejects_a_complete_window_longer_than_the_incomplete_one() -> None:
+    with pytest.raises(ValueError, match="complete_ms"):
+        ModelSilence(complete_ms=2000, incomplete_ms=1500)
+    with pytest.raises(ValueError, match="threshold"):
+        ModelSilence(threshold=1.0)
 
 
 def test_probability_out_of_range_is_rejected() -> None:
