@@ -97,7 +97,8 @@ def pipeline_file(directory: Path, mode: str) -> Path:
     before = mode == "before"
     nodes["sentences"] = {"use": "sentences", "first_clause_min_words": 4,
                           "first_unit_max_words": 0 if before else 8}
-    nodes["tts"] = {**nodes["tts"], "trim_joins": not before}
+    # No cache: the rules repeat their replies, which an LLM would not.
+    nodes["tts"] = {**nodes["tts"], "trim_joins": not before, "cache": False}
     path = directory / f"v2v_{mode}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

@@ -13,9 +13,10 @@ With ``cache: true`` the node uses the worker's audio cache (``processors.tts.ca
 a clause already in it is pushed at once, with no synthesis and no executor step; a
 clause synthesised whole is kept for the next call; ``prefill`` texts are synthesised into
 it at set-up, off the loop (concurrent calls wait for one synthesis of each). So are the
-fixed texts of the brain that feeds the node (``prefill_brain``): its ``greeting``,
-``apology`` and ``filler``, cut as the ``sentences`` node before it will cut them, so the
-first call of a worker already greets from the cache.
+fixed texts of the brain that feeds the node (``prefill_brain``, on by default and even
+with ``cache: false``, which then keeps nothing else): its ``greeting``, ``apology`` and
+``filler``, cut as the ``sentences`` node before it will cut them, so every call of a
+worker, the first included, greets from the cache.
 
 Silence at joins (``trim_joins``, see ``processors.tts.silence``): each unit's leading
 silence is cut to 20 ms, and a unit that ends inside a sentence (a reply's short first
@@ -82,8 +83,8 @@ class TTSSettings:
         "texts synthesised into the cache at set-up, cut into sentences as the 'sentences' node does with "
         "first_clause_min_words: 0 (needs cache: true)")] = ()
     prefill_brain: Annotated[bool, Doc(
-        "also prefill the greeting, apology and filler of the brain upstream, cut as its sentences node "
-        "cuts them (needs cache: true)")] = True
+        "synthesise the greeting, apology and filler of the brain upstream into the worker's cache at set-up, "
+        "cut as its sentences node cuts them, and say them from it (with cache: false too)")] = True
     trim_joins: Annotated[bool, Doc(
         "cut each unit's leading silence to 20 ms and, after a unit cut mid-sentence, its trailing silence "
         "to 40 ms")] = True
@@ -118,16 +119,15 @@ class TTSProcessor(Processor):
             logger.error("%s: %s engine failed to load (%s); using %s", self.name, self.settings.engine, exc,
                          self.settings.fallback)
             self.engine = await self.run_blocking(engine_for, self.settings.fallback, "")
+        units = self._brain_units() if self.settings.prefill_brain else []
         if self.settings.cache:
+            units = [unit for text in self.settings.prefill for unit in split_sentences(" ".join(text.split()))] + units
+        if self.settings.cache or units:
             self._cache = worker_cache(int(self.settings.cache_mb * 1_000_000))
-            await self._prefill(self.engine, self._voice(self.engine))
+            await self._prefill(self._cache, self.engine, units)
 
-    async def _prefill(self, engine: TTSEngine, voice: str) -> None:
-        cache = self._cache
-        assert cache is not None
-        units = [unit for text in self.settings.prefill for unit in split_sentences(" ".join(text.split()))]
-        if self.settings.prefill_brain:
-            units += self._brain_units()
+    async def _prefill(self, cache: AudioCache, engine: TTSEngine, units: list[str]) -> None:
+        voice = self._voice(engine)
         for unit in dict.fromkeys(units):  # once each, in order
             await cache.fill(cache_key(engine, voice, unit), partial(self.run_blocking, _render, engine, unit))
 
@@ -208,7 +208,7 @@ class TTSProcessor(Processor):
             held = pcm
         if held and not self.is_stale(turn):
             await self._push_audio(trim_edges(held, rate, lead_ms=None, trail_ms=trail), rate, turn)
-        if cache is not None and key is not None and spoken and not self.is_stale(turn):
+        if self.settings.cache and cache is not None and key is not None and spoken and not self.is_stale(turn):
             cache.put(key, b"".join(spoken))  # spoken whole: a flush would have cut it short
 
     async def _push_audio(self, pcm: bytes, rate: int, turn: int) -> None:

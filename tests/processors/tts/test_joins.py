@@ -96,7 +96,8 @@ async def test_the_brains_greeting_and_apology_are_prefilled_and_the_greeting_st
 
     def call_graph() -> tuple[Graph, TTSProcessor, Collector]:
         graph = Graph()
-        tts = TTSProcessor(TTSSettings(engine="espeak", voice=voice, cache=True), name="tts")
+        # cache: false: the brain's fixed texts are cached all the same, and nothing else is.
+        tts = TTSProcessor(TTSSettings(engine="espeak", voice=voice), name="tts")
         sink = Collector()
         graph.chain(Feeder([]), RulesBrain(RulesBrainSettings(greeting=GREETING, apology=APOLOGY)),
                     SentencesProcessor(), tts, sink)
@@ -120,3 +121,12 @@ async def test_the_brains_greeting_and_apology_are_prefilled_and_the_greeting_st
     graph, tts, sink = call_graph()  # the next call of the worker: nothing is synthesised again
     assert (await run_call(graph, CallContext(), timeout=30)).errors == ()
     assert engine.texts == prefilled and tts.cached_clauses == 3
+
+    # Other words are not kept with cache: false; with prefill_brain: false nothing is prefilled.
+    said = "Your claim number is four five six."
+    plain = TTSProcessor(TTSSettings(engine="espeak", voice=voice, prefill_brain=False))
+    for _ in range(2):
+        await run_processor(TTSProcessor(TTSSettings(engine="espeak", voice=voice)), [TTSText(said, turn=1)])
+    await run_processor(plain, [TTSText(GREETING, turn=1)])
+    assert engine.texts == [*prefilled, said, said, GREETING]
+    assert plain.cached_clauses == 0
