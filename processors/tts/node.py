@@ -180,6 +180,7 @@ class TTSProcessor(Processor):
         lead: float | None = LEAD_MS if trim else None
         trail: float | None = JOIN_TRAIL_MS if trim and not ends_sentence(text) else None
         key = cache_key(engine, self._voice(engine), text) if cache is not None else None
+        keep = self.settings.cache and key is not None  # with cache: false only the brain's texts are in it
         if cache is not None and key is not None:
             cached = cache.get(key)
             if cached is not None:
@@ -196,7 +197,7 @@ class TTSProcessor(Processor):
             if not pcm:
                 continue
             self.synthesised_ms += len(pcm) / (rate * 2 / 1000)
-            if key is not None:
+            if keep:
                 spoken.append(pcm)
             if lead is not None:
                 pcm, lead = trim_edges(pcm, rate, lead_ms=lead, trail_ms=None), None
@@ -208,7 +209,7 @@ class TTSProcessor(Processor):
             held = pcm
         if held and not self.is_stale(turn):
             await self._push_audio(trim_edges(held, rate, lead_ms=None, trail_ms=trail), rate, turn)
-        if self.settings.cache and cache is not None and key is not None and spoken and not self.is_stale(turn):
+        if keep and cache is not None and key is not None and spoken and not self.is_stale(turn):
             cache.put(key, b"".join(spoken))  # spoken whole: a flush would have cut it short
 
     async def _push_audio(self, pcm: bytes, rate: int, turn: int) -> None:
