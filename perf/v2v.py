@@ -27,9 +27,27 @@ Method
     ``.venv/bin/python perf/v2v.py [--calls 1 4] [--turns 32] [--json PATH]``
 
 Result
-    See the closing note of issue 15 for the figures of the run made with it; the machine
-    (2 cores) was shared by six busy sessions, so absolute times are noisy and the
-    before/after comparison within one run is the figure to trust.
+    One run, 2026-11-26, 2 cores shared with five other busy sessions (noisy: compare
+    before/after within the run, not across runs), 32 turns per row, main's endpointing
+    (600 ms silence window; no ``end_of_turn`` field yet), Whisper tiny.en incremental::
+
+        end of caller speech -> (ms), p50 / p90
+        run        stt_final  llm_first_token  tts_first_audio  first_audio_out
+        before_1   601 / 646        601 / 646      1089 / 1462      1102 / 1484
+        after_1    600 / 602        600 / 602       752 / 835        762 / 841
+        before_4   600 / 602        601 / 602      1011 / 1215      1020 / 1219
+        after_4    601 / 602        601 / 602       730 / 784        744 / 802
+
+        voice-to-voice p50 / p90 by first-sentence words    5-10       11-20      21-30
+        before_1                                          810/1304   1073/1161  1181/1639
+        after_1                                           724/784     829/881    762/809
+        after_4                                           723/743     780/782    751/803
+
+    First token -> first TTS audio fell from 410-490 ms (and growing with the first
+    sentence) to 130-150 ms (one synthesis of 4-8 words), flat over 5-30 words; playout
+    adds 10-13 ms. What remains is the 600 ms silence window of the endpointing: with it
+    the 1-call p50 target (600 ms) cannot be met; the TTS side now leaves it ~450 ms of
+    the budget once the semantic end of turn shortens the window.
 """
 
 from __future__ import annotations
