@@ -9,7 +9,8 @@ piece is complete, so the first piece must be short whatever the first sentence'
   words ("Let me check that for you,");
 * else at a natural break after ``first_clause_min_words`` to ``first_unit_max_words``
   words: before a conjunction or preposition (:data:`BREAK_WORDS`: "I am sorry to hear |
-  about your accident"), never after a function word ("because | of" is not a break);
+  about your accident"), never after a function word ("because | of" is not a break)
+  nor inside a range of numbers ("three | to five");
 * else, when the sentence runs on past ``first_unit_max_words`` words with no break,
   after the last content word among its first ``first_unit_max_words``.
 
@@ -83,6 +84,10 @@ _FUNCTION_WORDS: Final = BREAK_WORDS | frozenset(
     }
 )  # fmt: skip
 _WORD: Final = re.compile(r"\S+")
+_NUMBER_WORDS: Final = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty forty fifty "
+    "sixty hundred thousand".split()
+)
 
 # Closing quotes and brackets (straight, curly, guillemets) may follow a terminator.
 _CLOSERS: Final = "\"')]}\u2019\u201d\u00bb"
@@ -201,7 +206,7 @@ class SentenceAggregator:
         k = count - 2
         if k <= self._max_words:
             after, last = words[k].group(), words[k - 1].group()
-            if after.lower() in BREAK_WORDS and _is_content(last):
+            if after.lower() in BREAK_WORDS and _is_content(last) and not _is_range(last, after, words[k + 1].group()):
                 return words[k - 1].end()
         if k != self._max_words:
             return None
@@ -233,6 +238,15 @@ def _is_content(word: str) -> bool:
     """Whether a first piece may end on ``word``: a plain word that announces nothing."""
     plain = word.replace("'", "").replace("\u2019", "")
     return plain.isalpha() and word.lower() not in _FUNCTION_WORDS
+
+
+def _is_range(first: str, joiner: str, second: str) -> bool:
+    """Whether the three words are a range or a choice of numbers ("three to five")."""
+    return joiner.lower() in ("to", "or", "and") and _is_number(first) and _is_number(second.rstrip(".,;:!?"))
+
+
+def _is_number(word: str) -> bool:
+    return word.isdigit() or word.lower() in _NUMBER_WORDS
 
 
 def _has_letter(buffer: str, end: int) -> bool:

@@ -48,6 +48,9 @@ CASES: list[tuple[str, list[str]]] = [
     # A break whose rest would be one or two words that end the sentence: the sentence goes whole.
     ("Please call our office about it.", ["Please call our office about it."]),
     ("Please call our office about it today.", ["Please call our office", "about it today."]),
+    # A range of numbers is not broken ("three | to five").
+    ("Refunds usually take three to five business days to appear on your statement.",
+     ["Refunds usually take three to five business days", "to appear on your statement."]),
     # A comma still cuts first when the clause is long enough.
     ("Let me check that for you, one moment.", ["Let me check that for you,", "one moment."]),
     # Short first sentences are already short; only the first piece of a reply is cut early.
