@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "stt_wer": ("stt_wer.py", [], ["--limit", "8"]),
     "offload": ("offload.py", [], ["--calls", "4", "--sentences", "10"]),
     "speech_call": ("speech_call.py", [], ["--calls", "2", "--turns", "3"]),
+    "v2v": ("v2v.py", [], ["--calls", "1", "--turns", "4"]),
     "graph_build": ("graph_build.py", [], ["--sizes", "1000", "2000"]),
     "pacing": ("pacing.py", [], ["--seconds", "1", "--repeats", "1"]),
     "calls": ("calls.py", [], ["--calls", "1", "10", "--turns", "1", "--max-speech-calls", "1"]),

@@ -1,8 +1,9 @@
 """The sentences processor: streamed LLM tokens in, clauses ready to speak out.
 
-Wraps the pure ``SentenceAggregator``: the first clause of an answer leaves as soon as it
-is long enough to sound natural, so TTS can start while the LLM is still writing; the
-rest leave sentence by sentence. ``ResponseEnd`` releases what is left before it is
+Wraps the pure ``SentenceAggregator``: the first piece of an answer leaves as soon as it
+is a clause or a few words up to a natural break, so TTS starts while the LLM is still
+writing and the first audio does not wait for a long first sentence; the rest leave
+sentence by sentence. ``ResponseEnd`` releases what is left before it is
 forwarded. A barge-in's ``FlushStop`` drops the half-built sentence of the interrupted
 answer, in order with the tokens (stale tokens that were still in flight are dropped
 on arrival until then).
@@ -29,6 +30,10 @@ class SentencesSettings:
     first_clause_min_words: Annotated[int, Range(ge=0), Doc(
         "words before the first clause may go to the TTS early (0: whole sentences only)"
     )] = 4
+    first_unit_max_words: Annotated[int, Range(ge=0), Doc(
+        "longest first piece cut at a word break when the first sentence has no early comma "
+        "(0: cut the first piece at punctuation only)"
+    )] = 8
 
 
 class SentencesProcessor(Processor):
@@ -41,7 +46,8 @@ class SentencesProcessor(Processor):
 
     def __init__(self, settings: SentencesSettings | None = None, *, name: str | None = None) -> None:
         super().__init__(settings, name=name)
-        self.aggregator = SentenceAggregator(first_clause_min_words=self.settings.first_clause_min_words)
+        self.aggregator = SentenceAggregator(first_clause_min_words=self.settings.first_clause_min_words,
+                                             first_unit_max_words=self.settings.first_unit_max_words)
         self._turn = 0
 
     async def process(self, frame: LLMToken) -> None:

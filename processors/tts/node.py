@@ -12,7 +12,15 @@ NG, which is always there, so the caller still hears an answer.
 With ``cache: true`` the node uses the worker's audio cache (``processors.tts.cache``):
 a clause already in it is pushed at once, with no synthesis and no executor step; a
 clause synthesised whole is kept for the next call; ``prefill`` texts are synthesised into
-it at set-up, off the loop (concurrent calls wait for one synthesis of each).
+it at set-up, off the loop (concurrent calls wait for one synthesis of each). So are the
+fixed texts of the brain that feeds the node (``prefill_brain``, on by default and even
+with ``cache: false``, which then keeps nothing else): its ``greeting``, ``apology`` and
+``filler``, cut as the ``sentences`` node before it will cut them, so every call of a
+worker, the first included, greets from the cache.
+
+Silence at joins (``trim_joins``, see ``processors.tts.silence``): each unit's leading
+silence is cut to 20 ms, and a unit that ends inside a sentence (a reply's short first
+piece) keeps only 40 ms of its trailing silence, so the split is not heard as a pause.
 """
 
 from __future__ import annotations
@@ -28,10 +36,12 @@ from pipeline.models import shared
 from pipeline.offload import iterate_blocking
 from pipeline.processor import Processor
 from pipeline.settings import Doc, Range
-from processors.text.aggregator import split_sentences
+from processors.text.aggregator import ends_sentence, split_sentences
+from processors.text.sentences_node import SentencesProcessor
 
 from .cache import AudioCache, cache_key, worker_cache
 from .engine import TTSEngine
+from .silence import JOIN_TRAIL_MS, LEAD_MS, trim_edges
 
 __all__ = ["TTSProcessor", "TTSSettings", "engine_for"]
 
@@ -72,6 +82,12 @@ class TTSSettings:
     prefill: Annotated[tuple[str, ...], Doc(
         "texts synthesised into the cache at set-up, cut into sentences as the 'sentences' node does with "
         "first_clause_min_words: 0 (needs cache: true)")] = ()
+    prefill_brain: Annotated[bool, Doc(
+        "synthesise the greeting, apology and filler of the brain upstream into the worker's cache at set-up, "
+        "cut as its sentences node cuts them, and say them from it (with cache: false too)")] = True
+    trim_joins: Annotated[bool, Doc(
+        "cut each unit's leading silence to 20 ms and, after a unit cut mid-sentence, its trailing silence "
+        "to 40 ms")] = True
 
 
 class TTSProcessor(Processor):
@@ -103,16 +119,40 @@ class TTSProcessor(Processor):
             logger.error("%s: %s engine failed to load (%s); using %s", self.name, self.settings.engine, exc,
                          self.settings.fallback)
             self.engine = await self.run_blocking(engine_for, self.settings.fallback, "")
+        units = self._brain_units() if self.settings.prefill_brain else []
         if self.settings.cache:
+            units = [unit for text in self.settings.prefill for unit in split_sentences(" ".join(text.split()))] + units
+        if self.settings.cache or units:
             self._cache = worker_cache(int(self.settings.cache_mb * 1_000_000))
-            await self._prefill(self.engine, self._voice(self.engine))
+            await self._prefill(self._cache, self.engine, units)
 
-    async def _prefill(self, engine: TTSEngine, voice: str) -> None:
-        cache = self._cache
-        assert cache is not None
-        for text in self.settings.prefill:
-            for unit in split_sentences(" ".join(text.split())):
-                await cache.fill(cache_key(engine, voice, unit), partial(self.run_blocking, _render, engine, unit))
+    async def _prefill(self, cache: AudioCache, engine: TTSEngine, units: list[str]) -> None:
+        voice = self._voice(engine)
+        for unit in dict.fromkeys(units):  # once each, in order
+            await cache.fill(cache_key(engine, voice, unit), partial(self.run_blocking, _render, engine, unit))
+
+    def _brain_units(self) -> list[str]:
+        """The units the upstream brain's fixed texts will reach this node as.
+
+        A fixed text is said as a reply of its own (a greeting; an apology or a filler
+        with nothing said before it), cut by the upstream ``sentences`` node's rule, or
+        after other words of the reply, where it starts at a sentence: both cuts are kept.
+        """
+        nodes = _upstream_nodes(self)
+        texts = [text for node in nodes for field in _FIXED_TEXTS
+                 if isinstance(text := getattr(node.settings, field, None), str) and text.strip()]
+        cutters = [node.aggregator for node in nodes if isinstance(node, SentencesProcessor)]
+        if not texts or not cutters:
+            return []  # no sentences node: the texts do not reach this node as known units
+        rule = cutters[0]
+        units: list[str] = []
+        for text in texts:
+            alone = rule.copy()
+            units += alone.push(" ".join(text.split()))
+            rest = alone.flush()
+            units += [rest] if rest else []
+            units += split_sentences(text)
+        return units
 
     def _voice(self, engine: TTSEngine) -> str:
         return self.settings.voice if engine.name == self.settings.engine else ""
@@ -135,24 +175,41 @@ class TTSProcessor(Processor):
     async def _speak(self, engine: TTSEngine, text: str, turn: int) -> None:
         rate = engine.sample_rate
         cache = self._cache
+        # Audio is cached untrimmed; trimming depends on where the unit falls in a reply.
+        trim = self.settings.trim_joins
+        lead: float | None = LEAD_MS if trim else None
+        trail: float | None = JOIN_TRAIL_MS if trim and not ends_sentence(text) else None
         key = cache_key(engine, self._voice(engine), text) if cache is not None else None
+        keep = self.settings.cache and key is not None  # with cache: false only the brain's texts are in it
         if cache is not None and key is not None:
             cached = cache.get(key)
             if cached is not None:
                 self.cached_clauses += 1
                 self.cached_ms += len(cached) / (rate * 2 / 1000)
-                await self._push_audio(cached, rate, turn)
+                await self._push_audio(trim_edges(cached, rate, lead_ms=lead, trail_ms=trail), rate, turn)
                 return
         spoken: list[bytes] = []
+        # With an end to trim, each chunk waits for the next (a unit cut mid-sentence is
+        # one sentence's part: one chunk, so nothing waits); without, chunks go at once.
+        held = b""
         chunks = iterate_blocking(self.ctx.call_id, lambda: engine.synthesize(text))
         async for pcm in self.interruptible(chunks, turn):
             if not pcm:
                 continue
             self.synthesised_ms += len(pcm) / (rate * 2 / 1000)
-            if key is not None:
+            if keep:
                 spoken.append(pcm)
-            await self._push_audio(pcm, rate, turn)
-        if cache is not None and key is not None and spoken and not self.is_stale(turn):
+            if lead is not None:
+                pcm, lead = trim_edges(pcm, rate, lead_ms=lead, trail_ms=None), None
+            if trail is None:
+                await self._push_audio(pcm, rate, turn)
+                continue
+            if held:
+                await self._push_audio(held, rate, turn)
+            held = pcm
+        if held and not self.is_stale(turn):
+            await self._push_audio(trim_edges(held, rate, lead_ms=None, trail_ms=trail), rate, turn)
+        if keep and cache is not None and key is not None and spoken and not self.is_stale(turn):
             cache.put(key, b"".join(spoken))  # spoken whole: a flush would have cut it short
 
     async def _push_audio(self, pcm: bytes, rate: int, turn: int) -> None:
@@ -160,6 +217,28 @@ class TTSProcessor(Processor):
             self._rate = rate
             await self.push(AudioFormat(rate, stream="out"))
         await self.push(OutputAudio(pcm, turn=turn))
+
+
+#: Settings of a brain whose texts are said word for word (``processors.llm``).
+_FIXED_TEXTS = ("greeting", "apology", "filler")
+
+
+def _upstream_nodes(node: Processor) -> list[Processor]:
+    """Every node that feeds ``node`` in its wired graph, nearest first.
+
+    The graph wires each edge's ``src.on_upstream`` into ``dst._upstream``, so a node
+    finds its feeders without a reference to the graph.
+    """
+    found: list[Processor] = []
+    frontier = [node]
+    while frontier:
+        current = frontier.pop(0)
+        for deliver in current._upstream:
+            feeder = getattr(deliver, "__self__", None)
+            if isinstance(feeder, Processor) and feeder is not node and feeder not in found:
+                found.append(feeder)
+                frontier.append(feeder)
+    return found
 
 
 def _render(engine: TTSEngine, text: str) -> bytes:

@@ -94,7 +94,9 @@ TOKENISERS: list[Callable[[str], list[str]]] = [
 
 
 def run(tokens: list[str], aggregator: SentenceAggregator | None = None) -> list[str]:
-    aggregator = aggregator or SentenceAggregator()
+    # The sentence rules' cases: the first piece is cut at punctuation only (word breaks
+    # have their own cases in test_first_unit.py).
+    aggregator = aggregator or SentenceAggregator(first_unit_max_words=0)
     pieces: list[str] = []
     for token in tokens:
         pieces += aggregator.push(token)
