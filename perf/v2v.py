@@ -43,6 +43,9 @@ Result
         after_1                                           724/784     829/881    762/809
         after_4                                           723/743     780/782    751/803
 
+    A second run after the number-range rule, same day: before_1 1003 / 1181, after_1
+    742 / 802, before_4 1085 / 1859, after_4 761 / 823 (p50 / p90 of first_audio_out).
+
     First token -> first TTS audio fell from 410-490 ms (and growing with the first
     sentence) to 130-150 ms (one synthesis of 4-8 words), flat over 5-30 words; playout
     adds 10-13 ms. What remains is the 600 ms silence window of the endpointing: with it
