@@ -2,7 +2,6 @@
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +161,8 @@ def test_a_disconnect_callback_ends_the_live_media_call(config: Path, monkeypatc
     monkeypatch.setenv("VOICEGRAPH_ACS_NO_AUTH", "1")
     app = create_app(config, poll_s=3600)
     sessions = app.state.acs_sessions
+    running = threading.Event()
+    sessions.watch(lambda started: running.set())
     token = sessions.expect("call-1")
     session = sessions.live("call-1")
     with TestClient(app) as client, client.websocket_connect(f"/acs/media?token={token}") as ws:
@@ -170,10 +171,7 @@ def test_a_disconnect_callback_ends_the_live_media_call(config: Path, monkeypatc
         connected = {"id": "e1", "source": "calling/callConnections/call-1", "specversion": "1.0",
                      "type": "Microsoft.Communication.CallConnected", "data": {"callConnectionId": "call-1"}}
         gone = dict(connected, id="e2", type="Microsoft.Communication.CallDisconnected")
-        for _ in range(2000):  # the graph is built in a thread: end the call once it runs
-            if session.runner is not None:
-                break
-            time.sleep(0.005)
+        assert running.wait(30)  # the graph is built in a thread: end the call once it runs
         assert client.post("/acs/callbacks", json=[connected]).json()["applied"] == 1
         assert session.state == "connected" and session.media_connected
         assert client.post("/acs/callbacks", json=[gone]).json()["applied"] == 1
