@@ -1,0 +1,150 @@
+"""Events on Redis Streams: a capped stream, consumer groups, at-least-once with idempotency keys.
+
+**Publishing** (:class:`RedisStreamsTransport`). Each event is one stream entry
+``{"id": <event id>, "type": <event type>, "event": <CloudEvent JSON>}`` added with
+``XADD <stream> MAXLEN ~ <maxlen>`` (capped: Redis trims whole macro-nodes, so the stream
+holds at least ``maxlen`` entries and a little more). A batch is one pipelined round trip.
+The add is guarded by a marker key ``SET <stream>:seen:<id> NX EX <dedupe_ttl_s>`` in the
+same Lua script, so a batch sent again after a timeout (the bus retries anything it is not
+sure was delivered) does not add an event twice while its marker lives. Both keys share the
+stream's hash tag (``{...}`` in the default name), so the script runs on Redis Cluster too.
+
+**Consuming** (:class:`StreamConsumer`). Subscribers are consumer groups: each group gets
+every event once, shared between its consumers. A consumer first re-reads what was
+delivered to it and not acknowledged (``XREADGROUP ... 0``: a consumer that crashed before
+``XACK`` gets those again when it restarts under the same name), then new entries (``>``).
+``ensure_group`` creates the group at the stream's start (``MKSTREAM``), so a group declared
+in config before any call sees every event. Delivery is at least once; the event ``id``
+(the fact key) lets a handler drop a copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from cloudevents.core.v1.event import CloudEvent
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from .events import decode, encode
+
+__all__ = ["DEFAULT_STREAM", "RedisStreamsTransport", "StreamConsumer"]
+
+logger = logging.getLogger(__name__)
+
+#: The stream's name; the braces are the Redis Cluster hash tag its marker keys share.
+DEFAULT_STREAM = "voicegraph:{events}"
+
+# KEYS[1] stream, KEYS[2] marker; ARGV: maxlen, ttl, id, type, event. Returns the entry id, or 0 for a copy.
+_ADD_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'id', ARGV[3], 'type', ARGV[4], 'event', ARGV[5])
+end
+return 0
+"""
+
+
+class RedisStreamsTransport:
+    """Sends a worker's events to one capped Redis stream (see module docstring)."""
+
+    def __init__(self, redis: Redis, *, stream: str = DEFAULT_STREAM, maxlen: int = 100_000,
+                 dedupe_ttl_s: int = 86_400, groups: Sequence[str] = ()) -> None:
+        if maxlen < 1 or dedupe_ttl_s < 1:
+            raise ValueError(f"redis events: maxlen and dedupe_ttl_s must be >= 1 (got {maxlen}, {dedupe_ttl_s})")
+        self.redis = redis
+        self.stream = stream
+        self.maxlen = maxlen
+        self.dedupe_ttl_s = dedupe_ttl_s
+        self.groups = tuple(groups)
+        self.added = 0
+        self.copies = 0  # events not added again: their marker was there (a retried batch)
+        self._script = redis.register_script(_ADD_ONCE)
+        self._ready = False
+
+    async def send(self, events: Sequence[CloudEvent]) -> None:
+        if not self._ready:  # the declared groups exist before the first event: they see all of them
+            for group in self.groups:
+                await ensure_group(self.redis, self.stream, group)
+            self._ready = True
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            await self._script(keys=[self.stream, f"{self.stream}:seen:{event.get_id()}"],
+                               args=[self.maxlen, self.dedupe_ttl_s, event.get_id(), event.get_type(),
+                                     encode(event)], client=pipe)
+        results = await pipe.execute()
+        added = sum(1 for r in results if r not in (0, b"0"))
+        self.added += added
+        self.copies += len(results) - added
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+async def ensure_group(redis: Redis, stream: str, group: str) -> None:
+    """Create consumer group ``group`` on ``stream`` from its first entry, unless it exists."""
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+Handler = Callable[[CloudEvent], Awaitable[None]]
+
+
+class StreamConsumer:
+    """One consumer of a group: reads its pending entries first, then new ones; acks what it handled.
+
+    An entry that is not a valid CloudEvent is logged, counted (``malformed``) and acknowledged,
+    so it does not come back forever; a handler that raises leaves its entry pending (it is
+    read again at the consumer's next start).
+    """
+
+    def __init__(self, redis: Redis, group: str, name: str, *, stream: str = DEFAULT_STREAM) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.group = group
+        self.name = name
+        self.handled = 0
+        self.malformed = 0
+        self.failed = 0
+        self._backlog: str | None = "0"  # where to read this consumer's pending entries from; None: done
+
+    async def start(self) -> None:
+        """Make sure the group exists."""
+        await ensure_group(self.redis, self.stream, self.group)
+
+    async def poll(self, handler: Handler, *, count: int = 100, block_ms: int | None = None) -> int:
+        """Read up to ``count`` entries, hand each to ``handler``, ack it; how many were handled."""
+        backlog = self._backlog
+        reply: Any = await self.redis.xreadgroup(self.group, self.name, {self.stream: backlog or ">"}, count=count,
+                                                 block=None if backlog else block_ms)
+        entries: list[tuple[Any, dict[Any, Any]]] = reply[0][1] if reply else []
+        if backlog is not None:
+            self._backlog = entries[-1][0] if entries else None
+        done = 0
+        for entry_id, fields in entries:
+            raw = fields.get(b"event", fields.get("event"))
+            try:
+                event = decode(raw) if raw is not None else None
+            except Exception as exc:
+                event = None
+                logger.warning("stream %s: entry %s is not a CloudEvent (%s): acknowledged and skipped",
+                               self.stream, entry_id, exc)
+            if event is None:
+                self.malformed += 1
+                await self.redis.xack(self.stream, self.group, entry_id)
+                continue
+            try:
+                await handler(event)
+            except Exception:
+                self.failed += 1
+                logger.exception("stream %s group %s: handler failed on %s; left pending", self.stream, self.group,
+                                 event.get_id())
+                continue
+            await self.redis.xack(self.stream, self.group, entry_id)
+            done += 1
+        self.handled += done
+        return done
