@@ -118,12 +118,15 @@ class StreamConsumer:
 
     async def poll(self, handler: Handler, *, count: int = 100, block_ms: int | None = None) -> int:
         """Read up to ``count`` entries, hand each to ``handler``, ack it; how many were handled."""
-        backlog = self._backlog
-        reply: Any = await self.redis.xreadgroup(self.group, self.name, {self.stream: backlog or ">"}, count=count,
-                                                 block=None if backlog else block_ms)
-        entries: list[tuple[Any, dict[Any, Any]]] = reply[0][1] if reply else []
-        if backlog is not None:
-            self._backlog = entries[-1][0] if entries else None
+        entries: list[tuple[Any, dict[Any, Any]]] = []
+        while not entries:
+            backlog = self._backlog
+            reply: Any = await self.redis.xreadgroup(self.group, self.name, {self.stream: backlog or ">"},
+                                                     count=count, block=None if backlog else block_ms)
+            entries = reply[0][1] if reply else []
+            if backlog is None:
+                break
+            self._backlog = entries[-1][0] if entries else None  # the backlog is read: new entries next
         done = 0
         for entry_id, fields in entries:
             raw = fields.get(b"event", fields.get("event"))

@@ -1,0 +1,133 @@
+"""Events on Redis Streams against a real redis-server: capped stream, no copies on a retried
+batch, a consumer group that gets its events after a consumer restart.
+
+The server fixture here is a minimal local one (H3's shared tests/sidecars/redis_server.py
+had not landed when this was written); it runs ``redis-server`` on a free loopback port
+with persistence off and kills it after the module.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from cloudevents.core.v1.event import CloudEvent
+from redis.asyncio import Redis
+
+from processors.sidecars.events import EventBus, to_cloudevent
+from processors.sidecars.events_redis import RedisStreamsTransport, StreamConsumer
+from processors.sidecars.facts import TranscriptReceived
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder: Path = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(folder)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # wait for the port to accept connections (set-up, not a test assertion)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+def events(call: str, n: int, first: int = 1) -> list[CloudEvent]:
+    out = []
+    for i in range(first, first + n):
+        event = to_cloudevent(TranscriptReceived(call_id=call, seq=i, at_ms=0, wall=0, turn=i, text=f"line {i}"))
+        assert event is not None
+        out.append(event)
+    return out
+
+
+async def test_a_batch_sent_twice_is_added_once_and_the_stream_is_capped(redis: Redis) -> None:
+    transport = RedisStreamsTransport(redis, maxlen=1000)
+    await transport.send(events("c1", 5))
+    await transport.send(events("c1", 5))  # the bus retried after a timeout: copies are not added
+    assert (transport.added, transport.copies) == (5, 5)
+    entries = await redis.xrange(transport.stream)
+    assert [fields[b"id"] for _, fields in entries] == [f"c1:{i}".encode() for i in range(1, 6)]
+    assert await redis.ttl(f"{transport.stream}:seen:c1:3") > 86_000
+    capped = RedisStreamsTransport(redis, stream="small:{ev}", maxlen=10)
+    for start in range(1, 2001, 100):
+        await capped.send(events("c2", 100, start))
+    assert 10 <= await redis.xlen("small:{ev}") < 2000  # MAXLEN ~ trims whole nodes: about the cap
+
+
+async def test_a_consumer_group_gets_its_events_after_a_consumer_restart(redis: Redis) -> None:
+    transport = RedisStreamsTransport(redis, groups=["billing"])
+    bus = EventBus(transport)
+    await bus.start()
+    await transport.send(events("c3", 3))  # the group exists first: it sees these too
+    first = StreamConsumer(redis, "billing", "worker-1")
+    await first.start()
+    seen: list[str] = []
+
+    async def crash_on_second(event: CloudEvent) -> None:
+        if event.get_id() == "c3:2":
+            raise RuntimeError("consumer died")
+        seen.append(event.get_id())
+
+    assert await first.poll(crash_on_second) == 2  # c3:1 handled, c3:2 left pending, c3:3 handled
+    sink = bus.sink()
+    for fact in [TranscriptReceived(call_id="c3", seq=i, at_ms=0, wall=0, turn=i, text="x") for i in (4, 5)]:
+        sink.offer(fact)  # published while no consumer runs
+    await sink.aclose()
+    restarted = StreamConsumer(redis, "billing", "worker-1")  # same name: its pending entries come back
+    await restarted.start()
+    again: list[str] = []
+
+    async def keep(event: CloudEvent) -> None:
+        again.append(event.get_id())
+
+    while await restarted.poll(keep, block_ms=100):
+        pass
+    assert seen == ["c3:1", "c3:3"]
+    assert again == ["c3:2", "c3:4", "c3:5"]
+    pending = await redis.xpending(transport.stream, "billing")
+    assert pending["pending"] == 0
+    await bus.aclose()
+
+
+async def test_a_malformed_entry_is_skipped_counted_and_acknowledged(redis: Redis) -> None:
+    consumer = StreamConsumer(redis, "audit", "a1", stream="bad:{ev}")
+    await consumer.start()
+    await redis.xadd("bad:{ev}", {"id": "x", "event": "{not json"})
+    await redis.xadd("bad:{ev}", {"id": "y"})
+    got: list[CloudEvent] = []
+
+    async def keep(event: CloudEvent) -> None:
+        got.append(event)
+
+    assert await consumer.poll(keep) == 0
+    assert await consumer.poll(keep) == 0
+    assert (consumer.malformed, got) == (2, [])
+    assert (await redis.xpending("bad:{ev}", "audit"))["pending"] == 0
