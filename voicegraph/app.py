@@ -36,6 +36,7 @@ from starlette.routing import Route
 
 from pipeline.config import build_graph, load_pipeline
 from pipeline.errors import ConfigError
+from processors.sidecars.services import data_tier_from_env, install
 from transports.acs.auth import NoAuth, RequestVerifier, verifier_from_env
 from transports.acs.callbacks import CallbacksEndpoint
 from transports.acs.control import CallControl, CallsApi
@@ -186,10 +187,14 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        previous = install(tier)
+        await tier.start()
         async with asyncio.TaskGroup() as tasks:
             watcher = tasks.create_task(readiness.watch(), name="readiness")
             yield
             watcher.cancel()
+            await tier.aclose()
+            install(previous)
             await acs.aclose()
             if own_verifier is not None:
                 await own_verifier.aclose()
@@ -197,6 +202,7 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     acs = control if control is not None else CallControl(CallSessions())
     sessions = acs.sessions
     own_verifier = verifier_from_env() if verifier is None else None
+    tier = data_tier_from_env()  # the worker's side-cars (started with the lifespan); bad config: ConfigError now
     check: RequestVerifier = verifier or own_verifier or NoAuth()
     callbacks = CallbacksEndpoint(sessions, None if isinstance(check, NoAuth) else check)
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), EventsWebhook(acs).route(), callbacks.route(),
@@ -205,5 +211,6 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     app.state.readiness = readiness
     app.state.acs_sessions = sessions
     app.state.acs_control = acs
+    app.state.data_tier = tier
     return app
 

@@ -23,16 +23,18 @@ whose caller speaks is refused for them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pipeline.config import PipelineSpec, build_graph, load_pipeline
 from pipeline.context import CallContext
 from pipeline.errors import ConfigError
 from pipeline.graph import Graph
 from pipeline.runner import CallResult, CallRunner
+from processors.sidecars.services import DataTier, attach_call, data_tier_from_env, install
+from processors.sidecars.tap import CallMeta
 
 from .report import CallRecorder
 from .runtime import run
@@ -48,8 +50,12 @@ __all__ = [
     "run_call_report",
     "run_cli_call",
     "scenario_lines",
+    "with_data_tier",
     "with_scenario",
 ]
+
+
+T = TypeVar("T")
 
 
 class CallOptionError(ConfigError):
@@ -142,8 +148,14 @@ async def run_call_report(graph: Graph, options: CallOptions, *, ctx: CallContex
     recorder = CallRecorder(graph)
     ctx = ctx or CallContext()
     recorder.call_id = ctx.call_id
+    attached = attach_call(graph, ctx, CallMeta(pipeline=graph.name, scenario=options.scenario or "",
+                                                transport="local"))
     runner = CallRunner(graph, ctx)
-    result = await runner.run(timeout=options.timeout_s)
+    try:
+        result = await runner.run(timeout=options.timeout_s)
+    except BaseException:
+        await attached.end("error")
+        raise
     notes = getattr(caller, "report_notes", None)
     for turn, fields in (notes() if notes is not None else {}).items():
         record = recorder.turn(turn)
@@ -154,6 +166,7 @@ async def run_call_report(graph: Graph, options: CallOptions, *, ctx: CallContex
     report["pipeline"] = graph.name
     report["ended"] = result.reason
     report["errors"] = call_errors(report, result, options)
+    await attached.end(result.reason, report)
     return report
 
 
@@ -185,7 +198,18 @@ def run_cli_call(options: CallOptions) -> dict[str, Any]:
             options = replace(options, say=scenario_lines(spec))
     graph = build_graph(spec)
     check_call(graph, options)
-    return run(run_call_report(graph, options))
+    return run(with_data_tier(data_tier_from_env(), run_call_report(graph, options)))
+
+
+async def with_data_tier(tier: DataTier, call: Awaitable[T]) -> T:
+    """Await ``call`` with ``tier`` installed and started (events, recordings of the environment)."""
+    previous = install(tier)
+    await tier.start()
+    try:
+        return await call
+    finally:
+        await tier.aclose()
+        install(previous)
 
 
 def with_scenario(spec: PipelineSpec, scenario: str) -> PipelineSpec:

@@ -75,6 +75,7 @@ __all__ = [
     "Subscriber",
     "decode",
     "encode",
+    "log_event",
     "to_cloudevent",
 ]
 
@@ -180,6 +181,11 @@ class InProcessTransport:
 
     async def aclose(self) -> None:
         return None
+
+
+def log_event(event: CloudEvent) -> None:
+    """A subscriber for config: one log line per event (type, id, subject)."""
+    logger.info("event %s %s (call %s)", event.get_type(), event.get_id(), event.get_subject())
 
 
 class _CallSink:

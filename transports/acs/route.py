@@ -56,6 +56,8 @@ from pipeline.context import CallContext
 from pipeline.errors import ConfigError, FatalError
 from pipeline.graph import Graph
 from pipeline.runner import CallRunner
+from processors.sidecars.services import attach_call
+from processors.sidecars.tap import CallMeta
 from transports.acs.auth import AuthError, NoAuth, RequestVerifier, verifier_from_env
 from transports.acs.media import AcsMediaTransport, StarletteMediaSocket
 from transports.acs.sessions import CallSession, CallSessions, CallState
@@ -231,13 +233,18 @@ async def _serve(websocket: WebSocket, sessions: CallSessions, session: CallSess
         return
     line = _media_node(graph)
     line.attach(socket)
-    runner = CallRunner(graph, CallContext(call_id))
+    ctx = CallContext(call_id)
+    caller = session.participants[0] if session.participants else ""
+    attached = attach_call(graph, ctx, CallMeta(caller=caller, pipeline=graph.name, transport="acs"))
+    runner = CallRunner(graph, ctx)
     session.graph, session.runner, session.task = graph, runner, asyncio.current_task()
     sessions.starting(session)
     code, reason = _INTERNAL_ERROR, "the call failed to start"
+    ended = "error"
     try:
         result = await runner.run()
         session.result = result
+        ended = result.reason
         errors = "; ".join(f"{e.node}: {e.message}" for e in result.errors)
         log = logger.info if result.reason == "eos" and not result.errors else logger.warning
         log("call %s ended: %s after %.1f s%s", call_id, result.reason, result.duration_s,
@@ -252,3 +259,4 @@ async def _serve(websocket: WebSocket, sessions: CallSessions, session: CallSess
         # The socket the call ends on (a reconnection's, maybe), and the first one: a no-op if closed.
         for open_socket in {id(s): s for s in (line.socket, socket) if s is not None}.values():
             await open_socket.close(code, reason)
+        await attached.end(ended)  # CallEnded, and the call's side-cars flushed behind it
