@@ -220,6 +220,23 @@ def cmd_call(args: argparse.Namespace) -> int:
     return 1 if report["errors"] else 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import run_replay
+
+    try:
+        report = run_replay(args.recording, pipeline_path(args.pipeline), timeout_s=args.timeout)
+    except ConfigError as exc:  # not a recording, not a speech pipeline, a pipeline that does not load
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except VoicegraphError as exc:  # a node that cannot start
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _print_report(report, as_json=args.json)
+    for error in report["errors"]:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if report["errors"] else 0
+
+
 def _call_conflict(args: argparse.Namespace) -> str:
     """Why the flags of ``call`` cannot go together, or ""."""
     if args.text and args.say:
@@ -446,6 +463,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local: the pipeline's own caller (default); acs: placed the ACS way through the server "
                         "and the local ACS (Event Grid, the SDK's answer, signed callbacks, the media WebSocket)")
     p.set_defaults(func=cmd_call)
+
+    p = sub.add_parser("replay", help="play a recorded call's caller (the left channel of a recording) through a "
+                                      "pipeline and print the report, as call does")
+    p.add_argument("recording", type=Path, help="a call recording (stereo WAV: caller left, bot right)")
+    p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"name or path (default: {DEFAULT_PIPELINE})")
+    p.add_argument("--timeout", type=_number("a number of seconds", low=0, high=MAX_TIMEOUT_S, low_open=True),
+                   default=None, help="give up after this many seconds (default: the recording's length plus a minute)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("serve", help="serve the ASGI app (health, readiness; transports later)")
     p.add_argument("--host", default="127.0.0.1")
