@@ -3,7 +3,8 @@
 **Publishing** (:class:`RedisStreamsTransport`). Each event is one stream entry
 ``{"id": <event id>, "type": <event type>, "event": <CloudEvent JSON>}`` added with
 ``XADD <stream> MAXLEN ~ <maxlen>`` (capped: Redis trims whole macro-nodes, so the stream
-holds at least ``maxlen`` entries and a little more). A batch is one pipelined round trip.
+holds at least ``maxlen`` entries and a little more). A batch is one pipelined round trip
+(an ``EVALSHA`` per event; the script is loaded once, and again after a Redis restart).
 The add is guarded by a marker key ``SET <stream>:seen:<id> NX EX <dedupe_ttl_s>`` in the
 same Lua script, so a batch sent again after a timeout (the bus retries anything it is not
 sure was delivered) does not add an event twice while its marker lives. Both keys share the
@@ -26,7 +27,7 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .events import decode, encode
 
@@ -60,20 +61,27 @@ class RedisStreamsTransport:
         self.groups = tuple(groups)
         self.added = 0
         self.copies = 0  # events not added again: their marker was there (a retried batch)
-        self._script = redis.register_script(_ADD_ONCE)
-        self._ready = False
+        self.round_trips = 0  # requests to Redis (one pipelined batch is one)
+        self._sha: str | None = None  # the script's SHA once loaded
 
     async def send(self, events: Sequence[CloudEvent]) -> None:
-        if not self._ready:  # the declared groups exist before the first event: they see all of them
+        if self._sha is None:  # once per connection life: the declared groups first, so they see every event
             for group in self.groups:
                 await ensure_group(self.redis, self.stream, group)
-            self._ready = True
+                self.round_trips += 1
+            self._sha = str(await self.redis.script_load(_ADD_ONCE))
+            self.round_trips += 1
         pipe = self.redis.pipeline(transaction=False)
         for event in events:
-            await self._script(keys=[self.stream, f"{self.stream}:seen:{event.get_id()}"],
-                               args=[self.maxlen, self.dedupe_ttl_s, event.get_id(), event.get_type(),
-                                     encode(event)], client=pipe)
-        results = await pipe.execute()
+            pipe.evalsha(self._sha, 2, self.stream, f"{self.stream}:seen:{event.get_id()}", self.maxlen,
+                         self.dedupe_ttl_s, event.get_id(), event.get_type(), encode(event))
+        try:
+            results = await pipe.execute()
+        except NoScriptError:  # Redis restarted empty: load the script again; the bus sends the batch again
+            self._sha = None
+            raise
+        finally:
+            self.round_trips += 1
         added = sum(1 for r in results if r not in (0, b"0"))
         self.added += added
         self.copies += len(results) - added

@@ -131,3 +131,21 @@ async def test_a_malformed_entry_is_skipped_counted_and_acknowledged(redis: Redi
     assert await consumer.poll(keep) == 0
     assert (consumer.malformed, got) == (2, [])
     assert (await redis.xpending("bad:{ev}", "audit"))["pending"] == 0
+
+
+async def test_a_batch_is_one_round_trip_and_a_flushed_script_is_loaded_again(redis: Redis) -> None:
+    transport = RedisStreamsTransport(redis, groups=["audit"])
+    await transport.send(events("c4", 10))
+    assert transport.round_trips == 3  # the group, the script, the batch
+    await transport.send(events("c4", 10, 11))
+    assert transport.round_trips == 4  # then one per batch, whatever its size
+    await redis.script_flush()  # what a Redis restarted empty looks like to the script
+    bus = EventBus(transport, max_backoff_s=0.05)
+    await bus.start()
+    sink = bus.sink()
+    for fact in [TranscriptReceived(call_id="c4", seq=i, at_ms=0, wall=0, turn=i, text="x") for i in (21, 22)]:
+        sink.offer(fact)
+    await sink.aclose()
+    assert bus.send_failures == 1 and bus.sent == 2  # NOSCRIPT, then loaded again and sent
+    assert await redis.xlen(transport.stream) == 22
+    await bus.aclose()
