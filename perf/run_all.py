@@ -36,6 +36,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "ivr_turn": ("ivr_turn.py", [], ["--calls", "20"]),
     "orchestrator": ("orchestrator.py", [], ["--calls", "10"]),
     "end_of_turn": ("end_of_turn.py", [], ["--sentences", "2"]),
+    "sidecars_events": ("sidecars_events.py", [], ["--calls", "10", "--turns", "5", "--v2v-calls", "1",
+                                                   "--v2v-turns", "4", "--v2v-rounds", "1"]),
 }
 
 

@@ -75,14 +75,18 @@ class _File:
         self.rate = rate
         self._wav: Any = None
 
-    def write(self, frames: bytes) -> None:
+    def write(self, count: int, left: bytes, right: bytes) -> None:
+        """Write ``count`` stereo frames: ``left`` and ``right`` PCM16, zero-padded to ``count``."""
         if self._wav is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._wav = wave.open(str(self.path), "wb")  # closed by close(), on this thread
             self._wav.setnchannels(2)
             self._wav.setsampwidth(2)
             self._wav.setframerate(self.rate)
-        self._wav.writeframes(frames)
+        stereo = np.zeros((count, 2), dtype="<i2")
+        stereo[:len(left) // 2, 0] = np.frombuffer(left, dtype="<i2")
+        stereo[:len(right) // 2, 1] = np.frombuffer(right, dtype="<i2")
+        self._wav.writeframes(stereo.tobytes())
 
     def close(self) -> None:
         if self._wav is not None:
@@ -98,6 +102,7 @@ class CallRecording:
         self.path = path
         self.started_ns = started_ns
         self.rate = 0  # the file's rate: the caller's
+        self._flush_every = 0  # samples
         self.frames_written = 0
         self.errors = 0
         self._out_rate = 0
@@ -134,6 +139,7 @@ class CallRecording:
         if type(frame) is AudioFormat:
             if frame.stream == "in" and not self.rate:
                 self.rate = frame.sample_rate
+                self._flush_every = int(FLUSH_S * self.rate)
             return
         if type(frame) is not InputAudio or not self.rate or self._closed:
             return
@@ -141,9 +147,13 @@ class CallRecording:
             self._caller_end = self._sample(frame.ts)
             self._file = _File(self.path, self.rate)
             self.facts.emit(RecordingStarted, recording_id=self.ctx.call_id, location=str(self.path), source="local")
-        self._place(self._caller, self._caller_end, frame.pcm)
+        if (self._caller_end - self._base) * 2 == len(self._caller):
+            self._caller += frame.pcm  # the usual case: the line's audio, end to end
+        else:
+            self._place(self._caller, self._caller_end, frame.pcm)
         self._caller_end += len(frame.pcm) // 2
-        self._flush(final=False)
+        if self._caller_end - self._base >= self._flush_every:
+            self._flush(final=False)
 
     def _on_bot(self, frame: Frame) -> None:
         if type(frame) is AudioFormat:
@@ -189,16 +199,17 @@ class CallRecording:
         if final:
             settled = max(self._caller_end, self._base + len(self._bot) // 2)
         count = settled - self._base
-        if count <= 0 or (not final and count < FLUSH_S * self.rate) or self._file is None or self._failed:
+        if count <= 0 or (not final and count < self._flush_every) or self._file is None or self._failed:
             return
-        stereo = np.zeros((count, 2), dtype="<i2")
-        for column, channel in ((0, self._caller), (1, self._bot)):
-            got = min(count, len(channel) // 2)
-            stereo[:got, column] = np.frombuffer(channel, dtype="<i2", count=got)
-            del channel[:got * 2]
+        parts = []
+        for channel in (self._caller, self._bot):
+            got = min(count, len(channel) // 2) * 2
+            parts.append(bytes(channel[:got]))
+            del channel[:got]
         self._base = settled
         self.frames_written += count
-        future = asyncio.get_running_loop().run_in_executor(_WRITER, self._file.write, stereo.tobytes())
+        # Interleaving is left to the writer thread: the loop only cuts the settled part off.
+        future = asyncio.get_running_loop().run_in_executor(_WRITER, self._file.write, count, parts[0], parts[1])
         self._writes = [w for w in self._writes if not w.done()] + [future]
         future.add_done_callback(self._written)
 
