@@ -10,8 +10,21 @@ import wave
 from pathlib import Path
 
 import pytest
+from cloudevents.core.v1.event import CloudEvent
 
 from pipeline.config import build_graph, load_pipeline
+from processors.sidecars.events import (
+    AGENT_RESPONSE_GENERATED,
+    CALL_ENDED,
+    CALL_STARTED,
+    PARTICIPANT_JOINED,
+    RECORDING_STARTED,
+    TRANSCRIPTION_RECEIVED,
+    EventBus,
+    InProcessTransport,
+    decode,
+    encode,
+)
 from processors.sidecars.recording import recording_path
 from processors.sidecars.services import DataTier
 from voicegraph.call import CallOptions, run_call_report, with_data_tier
@@ -39,10 +52,18 @@ def other_pipeline(tmp_path: Path) -> Path:
 def test_a_recorded_call_replays_through_another_pipeline_with_the_same_caller_transcript(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     graph = build_graph(load_pipeline(LOCAL, env={"VOICEGRAPH__BRAIN__GREETING": ""}))
-    tier = DataTier(recordings=tmp_path / "rec")
+    events = InProcessTransport()
+    published: list[CloudEvent] = []
+    events.subscribe("all", published.append)
+    tier = DataTier(events=EventBus(events), recordings=tmp_path / "rec")
     original = asyncio.run(with_data_tier(tier, run_call_report(graph, CallOptions(pipeline=LOCAL, say=(LINE,),
                                                                                    timeout_s=60))))
     assert original["errors"] == [] and len(original["turns"]) == 1
+    # A full spoken call: each event once per occurrence, valid CloudEvents on the wire.
+    assert [e.get_type() for e in published] == [CALL_STARTED, PARTICIPANT_JOINED, PARTICIPANT_JOINED,
+                                                 RECORDING_STARTED, TRANSCRIPTION_RECEIVED,
+                                                 AGENT_RESPONSE_GENERATED, CALL_ENDED]
+    assert all(decode(encode(e)).get_attributes() == e.get_attributes() for e in published)
     recording = recording_path(tmp_path / "rec", original["call_id"])
     with wave.open(str(recording), "rb") as wav:
         assert (wav.getnchannels(), wav.getframerate()) == (2, 16000)

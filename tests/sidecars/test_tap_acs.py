@@ -1,0 +1,68 @@
+"""The data tier on an ACS call: the server's media route attaches the call like `voicegraph call`
+does, and its events reach the subscriber the worker's side-car config declares."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cloudevents.core.v1.event import CloudEvent
+
+from processors.sidecars.events import (
+    AGENT_RESPONSE_GENERATED,
+    CALL_ENDED,
+    CALL_STARTED,
+    PARTICIPANT_JOINED,
+    TRANSCRIPTION_RECEIVED,
+)
+from voicegraph.cli import main
+
+RECEIVED: list[CloudEvent] = []
+
+LOCAL = """\
+name: acs_events_test
+nodes:
+  caller: {use: speech_caller, voice: espeak, sample_rate: 16000, pause_ms: 200, say: [I want to file a claim]}
+  vad: {use: vad, aggressiveness: 2, start_ms: 200, stop_ms: 300, silence_ms: 600}
+  barge_in: {use: barge_in, min_speech_ms: 200}
+  stt: {use: stt, engine: pocketsphinx}
+  brain:
+    use: rules_brain
+    greeting: "Hello, this is Contoso."
+    rules: {"\\\\b(claim|accident)\\\\b": "I can start a claim for you right away."}
+    fallback: "Could you tell me more?"
+  sentences: {use: sentences}
+  tts: {use: tts, engine: espeak}
+  resample_out: {use: resample, rate: 16000, stream: out}
+edges:
+  - caller -> vad -> barge_in -> stt -> brain -> sentences -> tts -> resample_out -> caller
+"""
+
+
+def keep(event: CloudEvent) -> None:
+    """The subscriber the test's side-car config names."""
+    RECEIVED.append(event)
+
+
+def test_an_acs_call_publishes_its_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "sidecars.yaml"
+    config.write_text(f'events:\n  subscribers:\n    - {{name: test, use: "{__name__}:keep"}}\n')
+    monkeypatch.setenv("VOICEGRAPH_SIDECARS", str(config))
+    pipeline = tmp_path / "local_test.yaml"
+    pipeline.write_text(LOCAL)
+    RECEIVED.clear()
+    assert main(["call", "--via", "acs", "--pipeline", str(pipeline), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    types = [e.get_type() for e in RECEIVED]
+    assert types == [CALL_STARTED, PARTICIPANT_JOINED, PARTICIPANT_JOINED, AGENT_RESPONSE_GENERATED,
+                     TRANSCRIPTION_RECEIVED, AGENT_RESPONSE_GENERATED, CALL_ENDED]
+    data: list[dict[str, Any]] = [e.get_data() for e in RECEIVED]  # type: ignore[misc]
+    assert data[0]["transport"] == "acs" and data[0]["pipeline"] == "acs_events_test"
+    assert data[3]["text"] == "Hello, this is Contoso." and data[3]["heard_text"] == "Hello, this is Contoso."
+    assert data[4]["text"] == report["turns"][1]["heard_text"]
+    assert data[5]["text"] == report["turns"][1]["bot_text"]
+    assert data[6]["reason"] == "eos" and data[6]["turns"] == 2
+    assert len({e.get_subject() for e in RECEIVED}) == 1  # one call
