@@ -29,7 +29,9 @@ turns the fact into an event and appends it to the bus's bounded queue (microsec
 waits, never raises). The bus's own task sends the queue in batches, in order, through one
 :class:`EventTransport` (in-process, Redis Streams, Event Grid). A batch the transport
 fails to send is kept and sent again (backoff 0.1 s doubling to ``max_backoff_s``), so an
-accepted event is delivered at least once; while the transport is down the queue fills, and
+accepted event is delivered at least once (but a batch the service refuses for what it is,
+:class:`RejectedEvents`, is dropped, counted in ``rejected`` and logged: it would never go);
+while the transport is down the queue fills, and
 past ``maxsize`` new events are dropped, counted (``dropped``) and logged, never the ones
 already accepted. ``aclose`` sends what is queued within ``close_timeout_s``.
 """
@@ -72,6 +74,7 @@ __all__ = [
     "EventBus",
     "EventTransport",
     "InProcessTransport",
+    "RejectedEvents",
     "Subscriber",
     "decode",
     "encode",
@@ -127,8 +130,14 @@ def decode(body: bytes | str) -> CloudEvent:
     return event
 
 
+class RejectedEvents(Exception):
+    """Raised by a transport for a batch the service refused for what it *is* (too large,
+    malformed): sending it again would fail again, so the bus drops it, counted and logged."""
+
+
 class EventTransport(Protocol):
-    """Where a worker's events go: one batch at a time, in order; raise to have it sent again."""
+    """Where a worker's events go: one batch at a time, in order; raise to have it sent again
+    (:class:`RejectedEvents`: to have it dropped)."""
 
     async def send(self, events: Sequence[CloudEvent]) -> None:
         """Deliver ``events`` (raise if they may not have been delivered)."""
@@ -220,9 +229,11 @@ class EventBus:
         self.max_backoff_s = max_backoff_s
         self.close_timeout_s = close_timeout_s
         self.queued = 0  # events accepted (the position of the last one)
-        self.sent = 0  # events the transport took (every one before this position)
+        self.sent = 0  # events the transport took
+        self.done = 0  # events sent or rejected: every one before this position has left the queue
         self.dropped = 0  # events refused because the queue was full
         self.send_failures = 0  # failed send attempts (each retried)
+        self.rejected = 0  # events the service refused for good (RejectedEvents): dropped
         self._queue: collections.deque[CloudEvent] = collections.deque()
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
@@ -257,11 +268,11 @@ class EventBus:
         """Wait until every event up to ``position`` was sent (False after ``timeout``, default ``close_timeout_s``)."""
         try:
             async with asyncio.timeout(self.close_timeout_s if timeout is None else timeout):
-                while self.sent < position:
+                while self.done < position:
                     self._progress.clear()
                     await self._progress.wait()
         except TimeoutError:
-            logger.warning("event bus: %d events still unsent after the close wait", position - self.sent)
+            logger.warning("event bus: %d events still unsent after the close wait", position - self.done)
             return False
         return True
 
@@ -287,8 +298,14 @@ class EventBus:
             batch = [self._queue[i] for i in range(min(self.batch, len(self._queue)))]
             try:
                 await self.transport.send(batch)
+                self.sent += len(batch)
             except asyncio.CancelledError:
                 raise
+            except RejectedEvents as exc:
+                self.rejected += len(batch)
+                logger.error("event bus: %s refused %d events for good (%s); dropped: %s",
+                             type(self.transport).__name__, len(batch), exc,
+                             ", ".join(e.get_id() for e in batch[:5]) + (" ..." if len(batch) > 5 else ""))
             except Exception as exc:
                 self.send_failures += 1
                 if self.send_failures == 1 or backoff >= self.max_backoff_s:
@@ -300,5 +317,5 @@ class EventBus:
             backoff = 0.1
             for _ in batch:
                 self._queue.popleft()
-            self.sent += len(batch)
+            self.done += len(batch)
             self._progress.set()

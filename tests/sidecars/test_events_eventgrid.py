@@ -24,7 +24,8 @@ class Topic:
 
     url: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
-    fail_next: int = 0  # answer 503 to this many requests first
+    fail_next: int = 0  # answer fail_status to this many requests first
+    fail_status: int = 503
 
 
 @pytest.fixture
@@ -38,12 +39,14 @@ async def topic() -> AsyncIterator[Topic]:
                                "key": request.headers.get("aeg-sas-key"), "body": body})
         if request.headers.get("aeg-sas-key") != KEY:
             return web.json_response({"error": {"code": "Unauthorized", "message": "bad key"}}, status=401)
+        if len(body) > 1_048_576:  # Event Grid's limit for a request
+            return web.json_response({"error": {"code": "RequestEntityTooLarge", "message": "too big"}}, status=413)
         if state.fail_next:
             state.fail_next -= 1
-            return web.json_response({"error": {"code": "ServiceUnavailable", "message": "busy"}}, status=503)
+            return web.json_response({"error": {"code": "Refused", "message": "no"}}, status=state.fail_status)
         return web.Response(status=200)
 
-    app = web.Application()
+    app = web.Application(client_max_size=16 * 2**20)
     app.router.add_post("/api/events", events)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -103,3 +106,32 @@ async def test_a_busy_topic_is_tried_again(topic: Topic) -> None:
 def test_a_bad_endpoint_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="event grid endpoint must be an http"):
         EventGridTransport("topic.westus-1.eventgrid.azure.net", KEY)
+
+
+async def test_a_huge_transcript_is_dropped_counted_and_big_batches_are_split(topic: Topic) -> None:
+    transport = EventGridTransport(topic.url, KEY, retry_total=0)
+    bus = EventBus(transport)
+    await bus.start()
+    sink = bus.sink()
+    sink.offer(TranscriptReceived(call_id="c1", seq=1, at_ms=0, wall=0, turn=1, text="x" * 2_000_000))
+    for seq in (2, 3, 4):  # 400 KB each: two fit in one request, the third goes in another
+        sink.offer(TranscriptReceived(call_id="c1", seq=seq, at_ms=0, wall=0, turn=seq, text="y" * 400_000))
+    await sink.aclose()
+    assert transport.oversize == 1 and bus.sent == 4 and bus.send_failures == 0
+    assert [[e["id"] for e in json.loads(r["body"])] for r in topic.requests] == [["c1:2", "c1:3"], ["c1:4"]]
+    assert all(len(r["body"]) <= 1_048_576 for r in topic.requests)
+    await bus.aclose()
+
+
+async def test_a_batch_the_topic_refuses_as_bad_is_dropped_and_the_next_ones_go(topic: Topic) -> None:
+    topic.fail_next, topic.fail_status = 1, 400
+    transport = EventGridTransport(topic.url, KEY, retry_total=0)
+    bus = EventBus(transport, batch=1)
+    await bus.start()
+    sink = bus.sink()
+    for seq in (1, 2):
+        sink.offer(TranscriptReceived(call_id="c1", seq=seq, at_ms=0, wall=0, turn=seq, text="x"))
+    await sink.aclose()
+    assert (bus.rejected, bus.sent, bus.send_failures) == (1, 1, 0)
+    assert [json.loads(r["body"])[0]["id"] for r in topic.requests] == ["c1:1", "c1:2"]
+    await bus.aclose()
