@@ -26,25 +26,31 @@ from processors.sidecars.facts import TranscriptReceived
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    folder: Path = tmp_path_factory.mktemp("redis")
+def start_server(folder: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """A redis-server on a free loopback port (or ``port``), persistence off, accepting connections."""
+    if port is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no", "--dir", str(folder)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:  # wait for the port to accept connections (set-up, not a test assertion)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return server, port
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server, port = start_server(tmp_path_factory.mktemp("redis"))
     try:
-        deadline = time.monotonic() + 20
-        while True:  # wait for the port to accept connections (set-up, not a test assertion)
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         server.kill()
@@ -149,3 +155,38 @@ async def test_a_batch_is_one_round_trip_and_a_flushed_script_is_loaded_again(re
     assert bus.send_failures == 1 and bus.sent == 2  # NOSCRIPT, then loaded again and sent
     assert await redis.xlen(transport.stream) == 22
     await bus.aclose()
+
+
+async def test_redis_killed_mid_call_the_events_wait_and_go_in_order_after_the_restart(tmp_path: Path) -> None:
+    server, port = start_server(tmp_path)
+    client = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=2)
+    transport = RedisStreamsTransport(client, groups=["billing"])
+    bus = EventBus(transport, max_backoff_s=0.05, close_timeout_s=30)
+    await bus.start()
+    sink = bus.sink()
+    facts = [TranscriptReceived(call_id="c5", seq=i, at_ms=0, wall=0, turn=i, text=f"line {i}") for i in range(1, 7)]
+    try:
+        sink.offer(facts[0])
+        assert await bus.wait_sent(1, timeout=10)
+        server.kill()
+        server.wait()
+        for fact in facts[1:]:  # the call goes on: offer never waits, never raises
+            sink.offer(fact)
+        assert bus.queued == 6 and bus.dropped == 0
+        server, _ = start_server(tmp_path, port)  # back, empty (no persistence)
+        await sink.aclose()  # everything accepted is sent once Redis is back
+        assert bus.send_failures >= 1 and bus.sent == 6
+        entries = await client.xrange(transport.stream)
+        assert [fields[b"id"] for _, fields in entries] == [f"c5:{i}".encode() for i in range(2, 7)]  # in order
+        consumer = StreamConsumer(client, "billing", "b1")  # the group was made again with the stream
+        got: list[str] = []
+
+        async def keep(event: CloudEvent) -> None:
+            got.append(event.get_id())
+
+        await consumer.poll(keep)
+        assert got == [f"c5:{i}" for i in range(2, 7)]
+    finally:
+        await bus.aclose()
+        server.kill()
+        server.wait()
