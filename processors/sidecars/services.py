@@ -34,6 +34,7 @@ start-up, never during a call.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import socket
@@ -177,7 +178,7 @@ class DataTier:
             sinks.append(self.events.sink())
         sinks += [make(ctx.call_id, meta) for make in self.sinks]
         facts = CallFacts(ctx.call_id, sinks, lambda: (clock.now_ns() - started_ns) / 1e6)
-        worker_meta = meta if meta.worker else CallMeta(**{**meta.__dict__, "worker": self.worker})
+        worker_meta = meta if meta.worker else dataclasses.replace(meta, worker=self.worker)
         tap = FactTap(graph, facts, worker_meta)
         recording = (CallRecording.attach(graph, ctx, facts, self.recordings, started_ns=started_ns)
                      if self.recordings is not None else None)

@@ -4,6 +4,8 @@ does, and its events reach the subscriber the worker's side-car config declares.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,7 @@ def test_an_acs_call_publishes_its_events(tmp_path: Path, monkeypatch: pytest.Mo
                      TRANSCRIPTION_RECEIVED, AGENT_RESPONSE_GENERATED, CALL_ENDED]
     data: list[dict[str, Any]] = [e.get_data() for e in RECEIVED]  # type: ignore[misc]
     assert data[0]["transport"] == "acs" and data[0]["pipeline"] == "acs_events_test"
+    assert data[0]["worker"] == f"{socket.gethostname()}:{os.getpid()}"  # the server runs in this process
     assert data[3]["text"] == "Hello, this is Contoso." and data[3]["heard_text"] == "Hello, this is Contoso."
     assert data[4]["text"] == report["turns"][1]["heard_text"]
     assert data[5]["text"] == report["turns"][1]["bot_text"]
