@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from agents.memory import InProcessLongTerm, InProcessShortTerm, LongTermMemory, ShortTermMemory
 from pipeline.config import load_yaml
 from pipeline.context import CallContext
 from pipeline.errors import ConfigError
@@ -136,14 +135,20 @@ class AttachedCall:
 
 
 class DataTier:
-    """A worker's data tier (see module docstring)."""
+    """A worker's data tier (see module docstring).
 
-    def __init__(self, *, short_term: ShortTermMemory | None = None, long_term: LongTermMemory | None = None,
-                 events: EventBus | None = None, sinks: list[SinkFactory] | None = None,
-                 services: list[Service] | None = None, recordings: Path | None = None,
-                 worker: str | None = None) -> None:
-        self.short_term: ShortTermMemory = short_term if short_term is not None else InProcessShortTerm()
-        self.long_term: LongTermMemory = long_term if long_term is not None else InProcessLongTerm()
+    ``short_term`` and ``long_term`` are the agents' memories (``agents.memory`` protocols:
+    live state, history) when the stores are configured, else None.
+    """
+
+    def __init__(self, *, short_term: Any = None, long_term: Any = None, events: EventBus | None = None,
+                 sinks: list[SinkFactory] | None = None, services: list[Service] | None = None,
+                 recordings: Path | None = None, worker: str | None = None) -> None:
+        # An agents.memory.ShortTermMemory / LongTermMemory, or None: the agents keep their own
+        # in-process memory. Typed Any because processors/ may not import agents/ (the layers
+        # import downward only); the agents check the protocol when they take it.
+        self.short_term = short_term
+        self.long_term = long_term
         self.events = events
         self.sinks = list(sinks or ())
         self.services = list(services or ())
