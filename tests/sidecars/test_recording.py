@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import wave
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from cloudevents.core.v1.event import CloudEvent
 
 from pipeline.clock import VirtualClock
 from pipeline.context import CallContext
@@ -26,8 +28,11 @@ from pipeline.frames import (
 from pipeline.graph import Graph
 from pipeline.processor import Processor
 from pipeline.runner import CallRunner
+from processors.sidecars.events import EventBus
 from processors.sidecars.facts import CallFacts, Fact, RecordingStarted
 from processors.sidecars.recording import CallRecording, recording_path
+from processors.sidecars.services import DataTier
+from processors.sidecars.tap import CallMeta
 from transports.local.script import Utterance
 from transports.local.speech import SpeechCaller, SpeechCallerSettings
 
@@ -150,3 +155,54 @@ async def test_a_call_without_a_transport_is_not_recorded(tmp_path: Path) -> Non
     graph.chain(Greeter(100))
     facts = CallFacts("c", [], lambda: 0.0)
     assert CallRecording.attach(graph, CallContext("c"), facts, tmp_path, started_ns=0) is None
+
+
+class StuckTransport:
+    """An event publisher that never answers (a Redis taking forever)."""
+
+    def __init__(self) -> None:
+        self.sends = 0
+
+    async def send(self, events: Sequence[CloudEvent]) -> None:
+        self.sends += 1
+        await asyncio.Event().wait()
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def timings(tier: DataTier | None) -> tuple[list[tuple[float, float]], list[tuple[int, int]], float]:
+    """(the bot's answers, every frame the caller heard, the call's duration) on a virtual clock."""
+    clock = VirtualClock()
+    caller = SpeechCaller(SpeechCallerSettings(lead_ms=60, pause_ms=500), name="caller")
+    caller.set_script([Utterance("Hello", tone(400))])
+    bot = Greeter(1000)
+    graph = Graph("rec")
+    graph.chain(caller, bot, caller)
+    ctx = CallContext("c-timing", clock=clock)
+    attached = tier.attach_call(graph, ctx, CallMeta()) if tier is not None else None
+    task = asyncio.create_task(CallRunner(graph, ctx).run())
+    await clock.advance(0)
+    for _ in range(1000):
+        if task.done():
+            break
+        await clock.advance(20 * MS)
+    result = task.result()
+    if attached is not None:
+        assert attached.recording is not None and attached.recording.frames_written == 0  # 5 s not reached yet
+        await attached.end(result.reason)
+    return bot.played, list(caller.heard.frames), result.duration_s
+
+
+async def test_a_stuck_publisher_and_the_recorder_do_not_move_the_call_by_a_frame(tmp_path: Path) -> None:
+    stuck = StuckTransport()
+    bus = EventBus(stuck, close_timeout_s=0.05)
+    tier = DataTier(events=bus, recordings=tmp_path)
+    await tier.start()
+    plain = await timings(None)
+    watched = await timings(tier)
+    assert watched == plain  # the same answers, the same frames heard, at the same virtual times
+    assert stuck.sends == 1 and bus.queued >= 6 and bus.sent == 0  # the events waited, the call did not
+    await tier.aclose()
+    with wave.open(str(recording_path(tmp_path, "c-timing")), "rb") as w:
+        assert w.getnframes() * 1000 // RATE >= 1900  # greeting, pause, the caller's line: all recorded
