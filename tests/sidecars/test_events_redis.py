@@ -26,14 +26,14 @@ from processors.sidecars.facts import TranscriptReceived
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 
 
-def start_server(folder: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(folder: Path, port: int | None = None, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
     """A redis-server on a free loopback port (or ``port``), persistence off, accepting connections."""
     if port is None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(folder)],
+                               "--appendonly", "no", "--dir", str(folder), *extra],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while True:  # wait for the port to accept connections (set-up, not a test assertion)
@@ -186,6 +186,26 @@ async def test_redis_killed_mid_call_the_events_wait_and_go_in_order_after_the_r
 
         await consumer.poll(keep)
         assert got == [f"c5:{i}" for i in range(2, 7)]
+    finally:
+        await bus.aclose()
+        server.kill()
+        server.wait()
+
+
+async def test_a_refused_password_is_logged_counted_and_the_events_kept(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    server, port = start_server(tmp_path, None, "--requirepass", "right")
+    transport = RedisStreamsTransport(Redis.from_url(f"redis://:wrong@127.0.0.1:{port}/0"))
+    bus = EventBus(transport, max_backoff_s=0.05, close_timeout_s=0.1)
+    await bus.start()
+    try:
+        sink = bus.sink()
+        for fact in [TranscriptReceived(call_id="c6", seq=i, at_ms=0, wall=0, turn=i, text="x") for i in (1, 2)]:
+            sink.offer(fact)
+        assert not await bus.wait_sent(2, timeout=0.5)
+        assert bus.send_failures >= 1 and bus.sent == 0 and bus.queued == 2  # kept for when the password is fixed
+        assert any("RedisStreamsTransport failed to send 2 events (AuthenticationError" in r.getMessage()
+                   for r in caplog.records)
     finally:
         await bus.aclose()
         server.kill()
