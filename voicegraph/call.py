@@ -78,6 +78,8 @@ class CallOptions:
     scenario: str | None = None
     #: the lines are typed (``--text``): a pipeline whose caller speaks is refused.
     typed: bool = False
+    #: who calls (``--caller``: a phone number, a name): the caller's id in the data tier.
+    caller: str = ""
 
 
 @runtime_checkable
@@ -148,8 +150,8 @@ async def run_call_report(graph: Graph, options: CallOptions, *, ctx: CallContex
     recorder = CallRecorder(graph)
     ctx = ctx or CallContext()
     recorder.call_id = ctx.call_id
-    attached = attach_call(graph, ctx, CallMeta(pipeline=graph.name, scenario=options.scenario or "",
-                                                transport="local"))
+    attached = attach_call(graph, ctx, CallMeta(caller=options.caller, pipeline=graph.name,
+                                                scenario=options.scenario or "", transport="local"))
     runner = CallRunner(graph, ctx)
     try:
         result = await runner.run(timeout=options.timeout_s)

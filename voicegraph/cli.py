@@ -75,6 +75,12 @@ def _line(text: str) -> str:
     return text
 
 
+def _caller_id(text: str) -> str:
+    if not text.strip() or len(text) > 256 or not text.isprintable():
+        raise argparse.ArgumentTypeError("a caller id is 1-256 printable characters (a phone number, a name)")
+    return text
+
+
 def _wav(text: str) -> Path:
     path = Path(text)
     if not path.is_file():
@@ -204,6 +210,7 @@ def cmd_call(args: argparse.Namespace) -> int:
         via=args.via,
         scenario=args.scenario,
         typed=bool(args.text),
+        caller=args.caller,
     )
     try:
         report = run_cli_call(options)
@@ -453,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", action="append", type=_line, metavar="TEXT",
                    help="what the caller types: a text-only call (repeatable)")
     p.add_argument("--wav", type=_wav, help="a WAV file the caller plays (speech pipelines)")
+    p.add_argument("--caller", type=_caller_id, default="", metavar="ID",
+                   help="who calls (a phone number, a name): the caller's id in the call's events and history")
     p.add_argument("--interrupt-after", type=_number("a number of milliseconds", low=0, high=MAX_INTERRUPT_MS),
                    metavar="MS", help="the caller talks over the bot's answer with its next line, this many ms "
                                       "after the bot starts speaking (needs two or more lines, or a greeting)")

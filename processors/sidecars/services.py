@@ -16,7 +16,8 @@ Every call, whatever its transport, is attached the same way before its graph ru
 the call's clock, in ms since the attach), one sink per consumer (the event bus when it
 publishes anywhere, then each per-call sink factory: live state, history), the
 :class:`~processors.sidecars.tap.FactTap` that feeds it, and the recorder when recording is
-on. Nothing in it does I/O.
+on; and it hands every node with a ``use_memory(short_term=, long_term=, caller_id=)``
+method (the orchestrator) the tier's memories and the caller's id. Nothing in it does I/O.
 
 **Configuration.** A YAML file (``VOICEGRAPH_SIDECARS``, else ``./config/sidecars.yaml``,
 else the built-in ``config/sidecars.yaml``; see that file for every key) and the
@@ -185,6 +186,12 @@ class DataTier:
         facts = CallFacts(ctx.call_id, sinks, lambda: (clock.now_ns() - started_ns) / 1e6)
         worker_meta = meta if meta.worker else dataclasses.replace(meta, worker=self.worker)
         tap = FactTap(graph, facts, worker_meta)
+        for node in graph.nodes.values():
+            # A brain with memories (the orchestrator) gets the worker's and the caller's id:
+            # duck-typed, as processors/ may not import agents/.
+            use_memory = getattr(node, "use_memory", None)
+            if use_memory is not None:
+                use_memory(short_term=self.short_term, long_term=self.long_term, caller_id=meta.caller)
         recording = (CallRecording.attach(graph, ctx, facts, self.recordings, started_ns=started_ns)
                      if self.recordings is not None else None)
         return AttachedCall(facts, tap, recording, ctx, started_ns)

@@ -10,11 +10,17 @@ import pytest
 from cloudevents.core.v1.event import CloudEvent
 
 from pipeline.config import build_graph, load_pipeline
+from pipeline.context import CallContext
 from pipeline.errors import ConfigError
+from pipeline.frames import FinalTranscript
+from pipeline.graph import Graph
+from pipeline.processor import Processor
 from processors.sidecars import services
-from processors.sidecars.events import CALL_ENDED, TRANSCRIPTION_RECEIVED, InProcessTransport
+from processors.sidecars.events import CALL_ENDED, CALL_STARTED, TRANSCRIPTION_RECEIVED, InProcessTransport
 from processors.sidecars.events_redis import RedisStreamsTransport
 from processors.sidecars.services import DataTier, data_tier_from_env, load_sidecars
+from processors.sidecars.tap import CallMeta
+from transports.local.text import TextCaller
 from voicegraph.call import CallOptions, run_call_report, with_data_tier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +113,45 @@ async def test_without_a_tier_installed_a_call_costs_no_events() -> None:
         assert isinstance(tier, DataTier) and tier.events is None and tier.sinks == []
     finally:
         services.install(previous)
+
+
+def test_voicegraph_call_caller_is_the_callers_id_in_the_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from voicegraph.cli import main
+
+    path = write(tmp_path, f'events:\n  subscribers:\n    - {{name: mine, use: "{__name__}:keep", '
+                           f'types: [{CALL_STARTED}]}}\n')
+    monkeypatch.setenv("VOICEGRAPH_SIDECARS", str(path))
+    RECEIVED.clear()
+    assert main(["call", "--pipeline", "text", "--text", "hello", "--caller", "+1 555 0100", "--json"]) == 0
+    [started] = RECEIVED
+    data = started.get_data()
+    assert isinstance(data, dict) and (data["caller"], data["pipeline"], data["transport"]) == (
+        "+1 555 0100", "text", "local")
+    with pytest.raises(SystemExit) as exit_:
+        main(["call", "--pipeline", "text", "--caller", " "])
+    assert exit_.value.code == 2
+    assert "a caller id is 1-256 printable characters" in capsys.readouterr().err
+
+
+class Remembering(Processor):
+    """A node with memories, as the orchestrator has."""
+
+    consumes = (FinalTranscript,)
+
+    def __init__(self, *, name: str) -> None:
+        super().__init__(name=name)
+        self.given: dict[str, Any] = {}
+
+    def use_memory(self, *, short_term: Any = None, long_term: Any = None, caller_id: str = "") -> None:
+        self.given = {"short_term": short_term, "long_term": long_term, "caller_id": caller_id}
+
+
+def test_attach_call_gives_the_brain_the_tiers_memories_and_the_callers_id() -> None:
+    short, long = object(), object()
+    tier = DataTier(short_term=short, long_term=long)
+    graph = Graph("g")
+    brain = Remembering(name="brain")
+    graph.chain(TextCaller(name="caller"), brain)
+    tier.attach_call(graph, CallContext("c"), CallMeta(caller="alice"))
+    assert brain.given == {"short_term": short, "long_term": long, "caller_id": "alice"}
