@@ -210,7 +210,7 @@ def cmd_call(args: argparse.Namespace) -> int:
         via=args.via,
         scenario=args.scenario,
         typed=bool(args.text),
-        caller=args.caller,
+        caller=args.caller or "",
     )
     try:
         report = run_cli_call(options)
@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", action="append", type=_line, metavar="TEXT",
                    help="what the caller types: a text-only call (repeatable)")
     p.add_argument("--wav", type=_wav, help="a WAV file the caller plays (speech pipelines)")
-    p.add_argument("--caller", type=_caller_id, default="", metavar="ID",
+    p.add_argument("--caller", type=_caller_id, metavar="ID",
                    help="who calls (a phone number, a name): the caller's id in the call's events and history")
     p.add_argument("--interrupt-after", type=_number("a number of milliseconds", low=0, high=MAX_INTERRUPT_MS),
                    metavar="MS", help="the caller talks over the bot's answer with its next line, this many ms "
