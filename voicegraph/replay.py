@@ -67,7 +67,7 @@ def run_replay(recording: Path, pipeline: Path, *, timeout_s: float | None = Non
         raise ReplayError(f"pipeline '{graph.name}': its caller ({type(caller).__name__}) cannot play audio; "
                           "replay needs a speech pipeline (a speech_caller node)")
     with tempfile.TemporaryDirectory(prefix="voicegraph-replay-") as folder:
-        mono = Path(folder) / "caller.wav"
+        mono = Path(folder) / recording.name  # the report says the caller played <its name>
         length_ms = caller_channel(recording, mono)
         # The caller plays the whole channel as one line, then waits for the last answer.
         limit = timeout_s if timeout_s is not None else length_ms / 1000 + 60
