@@ -75,6 +75,7 @@ def test_a_recorded_call_replays_through_another_pipeline_with_the_same_caller_t
     said = [t["heard_text"] for t in original["turns"]]
     assert [t["heard_text"] for t in replayed["turns"] if t["heard_text"]] == said
     assert replayed["turns"][0]["bot_text"] == "Our doors open at nine."
+    assert replayed["turns"][0]["caller_text"] == f"<{recording.name}>"
     assert original["turns"][0]["bot_text"].startswith("We are open from eight")
 
 
