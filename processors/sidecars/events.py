@@ -238,6 +238,7 @@ class EventBus:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     def sink(self) -> _CallSink:
         """A FactSink for one call."""
@@ -247,6 +248,10 @@ class EventBus:
         """Queue ``fact``'s event (never blocks); its position, or 0 if it is no event or was dropped."""
         event = to_cloudevent(fact, self.source)
         if event is None:
+            return 0
+        if self._closed:  # the worker is shutting down: nothing would send it
+            self.dropped += 1
+            logger.warning("event bus closed: %s %s dropped", event.get_type(), event.get_id())
             return 0
         if len(self._queue) >= self.maxsize:
             self.dropped += 1
@@ -277,7 +282,8 @@ class EventBus:
         return True
 
     async def aclose(self) -> None:
-        """Send what is queued (bounded wait), stop the task, close the transport."""
+        """Send what is queued (bounded wait), stop the task, close the transport; later offers are dropped."""
+        self._closed = True
         if self._task is not None:
             await self.wait_sent(self.queued)
             self._task.cancel()

@@ -178,3 +178,15 @@ async def test_close_gives_up_on_a_dead_transport_within_its_bound() -> None:
     sink.offer(transcripts("c", 1)[0])
     await asyncio.wait_for(bus.aclose(), 5)  # bounded: it does not wait for the transport forever
     assert bus.sent == 0 and transport.closed
+
+
+async def test_events_offered_after_the_bus_closed_are_dropped_counted_and_waited_for_by_no_one() -> None:
+    transport = FlakyTransport(failures=0)
+    bus = EventBus(transport)
+    await bus.start()
+    sink = bus.sink()
+    sink.offer(transcripts("c", 1)[0])
+    await bus.aclose()
+    sink.offer(transcripts("c", 2)[1])  # a call still running as the worker shuts down
+    await asyncio.wait_for(sink.aclose(), 1)  # returns at once: its last event was never queued
+    assert (bus.sent, bus.dropped, transport.batches) == (1, 1, [["c:1"]])
