@@ -187,6 +187,12 @@ class FactTap:
         return rec
 
     def _on_made(self, kinds: tuple[type, ...], frame: Frame) -> None:
+        if type(frame) is OutputAudio:  # most frames by far: only the first of a turn matters
+            if frame.turn and OutputAudio in kinds:
+                audio = self._open.get(frame.turn) or self._turn(frame.turn)
+                if audio is not None and audio.tts_first_ns is None:
+                    audio.tts_first_ns = frame.ts
+            return
         if not isinstance(frame, kinds) or not frame.turn:
             return
         rec = self._turn(frame.turn)
@@ -202,8 +208,6 @@ class FactTap:
                 rec.llm_first_ns = frame.ts
         elif isinstance(frame, TTSText):
             rec.clauses.append(frame.text)
-        elif isinstance(frame, OutputAudio) and rec.tts_first_ns is None:
-            rec.tts_first_ns = frame.ts
 
     def _on_delivered(self, frame: Frame) -> None:
         if type(frame) is not ResponseEnd or not frame.turn:
