@@ -292,10 +292,13 @@ def data_tier_from_env(environ: Mapping[str, str] | None = None) -> DataTier:
     if given is not None:
         recordings = Path(given) if given.strip() not in ("", "0") else None
     # --- MERGE HOOK (lead): H3's live state and H4's history plug in here ----------------------
-    # live = live_state_from_env(env)      # -> ShortTermMemory + a per-call FactSink factory + a Service
-    # history = history_from_env(env)      # -> LongTermMemory + a per-call FactSink factory + a Service
+    # live = live_state_from_env(env)      # H3: a FactSink factory per call + a worker Service
+    # history = history_from_env(env)      # H4: a FactSink factory per call + a worker Service
     # return DataTier(short_term=live, long_term=history, events=bus, recordings=recordings,
-    #                 sinks=[live.sink, history.sink], services=[live, history])
+    #                 sinks=[live.sink, history.sink], services=[live, history], worker=live.worker)
+    # short_term / long_term go to the orchestrator's use_memory() as they are: if H3's live
+    # state is not itself a ShortTermMemory, the orchestrator (agents/) adapts it there, since
+    # processors/ may not import agents/.
     return DataTier(events=bus, recordings=recordings)
 
 
