@@ -3,12 +3,13 @@
 **Publishing** (:class:`RedisStreamsTransport`). Each event is one stream entry
 ``{"id": <event id>, "type": <event type>, "event": <CloudEvent JSON>}`` added with
 ``XADD <stream> MAXLEN ~ <maxlen>`` (capped: Redis trims whole macro-nodes, so the stream
-holds at least ``maxlen`` entries and a little more). A batch is one pipelined round trip
-(an ``EVALSHA`` per event; the script is loaded once, and again after a Redis restart).
-The add is guarded by a marker key ``SET <stream>:seen:<id> NX EX <dedupe_ttl_s>`` in the
-same Lua script, so a batch sent again after a timeout (the bus retries anything it is not
-sure was delivered) does not add an event twice while its marker lives. Both keys share the
-stream's hash tag (``{...}`` in the default name), so the script runs on Redis Cluster too.
+holds at least ``maxlen`` entries and a little more). A batch is one round trip: one
+``EVALSHA`` of a Lua script (loaded once, and again after a Redis restart) that adds each
+event guarded by a marker key ``SET <stream>:seen:<id> NX EX <dedupe_ttl_s>``, so a batch
+sent again after a timeout (the bus retries anything it is not sure was delivered) does not
+add an event twice while its marker lives. The markers share the stream's hash tag (the
+``{...}`` in the default name), so the script runs on Redis Cluster too (a stream name
+without one is refused there).
 
 **Consuming** (:class:`StreamConsumer`). Subscribers are consumer groups: each group gets
 every event once, shared between its consumers. A consumer first re-reads what was
@@ -22,11 +23,13 @@ in config before any call sees every event. Delivery is at least once; the event
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from .events import decode, encode
@@ -38,22 +41,31 @@ logger = logging.getLogger(__name__)
 #: The stream's name; the braces are the Redis Cluster hash tag its marker keys share.
 DEFAULT_STREAM = "voicegraph:{events}"
 
-# KEYS[1] stream, KEYS[2] marker; ARGV: maxlen, ttl, id, type, event. Returns the entry id, or 0 for a copy.
+# KEYS[1] the stream, KEYS[2..] one marker per event; ARGV: maxlen, ttl, then id, type, event per event.
+# Returns how many events were added (the others were copies).
 _ADD_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
-  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'id', ARGV[3], 'type', ARGV[4], 'event', ARGV[5])
+local added = 0
+for i = 2, #KEYS do
+  local a = 3 + (i - 2) * 3
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[2]) then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'id', ARGV[a], 'type', ARGV[a + 1], 'event', ARGV[a + 2])
+    added = added + 1
+  end
 end
-return 0
+return added
 """
 
 
 class RedisStreamsTransport:
     """Sends a worker's events to one capped Redis stream (see module docstring)."""
 
-    def __init__(self, redis: Redis, *, stream: str = DEFAULT_STREAM, maxlen: int = 100_000,
+    def __init__(self, redis: Redis | RedisCluster, *, stream: str = DEFAULT_STREAM, maxlen: int = 100_000,
                  dedupe_ttl_s: int = 86_400, groups: Sequence[str] = ()) -> None:
         if maxlen < 1 or dedupe_ttl_s < 1:
             raise ValueError(f"redis events: maxlen and dedupe_ttl_s must be >= 1 (got {maxlen}, {dedupe_ttl_s})")
+        if isinstance(redis, RedisCluster) and not re.search(r"\{[^}]+\}", stream):
+            raise ValueError(f"redis events: on Redis Cluster the stream name needs a hash tag, like "
+                             f"'{DEFAULT_STREAM}'; got {stream!r}")
         self.redis = redis
         self.stream = stream
         self.maxlen = maxlen
@@ -71,26 +83,25 @@ class RedisStreamsTransport:
                 self.round_trips += 1
             self._sha = str(await self.redis.script_load(_ADD_ONCE))
             self.round_trips += 1
-        pipe = self.redis.pipeline(transaction=False)
+        keys = [self.stream] + [f"{self.stream}:seen:{event.get_id()}" for event in events]
+        args: list[Any] = [self.maxlen, self.dedupe_ttl_s]
         for event in events:
-            pipe.evalsha(self._sha, 2, self.stream, f"{self.stream}:seen:{event.get_id()}", self.maxlen,
-                         self.dedupe_ttl_s, event.get_id(), event.get_type(), encode(event))
+            args += [event.get_id(), event.get_type(), encode(event)]
         try:
-            results = await pipe.execute()
+            added = int(await self.redis.evalsha(self._sha, len(keys), *keys, *args))
         except NoScriptError:  # Redis restarted empty: load the script again; the bus sends the batch again
             self._sha = None
             raise
         finally:
             self.round_trips += 1
-        added = sum(1 for r in results if r not in (0, b"0"))
         self.added += added
-        self.copies += len(results) - added
+        self.copies += len(events) - added
 
     async def aclose(self) -> None:
         await self.redis.aclose()
 
 
-async def ensure_group(redis: Redis, stream: str, group: str) -> None:
+async def ensure_group(redis: Redis | RedisCluster, stream: str, group: str) -> None:
     """Create consumer group ``group`` on ``stream`` from its first entry, unless it exists."""
     try:
         await redis.xgroup_create(stream, group, id="0", mkstream=True)
@@ -110,7 +121,7 @@ class StreamConsumer:
     read again at the consumer's next start).
     """
 
-    def __init__(self, redis: Redis, group: str, name: str, *, stream: str = DEFAULT_STREAM) -> None:
+    def __init__(self, redis: Redis | RedisCluster, group: str, name: str, *, stream: str = DEFAULT_STREAM) -> None:
         self.redis = redis
         self.stream = stream
         self.group = group

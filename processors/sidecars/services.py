@@ -25,6 +25,7 @@ environment, which wins:
 
 * ``VOICEGRAPH_EVENTS``: the publisher, ``inprocess`` (default), ``redis`` or ``eventgrid``;
 * ``REDIS_URL``: the Redis of the ``redis`` publisher (and of the live state);
+  ``VOICEGRAPH_REDIS_CLUSTER=1``: it is a Redis Cluster;
 * ``EVENTGRID_ENDPOINT`` and ``EVENTGRID_KEY``: the ``eventgrid`` publisher's topic (no key:
   ``DefaultAzureCredential``);
 * ``VOICEGRAPH_RECORDINGS``: a folder: record every call there (``0`` / empty: off).
@@ -316,16 +317,24 @@ def _event_bus(publisher: str, config: SidecarsConfig, env: Mapping[str, str]) -
         url = env.get("REDIS_URL", "").strip()
         if not url:
             raise ConfigError("the redis event publisher needs REDIS_URL (e.g. redis://localhost:6379/0)")
+        cluster = env.get("VOICEGRAPH_REDIS_CLUSTER", "").strip().lower()
+        if cluster not in ("", "0", "1", "false", "true"):
+            raise ConfigError(f"environment variable VOICEGRAPH_REDIS_CLUSTER: {cluster!r} is not 0/1/true/false")
         from redis.asyncio import Redis
+        from redis.asyncio.cluster import RedisCluster
 
         from .events_redis import RedisStreamsTransport
 
+        client: Any
         try:
-            client = Redis.from_url(url)
+            client = RedisCluster.from_url(url) if cluster in ("1", "true") else Redis.from_url(url)
         except ValueError as exc:
             raise ConfigError(f"environment variable REDIS_URL: {exc}") from None
-        transport = RedisStreamsTransport(client, stream=ev.stream, maxlen=ev.maxlen,
-                                          groups=[s.name for s in ev.subscribers])
+        try:
+            transport = RedisStreamsTransport(client, stream=ev.stream, maxlen=ev.maxlen,
+                                              groups=[s.name for s in ev.subscribers])
+        except ValueError as exc:
+            raise ConfigError(f"events.stream: {exc}", file=config.file or None) from None
     else:
         endpoint = env.get("EVENTGRID_ENDPOINT", "").strip()
         if not endpoint:

@@ -210,3 +210,77 @@ async def test_a_refused_password_is_logged_counted_and_the_events_kept(tmp_path
         await bus.aclose()
         server.kill()
         server.wait()
+
+
+def cluster_port() -> int:
+    """A free loopback port whose cluster bus port (+10000) is free too."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port < 55000:
+            with socket.socket() as bus:
+                try:
+                    bus.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[int]]:
+    """Three redis-server nodes as one Redis Cluster (no replicas); their ports."""
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli not installed")
+    servers = []
+    try:
+        for i in range(3):
+            folder = tmp_path / f"node{i}"
+            folder.mkdir()
+            servers.append(start_server(folder, cluster_port(), "--cluster-enabled", "yes",
+                                        "--cluster-config-file", str(folder / "nodes.conf")))
+        created = subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for _, p in servers),
+                                  "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True,
+                                 timeout=60)
+        assert created.returncode == 0, created.stdout + created.stderr
+        yield [port for _, port in servers]
+    finally:
+        for server, _ in servers:
+            server.kill()
+            server.wait()
+
+
+async def test_events_on_a_redis_cluster_through_the_environment(tmp_path: Path, cluster: list[int]) -> None:
+    from pipeline.errors import ConfigError
+    from processors.sidecars.services import data_tier_from_env
+
+    config = tmp_path / "sidecars.yaml"
+    env = {"VOICEGRAPH_SIDECARS": str(config), "VOICEGRAPH_REDIS_CLUSTER": "1",
+           "REDIS_URL": f"redis://127.0.0.1:{cluster[0]}"}
+    config.write_text("events: {publisher: redis, stream: plain-events}\n")
+    with pytest.raises(ConfigError, match="on Redis Cluster the stream name needs a hash tag"):
+        data_tier_from_env(env)
+    config.write_text("events: {publisher: redis, subscribers: [{name: billing}]}\n")
+    tier = data_tier_from_env(env)
+    assert tier.events is not None
+    transport = tier.events.transport
+    assert isinstance(transport, RedisStreamsTransport) and type(transport.redis).__name__ == "RedisCluster"
+    tier.events.max_backoff_s = 0.2  # the cluster may say "cluster is down" while it settles
+    tier.events.close_timeout_s = 30
+    await tier.start()
+    try:
+        sink = tier.events.sink()
+        for i in range(1, 6):
+            sink.offer(TranscriptReceived(call_id="c7", seq=i, at_ms=0, wall=0, turn=i, text=f"line {i}"))
+        await sink.aclose()
+        assert tier.events.sent == 5 and transport.added == 5
+        consumer = StreamConsumer(transport.redis, "billing", "b1")
+        got: list[str] = []
+
+        async def keep(event: CloudEvent) -> None:
+            got.append(event.get_id())
+
+        await consumer.poll(keep)
+        assert got == [f"c7:{i}" for i in range(1, 6)]
+    finally:
+        await tier.aclose()
