@@ -40,17 +40,20 @@ Result
         recording  877.4      603.1           1872.3            (writer thread: ~1 ms/turn more)
         redis      452.0      177.7            452.0    4400   0.05 (batches of ~44 events)
 
+        after the tap's short path for bot audio and one EVALSHA per Redis batch, same day:
+        side-car loop us/turn: tap 52.1, inprocess 83.0, recording 417.7, redis 144.6
+
         voice-to-voice (first_audio_out), p50 / p90 ms, alternated in the same run
         without_0  809 / 1021    with_0  801 / 1178
         without_1  768 /  997    with_1  771 /  840
 
-    The tap and the event bus cost ~0.1 ms of loop per turn (~0.2 ms with Redis Streams:
+    The tap and the event bus cost ~0.1 ms of loop per turn (~0.15 ms with Redis Streams:
     the client's encoding and parsing). A batch is one round trip: bulk, 0.05 per turn; in a
     live call events come one at a time, so one round trip per event: a second run of part B
     (1 call, 6 turns, 17 events) made 2.67 round trips per turn, call start and end
     included. The recorder
-    is the dearest side-car, ~0.6 ms of loop per 5 s turn (0.012 % of a core per call), half
-    of it appending caller frames. Voice-to-voice shows no difference with and without the
+    is the dearest side-car, 0.4-0.6 ms of loop per 5 s turn (about 0.01 % of a core per
+    call), half of it appending caller frames. Voice-to-voice shows no difference with and without the
     side-cars (events to Redis Streams and every call recorded) beyond the run's noise
     (+/- 40 ms between rounds of the same configuration).
 """
