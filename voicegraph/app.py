@@ -206,7 +206,7 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     check: RequestVerifier = verifier or own_verifier or NoAuth()
     callbacks = CallbacksEndpoint(sessions, None if isinstance(check, NoAuth) else check)
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), EventsWebhook(acs).route(), callbacks.route(),
-              media_route(sessions, folder / "acs.yaml", verifier=check), *CallsApi(acs).routes()]
+              media_route(sessions, folder / "acs.yaml", verifier=check, data_tier=tier), *CallsApi(acs).routes()]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.readiness = readiness
     app.state.acs_sessions = sessions

@@ -56,7 +56,7 @@ from pipeline.context import CallContext
 from pipeline.errors import ConfigError, FatalError
 from pipeline.graph import Graph
 from pipeline.runner import CallRunner
-from processors.sidecars.services import attach_call
+from processors.sidecars.services import DataTier, current
 from processors.sidecars.tap import CallMeta
 from transports.acs.auth import AuthError, NoAuth, RequestVerifier, verifier_from_env
 from transports.acs.media import AcsMediaTransport, StarletteMediaSocket
@@ -122,12 +122,14 @@ def _header(websocket: WebSocket, name: str) -> str:
 
 
 def media_route(sessions: CallSessions, pipeline: Path, *, verifier: RequestVerifier | None = None,
-                limits: MediaLimits | None = None) -> WebSocketRoute:
+                limits: MediaLimits | None = None, data_tier: DataTier | None = None) -> WebSocketRoute:
     """The ``/acs/media`` route: each socket admitted by ``verifier`` and ``sessions`` runs a
     call of ``pipeline`` (see module docstring).
 
     ``verifier`` defaults to :func:`~transports.acs.auth.verifier_from_env`; an app passes
     the one it shares with its callbacks route, and closes it (``aclose``) at shutdown.
+    Each call is attached to ``data_tier`` (its facts, events, recording; default: the
+    worker's installed tier, :func:`processors.sidecars.services.current`).
     """
     check = verifier if verifier is not None else verifier_from_env()
     no_auth = isinstance(check, NoAuth)
@@ -160,7 +162,7 @@ def media_route(sessions: CallSessions, pipeline: Path, *, verifier: RequestVeri
                 return
             try:
                 logger.info("call %s: media socket from %s", session.call_connection_id, who)
-                await _serve(websocket, sessions, session, pipeline)
+                await _serve(websocket, sessions, session, pipeline, data_tier or current())
             finally:
                 sessions.end(session, "media socket gone")
         finally:
@@ -216,7 +218,8 @@ async def _reconnect(websocket: WebSocket, session: CallSession, who: str) -> No
     await socket.wait_closed()
 
 
-async def _serve(websocket: WebSocket, sessions: CallSessions, session: CallSession, pipeline: Path) -> None:
+async def _serve(websocket: WebSocket, sessions: CallSessions, session: CallSession, pipeline: Path,
+                 tier: DataTier) -> None:
     """Run one accepted call to its end (see module docstring)."""
     call_id = session.call_connection_id
     await websocket.accept()
@@ -235,7 +238,7 @@ async def _serve(websocket: WebSocket, sessions: CallSessions, session: CallSess
     line.attach(socket)
     ctx = CallContext(call_id)
     caller = session.participants[0] if session.participants else ""
-    attached = attach_call(graph, ctx, CallMeta(caller=caller, pipeline=graph.name, transport="acs"))
+    attached = tier.attach_call(graph, ctx, CallMeta(caller=caller, pipeline=graph.name, transport="acs"))
     runner = CallRunner(graph, ctx)
     session.graph, session.runner, session.task = graph, runner, asyncio.current_task()
     sessions.starting(session)
