@@ -284,3 +284,17 @@ async def test_events_on_a_redis_cluster_through_the_environment(tmp_path: Path,
         assert got == [f"c7:{i}" for i in range(1, 6)]
     finally:
         await tier.aclose()
+
+
+async def test_call_ids_with_odd_characters_and_a_huge_transcript_go_through(redis: Redis) -> None:
+    transport = RedisStreamsTransport(redis)
+    odd = ["a{b}c", "call/ü 1", "line\nbreak", "'; DROP"]
+    batch = [e for call in odd for e in events(call, 1)]
+    huge = to_cloudevent(TranscriptReceived(call_id="big", seq=1, at_ms=0, wall=0, turn=1, text="x" * 5_000_000))
+    assert huge is not None
+    await transport.send([*batch, huge])
+    await transport.send(batch)  # copies of odd ids are recognised too
+    assert (transport.added, transport.copies) == (5, 4)
+    entries = await redis.xrange(transport.stream)
+    assert [fields[b"id"].decode() for _, fields in entries] == [f"{c}:1" for c in odd] + ["big:1"]
+    assert len(entries[-1][1][b"event"]) > 5_000_000
