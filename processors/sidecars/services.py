@@ -51,7 +51,7 @@ from pipeline.errors import ConfigError
 from pipeline.graph import Graph
 
 from .events import EVENT_TYPES, EventBus, EventTransport, InProcessTransport, Subscriber
-from .facts import CallFacts, FactSink
+from .facts import CallFacts, FactSink, RecordingStarted
 from .recording import CallRecording
 from .tap import CallMeta, FactTap
 
@@ -118,7 +118,7 @@ class SidecarsConfig:
 class AttachedCall:
     """One call's data-tier handle: its facts, the tap feeding them, its recorder."""
 
-    __slots__ = ("_clock", "_started_ns", "facts", "recording", "tap")
+    __slots__ = ("_announced", "_clock", "_started_ns", "facts", "recording", "tap")
 
     def __init__(self, facts: CallFacts, tap: FactTap, recording: CallRecording | None, ctx: CallContext,
                  started_ns: int) -> None:
@@ -127,6 +127,16 @@ class AttachedCall:
         self.recording = recording
         self._clock = ctx.clock
         self._started_ns = started_ns
+        self._announced: set[str] = set()
+
+    def recording_started(self, recording_id: str, *, location: str = "", source: str = "acs") -> None:
+        """A recording of this call started elsewhere (ACS server-side recording): emit
+        ``RecordingStarted`` once per recording id (a pause and resume is not a new one)."""
+        if recording_id in self._announced:
+            return
+        self._announced.add(recording_id)
+        self.facts.emit(RecordingStarted, recording_id=recording_id, location=location or recording_id,
+                        source=source)
 
     async def end(self, reason: str, report: dict[str, Any] | None = None) -> None:
         """Emit ``CallEnded`` (with ``report``), finish the recording, flush and close every sink."""

@@ -247,6 +247,8 @@ class CallbacksEndpoint:
                 if event.time is not None:
                     session.recording_state_at = event.time
                 logger.info("call %s: recording %s %s", call_id, session.recording_id, session.recording_state)
+                if session.recording_state == "active" and session.sidecars is not None:
+                    session.sidecars.recording_started(session.recording_id)  # RECORDING_STARTED, once per id
         else:
             log = logger.warning if event.kind.endswith("Failed") else logger.info
             result = event.result()

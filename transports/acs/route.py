@@ -241,6 +241,9 @@ async def _serve(websocket: WebSocket, sessions: CallSessions, session: CallSess
     attached = tier.attach_call(graph, ctx, CallMeta(caller=caller, pipeline=graph.name, transport="acs"))
     runner = CallRunner(graph, ctx)
     session.graph, session.runner, session.task = graph, runner, asyncio.current_task()
+    session.sidecars = attached
+    if session.recording_state == "active":  # ACS recording that started before the media socket
+        attached.recording_started(session.recording_id)
     sessions.starting(session)
     code, reason = _INTERNAL_ERROR, "the call failed to start"
     ended = "error"

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 from pipeline.graph import Graph
 from pipeline.runner import CallResult, CallRunner
+from processors.sidecars.services import AttachedCall
 
 __all__ = ["PROVISIONAL_PREFIX", "CallSession", "CallSessions", "CallState", "SessionCounts", "provisional_id"]
 
@@ -108,6 +109,8 @@ class CallSession:
     graph: Graph | None = None
     runner: CallRunner | None = None
     task: asyncio.Task[None] | None = None
+    #: The call's data-tier handle (facts, events), set by the media route with the graph.
+    sidecars: AttachedCall | None = None
     #: How the graph ended, once it has.
     result: CallResult | None = None
     #: Why the call ended, once it has; ``error`` is set when it ended on a failure.
