@@ -133,10 +133,12 @@ def check_interrupt(options: CallOptions, *, script: Sequence[str], greeting: bo
         + ("" if greeting else " (or use a pipeline whose brain speaks a greeting first)"))
 
 
-async def run_call_report(graph: Graph, options: CallOptions, *, ctx: CallContext | None = None) -> dict[str, Any]:
+async def run_call_report(graph: Graph, options: CallOptions, *, ctx: CallContext | None = None,
+                          transport: str = "local") -> dict[str, Any]:
     """Run one call on ``graph`` and return the report as JSON-ready data.
 
     ``ctx`` gives the call its context (a ``VirtualClock`` in tests); a new one by default.
+    ``transport`` is what the call's facts say it came through (``replay`` for a replay).
 
     ``errors`` lists the node errors, then what else made the call fail: an end other
     than ``eos``, or an ``--interrupt-after`` under which no turn was interrupted.
@@ -151,7 +153,7 @@ async def run_call_report(graph: Graph, options: CallOptions, *, ctx: CallContex
     ctx = ctx or CallContext()
     recorder.call_id = ctx.call_id
     attached = attach_call(graph, ctx, CallMeta(caller=options.caller, pipeline=graph.name,
-                                                scenario=options.scenario or "", transport="local"))
+                                                scenario=options.scenario or "", transport=transport))
     runner = CallRunner(graph, ctx)
     try:
         result = await runner.run(timeout=options.timeout_s)

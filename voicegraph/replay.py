@@ -72,6 +72,6 @@ def run_replay(recording: Path, pipeline: Path, *, timeout_s: float | None = Non
         # The caller plays the whole channel as one line, then waits for the last answer.
         limit = timeout_s if timeout_s is not None else length_ms / 1000 + 60
         options = CallOptions(pipeline=pipeline, wav=mono, timeout_s=limit)
-        report = run(with_data_tier(data_tier_from_env(), run_call_report(graph, options)))
+        report = run(with_data_tier(data_tier_from_env(), run_call_report(graph, options, transport="replay")))
     report["replay_of"] = str(recording)
     return report

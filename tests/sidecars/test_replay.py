@@ -49,8 +49,16 @@ def other_pipeline(tmp_path: Path) -> Path:
     return path
 
 
+REPLAY_STARTS: list[CloudEvent] = []
+
+
+def keep_start(event: CloudEvent) -> None:
+    """The replay's subscriber (named in the test's side-car config)."""
+    REPLAY_STARTS.append(event)
+
+
 def test_a_recorded_call_replays_through_another_pipeline_with_the_same_caller_transcript(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     graph = build_graph(load_pipeline(LOCAL, env={"VOICEGRAPH__BRAIN__GREETING": ""}))
     events = InProcessTransport()
     published: list[CloudEvent] = []
@@ -68,9 +76,15 @@ def test_a_recorded_call_replays_through_another_pipeline_with_the_same_caller_t
     with wave.open(str(recording), "rb") as wav:
         assert (wav.getnchannels(), wav.getframerate()) == (2, 16000)
         assert wav.getnframes() > 16000 * 2  # the line, the answer, the pauses: seconds of call
+    config = tmp_path / "sidecars.yaml"
+    config.write_text(f'events:\n  subscribers:\n    - {{name: r, use: "{__name__}:keep_start", types: [{CALL_STARTED}]}}\n')
+    monkeypatch.setenv("VOICEGRAPH_SIDECARS", str(config))
+    REPLAY_STARTS.clear()
     assert main(["replay", str(recording), "--pipeline", str(other_pipeline(tmp_path)), "--json"]) == 0
     replayed = json.loads(capsys.readouterr().out)
     assert replayed["pipeline"] == "other" and replayed["replay_of"] == str(recording)
+    [started] = REPLAY_STARTS
+    assert started.get_data()["transport"] == "replay"  # type: ignore[index]
     assert replayed["errors"] == []
     said = [t["heard_text"] for t in original["turns"]]
     assert [t["heard_text"] for t in replayed["turns"] if t["heard_text"]] == said
