@@ -1,7 +1,9 @@
 """The ASGI application: health, readiness, and ACS phone calls: the Event Grid webhook
 (``/acs/events``), the call callbacks (``/acs/callbacks``), the media WebSocket
 (``/acs/media``) and the call actions (``/acs/calls``), sharing one registry of calls and
-one Call Automation client per app (closed with the lifespan).
+one Call Automation client per app (closed with the lifespan). A call runs ``acs.yaml``
+unless it was dialled with another pipeline's name (any pipeline of the folder with an
+``acs_media`` line); an agent's transfer or hang-up is carried out on the ACS call.
 
 ``/healthz`` answers while the process lives. ``/readyz`` answers 200 only when every
 pipeline under ``config/pipelines`` loads and validates (so a bad deploy never takes
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -47,7 +50,7 @@ from transports.acs.sessions import CallSessions
 from . import __version__
 from .paths import pipelines_dir
 
-__all__ = ["PipelineCheck", "Readiness", "check_pipelines", "create_app"]
+__all__ = ["PipelineCheck", "Readiness", "acs_pipelines", "check_pipelines", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +166,24 @@ class Readiness:
         return JSONResponse(body, status_code=200 if result.ready else 503)
 
 
+def acs_pipelines(folder: Path) -> tuple[str, ...]:
+    """The pipelines of ``folder`` an ACS call can run (an ``acs_media`` node), ``acs`` first.
+
+    Read from the YAML without building anything (blocking; at app creation). A file that
+    does not parse is left out here; ``/readyz`` reports it.
+    """
+    names: list[str] = []
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else ():
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        nodes = raw.get("nodes") if isinstance(raw, dict) else None
+        if isinstance(nodes, dict) and any(isinstance(n, dict) and n.get("use") == "acs_media" for n in nodes.values()):
+            names.append(path.stem)
+    return tuple(sorted(names, key=lambda name: name != "acs"))
+
+
 def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: CallControl | None = None,
                verifier: RequestVerifier | None = None) -> Starlette:
     """Build the app; ``config`` defaults to the project's ``config/`` folder.
@@ -199,14 +220,15 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
             if own_verifier is not None:
                 await own_verifier.aclose()
 
-    acs = control if control is not None else CallControl(CallSessions())
+    acs = control if control is not None else CallControl(CallSessions(), pipelines=acs_pipelines(folder) or ("acs",))
     sessions = acs.sessions
     own_verifier = verifier_from_env() if verifier is None else None
     tier = data_tier_from_env()  # the worker's side-cars (started with the lifespan); bad config: ConfigError now
     check: RequestVerifier = verifier or own_verifier or NoAuth()
-    callbacks = CallbacksEndpoint(sessions, None if isinstance(check, NoAuth) else check)
+    callbacks = CallbacksEndpoint(sessions, None if isinstance(check, NoAuth) else check, on_media_failed=acs.end_call)
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), EventsWebhook(acs).route(), callbacks.route(),
-              media_route(sessions, folder / "acs.yaml", verifier=check, data_tier=tier), *CallsApi(acs).routes()]
+              media_route(sessions, folder / "acs.yaml", verifier=check, act=acs.act,
+                          data_tier=tier), *CallsApi(acs).routes()]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.readiness = readiness
     app.state.acs_sessions = sessions
