@@ -1,0 +1,473 @@
+"""Live state of the calls: session, live transcript, context, agent, slots, affinity.
+
+:class:`LiveState` is the worker's live-state store. It consumes a call's facts (a
+:class:`LiveSink` per call, from :meth:`LiveState.sink`, is the call's
+:class:`~processors.sidecars.facts.FactSink`) and it is the orchestrator's
+:class:`~agents.memory.ShortTermMemory` (``save``/``load``/``drop``), so the agent in
+charge, the slots and the context of a call live where any worker can find them.
+
+Every fact and every saved state becomes a few field updates and appends
+(:mod:`processors.sidecars.live_kv` lists the keys and their retention): the session is
+never rewritten. They are applied at once to this worker's copy (:class:`MemoryKV`), and,
+with Redis configured, queued for Redis (:class:`~processors.sidecars.live_redis.RedisWriter`):
+``offer`` and ``save`` never wait for storage, and a call goes on from the worker's copy
+while Redis is away. The embedded default (no ``REDIS_URL``) is the worker's copy alone,
+with the same keys and TTL semantics.
+
+With Redis, the copy holds only the calls this worker runs (forgotten once a call ended
+and its writes were flushed); reads of other calls (``load`` of a call taken over from
+another worker, ``sessions``, ``transcript``) go to Redis within ``read_timeout_s``.
+Affinity: the session's ``worker`` field names the worker running the call; a worker
+that takes a call over (:meth:`LiveState.adopt`) writes its name there, and the worker
+the call left does not mark it ended (the ``END`` command checks the field).
+
+Live views: :meth:`LiveState.watch` yields the call's facts as they are written (Redis
+pub/sub on ``vg:live:{<id>}``, or in-process queues).
+
+Configuration (:func:`live_state_from_env`): ``REDIS_URL`` (``redis://``, ``rediss://`` or
+``unix://``) switches to Redis; ``VOICEGRAPH_REDIS_CLUSTER=1`` uses Redis Cluster at that
+URL; ``VOICEGRAPH_REDIS_PREFIX`` (``vg``) prefixes the keys; ``VOICEGRAPH_LIVE_BUFFER``
+(10000) bounds the writes waiting for Redis; ``VOICEGRAPH_WORKER`` names this worker
+(``host:pid``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agents.engine import AgentState
+from agents.memory import CallMemory, state_data
+from pipeline.errors import ConfigError
+
+from .facts import (
+    AgentChanged,
+    AgentResponded,
+    CallEnded,
+    CallStarted,
+    ErrorOccurred,
+    Fact,
+    ParticipantJoined,
+    RecordingStarted,
+    StateChanged,
+    TranscriptReceived,
+    fact_data,
+)
+from .live_kv import Cmd, LiveKeys, MemoryKV, Retention, StreamId, newer_id
+from .live_redis import RedisWriter, WriterStats
+
+__all__ = ["LiveSink", "LiveState", "default_worker", "live_state_from_env"]
+
+logger = logging.getLogger(__name__)
+
+#: Longest transcript line kept (characters); longer ones are cut, counted and logged.
+MAX_TEXT = 8000
+#: Transcript entries kept per call (approximately: Redis trims by whole nodes).
+MAX_TRANSCRIPT = 2000
+
+
+def default_worker() -> str:
+    """This worker's name: ``VOICEGRAPH_WORKER``, else ``host:pid``."""
+    return os.environ.get("VOICEGRAPH_WORKER") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(slots=True)
+class _Track:
+    """What the store remembers of a call it writes: the last stream ids it used."""
+
+    transcript: StreamId | None = None
+    turns: StreamId | None = None
+    turn_count: int = 0
+    adopted: bool = False
+
+
+class LiveSink:
+    """One call's :class:`~processors.sidecars.facts.FactSink` into the live state."""
+
+    __slots__ = ("call_id", "state")
+
+    def __init__(self, state: LiveState, call_id: str) -> None:
+        self.state = state
+        self.call_id = call_id
+
+    def offer(self, fact: Fact) -> None:
+        self.state.offer(fact)
+
+    async def aclose(self) -> None:
+        await self.state.call_done(self.call_id)
+
+
+class LiveState:
+    """The worker's live-state store (see module docstring). ``redis`` is a ``redis.asyncio``
+    client (or Cluster client); without it the store is in-process."""
+
+    def __init__(self, *, redis: Any = None, keys: LiveKeys | None = None, retention: Retention | None = None,
+                 worker: str | None = None, clock: Callable[[], float] = time.monotonic,
+                 max_pending: int = 10_000, flush_timeout_s: float = 2.0, read_timeout_s: float = 1.0,
+                 op_timeout_s: float = 2.0) -> None:
+        self.keys = keys or LiveKeys()
+        self.retention = retention or Retention()
+        self.worker = worker or default_worker()
+        self.copy = MemoryKV(clock)
+        self.redis = redis
+        self.writer = (RedisWriter(redis, max_pending=max_pending, op_timeout_s=op_timeout_s)
+                       if redis is not None else None)
+        if self.writer is not None:
+            self.writer.on_back = self._resync
+        self.flush_timeout_s = flush_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self._tracks: dict[str, _Track] = {}
+        self.truncated = 0  # transcript lines cut to MAX_TEXT
+        self.read_errors = 0  # reads Redis did not answer in time or refused (the caller got None/[])
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start writing to Redis (nothing to do in-process)."""
+        if self.writer is not None:
+            self.writer.start()
+
+    async def aclose(self) -> None:
+        """Flush what waits for Redis (bounded) and close the client."""
+        if self.writer is not None:
+            await self.writer.aclose(self.flush_timeout_s)
+            await self.redis.aclose()
+
+    def stats(self) -> WriterStats | None:
+        """The Redis writer's counters (None in-process)."""
+        return self.writer.stats() if self.writer is not None else None
+
+    # -- facts --------------------------------------------------------------------------------
+
+    def sink(self, call_id: str) -> LiveSink:
+        """The call's fact sink (``aclose`` it when the call ends)."""
+        return LiveSink(self, call_id)
+
+    def offer(self, fact: Fact) -> None:
+        """Write ``fact`` (O(its fields); never waits)."""
+        self._write(fact.call_id, self._fact_cmds(fact))
+
+    async def call_done(self, call_id: str) -> None:
+        """The call ended: flush its writes (bounded); with Redis, forget this worker's copy."""
+        self._tracks.pop(call_id, None)
+        if self.writer is None:
+            return
+        if not await self.writer.flush(self.flush_timeout_s):
+            logger.warning("call %s: its live state is still waiting for Redis after %.1f s (kept queued)",
+                           call_id, self.flush_timeout_s)
+        self.copy.forget(self.keys.of_call(call_id))
+
+    def adopt(self, call_id: str) -> None:
+        """This worker takes over ``call_id`` from another (a media reconnection): its next
+        ``CallStarted`` keeps the call's start time and moves its affinity here."""
+        self._track(call_id).adopted = True
+
+    # -- ShortTermMemory ------------------------------------------------------------------------
+
+    async def save(self, call_id: str, state: AgentState, turn: dict[str, Any] | None = None) -> None:
+        """Store ``state`` as field updates (and ``turn`` as an append); never waits for Redis."""
+        keys, life = self.keys, self.retention.context_live_s
+        data = state_data(state)
+        context_key = keys.context(call_id)
+        current = self.copy.hgetall(context_key)
+        agents: list[str] = json.loads(current.get("agents", "[]"))
+        if not agents or agents[-1] != state.agent:
+            agents.append(state.agent)
+        fields = {"agent": state.agent, "memory": _json(data["memory"]), "caller": _json(data["caller"]),
+                  "failures": _json(data["failures"]), "agents": _json(agents)}
+        changed = {k: v for k, v in fields.items() if current.get(k) != v}
+        cmds: list[Cmd] = []
+        if changed:
+            cmds += [Cmd("HSET", context_key, changed), Cmd("EXPIRE", context_key, life)]
+        cmds += self._slot_cmds(call_id, data["slots"])
+        if turn is not None:
+            track = self._track(call_id)
+            track.turn_count += 1
+            track.turns = newer_id(track.turns, int(time.time() * 1000), track.turn_count)
+            turns_key = keys.turns(call_id)
+            cmds += [Cmd("XADD", turns_key, (track.turns, {"turn": _json(turn)}, 0)), Cmd("EXPIRE", turns_key, life)]
+        session_key = keys.session(call_id)
+        if self.copy.hgetall(session_key).get("agent") != state.agent:
+            cmds += [Cmd("HSET", session_key, {"agent": state.agent}), Cmd("EXPIRE", session_key,
+                                                                              self.retention.session_s)]
+        if cmds:
+            self._write(call_id, cmds)
+
+    async def load(self, call_id: str) -> CallMemory | None:
+        """The call's agent state and turns: this worker's copy, else Redis (the call ran on
+        another worker); None when nothing is stored or Redis does not answer in time."""
+        keys = self.keys
+        context = self.copy.hgetall(keys.context(call_id))
+        slots = self.copy.hgetall(keys.slots(call_id))
+        turns = self.copy.xrange(keys.turns(call_id))
+        if not context and not turns and self.redis is not None:
+            try:
+                async with asyncio.timeout(self.read_timeout_s):
+                    pipe = self.redis.pipeline(transaction=False)
+                    pipe.hgetall(keys.context(call_id))
+                    pipe.hgetall(keys.slots(call_id))
+                    pipe.xrange(keys.turns(call_id))
+                    context, slots, raw_turns = await pipe.execute()
+            except Exception as exc:
+                self._read_failed(f"load {call_id}", exc)
+                return None
+            turns = [(StreamId.parse(i), f) for i, f in raw_turns]
+            self._seed(call_id, context, slots, turns)
+        if not context and not turns:
+            return None
+        state = {"agent": context.get("agent", ""), "slots": {k: json.loads(v) for k, v in slots.items()},
+                 "memory": json.loads(context.get("memory", "{}")), "caller": json.loads(context.get("caller", "{}")),
+                 "failures": json.loads(context.get("failures", "{}"))}
+        return CallMemory(call_id, state=state, turns=[json.loads(f["turn"]) for _, f in turns],
+                          agents=json.loads(context.get("agents", "[]")))
+
+    async def drop(self, call_id: str) -> None:
+        """Forget the call's context, slots and turns (the session and transcript keep their TTLs)."""
+        keys = self.keys
+        self._write(call_id, [Cmd("DEL", keys.context(call_id)), Cmd("DEL", keys.slots(call_id)),
+                              Cmd("DEL", keys.turns(call_id))])
+
+    # -- reads for views and tools --------------------------------------------------------------
+
+    async def session(self, call_id: str) -> dict[str, str]:
+        """The call's session hash (empty if unknown or expired)."""
+        local = self.copy.hgetall(self.keys.session(call_id))
+        if local or self.redis is None:
+            return local
+        found: dict[str, str] = await self._read(f"session {call_id}", self.redis.hgetall(self.keys.session(call_id)),
+                                                 {})
+        return found
+
+    async def transcript(self, call_id: str) -> list[dict[str, str]]:
+        """The call's live transcript, oldest line first (``id`` is the stream entry id)."""
+        key = self.keys.transcript(call_id)
+        entries: list[tuple[Any, dict[str, str]]] = self.copy.xrange(key)
+        if not entries and self.redis is not None:
+            entries = await self._read(f"transcript {call_id}", self.redis.xrange(key), [])
+        return [{"id": str(i), **fields} for i, fields in entries]
+
+    async def sessions(self) -> list[dict[str, str]]:
+        """The live sessions (state ``live``), oldest first; stale index entries are pruned."""
+        index = self.keys.index
+        if self.redis is None:
+            members = [m for m, _ in self.copy.zrange(index)]
+            found = [self.copy.hgetall(self.keys.session(m)) for m in members]
+        else:
+            members = await self._read("sessions", self.redis.zrange(index, 0, -1), [])
+            pipe = self.redis.pipeline(transaction=False)
+            for member in members:
+                pipe.hgetall(self.keys.session(member))
+            found = await self._read("sessions", pipe.execute(), []) if members else []
+        live = []
+        for member, session in zip(members, found, strict=False):
+            if session.get("state") == "live":
+                live.append(session)
+            elif not session:  # expired: the index forgets it
+                if self.redis is None:
+                    self.copy.zrem(index, member)
+                else:
+                    await self._read("sessions", self.redis.zrem(index, member), 0)
+        return live
+
+    async def worker_of(self, call_id: str) -> str | None:
+        """The worker running ``call_id`` (the affinity), if the call is live."""
+        session = await self.session(call_id)
+        return session.get("worker") if session.get("state") == "live" else None
+
+    async def watch(self, call_id: str) -> AsyncIterator[dict[str, Any]]:
+        """The call's facts as they are written (JSON data; see ``fact_data``), until cancelled."""
+        channel = self.keys.channel(call_id)
+        if self.redis is None:
+            queue = self.copy.subscribe(channel)
+            try:
+                while True:
+                    yield json.loads(await queue.get())
+            finally:
+                self.copy.unsubscribe(channel, queue)
+        pubsub = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(channel)
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    yield json.loads(message["data"])
+        finally:
+            await pubsub.aclose()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _track(self, call_id: str) -> _Track:
+        track = self._tracks.get(call_id)
+        if track is None:
+            track = self._tracks[call_id] = _Track()
+        return track
+
+    def _write(self, call_id: str, cmds: list[Cmd]) -> None:
+        for cmd in cmds:
+            self.copy.apply(cmd)
+        if self.writer is not None:
+            self.writer.push(call_id, cmds)
+
+    def _fact_cmds(self, fact: Fact) -> list[Cmd]:
+        keys, keep = self.keys, self.retention
+        call_id = fact.call_id
+        session_key = keys.session(call_id)
+        fields: dict[str, Any] = {"updated_at": f"{fact.wall:.3f}"}
+        cmds: list[Cmd] = []
+        if isinstance(fact, CallStarted):
+            track = self._track(call_id)
+            fields.update(call_id=call_id, caller=fact.caller, callee=fact.callee, pipeline=fact.pipeline,
+                          scenario=fact.scenario, transport=fact.transport, worker=self.worker, state="live")
+            fields["resumed_at" if track.adopted else "started_at"] = f"{fact.wall:.3f}"
+            cmds += [Cmd("ZADD", keys.index, {call_id: fact.wall}), Cmd("EXPIRE", keys.index, keep.session_s)]
+        elif isinstance(fact, TranscriptReceived | AgentResponded):
+            line = self._line(fact)
+            track = self._track(call_id)
+            track.transcript = newer_id(track.transcript, int(fact.wall * 1000), fact.seq)
+            key = keys.transcript(call_id)
+            cmds += [Cmd("XADD", key, (track.transcript, line, MAX_TRANSCRIPT)), Cmd("EXPIRE", key, keep.transcript_s)]
+            fields["turn"] = str(fact.turn)
+        elif isinstance(fact, AgentChanged):
+            fields["agent"] = fact.agent
+        elif isinstance(fact, StateChanged):
+            fields["agent"] = fact.agent
+            cmds += self._slot_cmds(call_id, fact.slots)
+        elif isinstance(fact, ParticipantJoined):
+            fields[f"participant.{fact.role}"] = fact.participant
+        elif isinstance(fact, RecordingStarted):
+            fields["recording"] = fact.location or fact.recording_id
+        elif isinstance(fact, ErrorOccurred):
+            fields["last_error"] = f"{fact.source}: {fact.message}"[:500]
+        if isinstance(fact, CallEnded):
+            others = (keys.context(call_id), keys.slots(call_id), keys.turns(call_id))
+            cmds.append(Cmd("END", session_key, (self.worker, f"{fact.wall:.3f}", fact.reason,
+                                                 keep.context_after_end_s, *others)))
+        else:
+            cmds = [Cmd("HSET", session_key, fields), Cmd("EXPIRE", session_key, keep.session_s), *cmds]
+        data = fact_data(fact)
+        data.pop("report", None)  # a view wants to know the call ended, not its whole report
+        cmds.append(Cmd("PUBLISH", keys.channel(call_id), _json(data)))
+        return cmds
+
+    def _line(self, fact: TranscriptReceived | AgentResponded) -> dict[str, str]:
+        text = fact.text if isinstance(fact, TranscriptReceived) else fact.heard_text
+        if len(text) > MAX_TEXT:
+            self.truncated += 1
+            logger.warning("call %s turn %d: a transcript line of %d characters, kept the first %d",
+                           fact.call_id, fact.turn, len(text), MAX_TEXT)
+            text = text[:MAX_TEXT]
+        line = {"role": "caller" if isinstance(fact, TranscriptReceived) else "bot", "turn": str(fact.turn),
+                "text": text, "agent": fact.agent, "at_ms": f"{fact.at_ms:.1f}", "seq": str(fact.seq)}
+        if isinstance(fact, AgentResponded) and fact.interrupted:
+            line["interrupted"] = "1"
+        return line
+
+    def _slot_cmds(self, call_id: str, slots: Mapping[str, Any]) -> list[Cmd]:
+        key = self.keys.slots(call_id)
+        current = self.copy.hgetall(key)
+        wanted = {name: _json(value) for name, value in slots.items()}
+        changed = {k: v for k, v in wanted.items() if current.get(k) != v}
+        gone = tuple(k for k in current if k not in wanted)
+        cmds: list[Cmd] = []
+        if changed:
+            cmds.append(Cmd("HSET", key, changed))
+        if gone:
+            cmds.append(Cmd("HDEL", key, gone))
+        if cmds:
+            cmds.append(Cmd("EXPIRE", key, self.retention.context_live_s))
+        return cmds
+
+    def _seed(self, call_id: str, context: dict[str, str], slots: dict[str, str],
+              turns: list[tuple[StreamId, dict[str, str]]]) -> None:
+        """Copy a call read from Redis into this worker's copy (the base of later field updates)."""
+        life = self.retention.context_live_s
+        keys = self.keys
+        for key, value in ((keys.context(call_id), context), (keys.slots(call_id), slots)):
+            if value:
+                self.copy.apply(Cmd("HSET", key, value))
+                self.copy.apply(Cmd("EXPIRE", key, life))
+        for entry_id, fields in turns:
+            self.copy.apply(Cmd("XADD", keys.turns(call_id), (entry_id, fields, 0)))
+        track = self._track(call_id)
+        track.turn_count = len(turns)
+        track.turns = turns[-1][0] if turns else None
+
+    def _resync(self) -> None:
+        """Redis is back after writes were lost: re-send those calls' hashes whole, from this copy."""
+        assert self.writer is not None
+        lost, self.writer.lost_calls = self.writer.lost_calls, set()
+        for call_id in lost:
+            cmds: list[Cmd] = []
+            for key, life in ((self.keys.session(call_id), self.retention.session_s),
+                              (self.keys.context(call_id), self.retention.context_live_s),
+                              (self.keys.slots(call_id), self.retention.context_live_s)):
+                value = self.copy.hgetall(key)
+                if value:
+                    cmds += [Cmd("HSET", key, value), Cmd("EXPIRE", key, life)]
+            if cmds:
+                logger.info("call %s: re-sending its live state after lost writes", call_id)
+                self.writer.push(call_id, cmds)
+
+    async def _read(self, what: str, pending: Any, default: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                return await pending
+        except Exception as exc:
+            self._read_failed(what, exc)
+            return default
+
+    def _read_failed(self, what: str, exc: Exception) -> None:
+        self.read_errors += 1
+        logger.warning("live state: Redis did not answer (%s: %s: %s)", what, type(exc).__name__, exc)
+
+
+def live_state_from_env(environ: Mapping[str, str] | None = None) -> LiveState:
+    """The worker's live state as the environment configures it (see module docstring);
+    a :class:`~pipeline.errors.ConfigError` naming the variable when a value is bad."""
+    env = os.environ if environ is None else environ
+    url = env.get("REDIS_URL", "").strip()
+    prefix = env.get("VOICEGRAPH_REDIS_PREFIX", "vg").strip()
+    if not prefix or any(c in prefix for c in " {}\n\r\t"):
+        raise ConfigError(f"VOICEGRAPH_REDIS_PREFIX: {prefix!r} is not a usable key prefix (no spaces or braces)")
+    raw_bound = env.get("VOICEGRAPH_LIVE_BUFFER", "10000").strip()
+    try:
+        bound = int(raw_bound)
+    except ValueError:
+        bound = 0
+    if bound < 1:
+        raise ConfigError(f"VOICEGRAPH_LIVE_BUFFER: {raw_bound!r} is not a whole number >= 1")
+    worker = env.get("VOICEGRAPH_WORKER", "").strip() or None
+    if not url:
+        return LiveState(keys=LiveKeys(prefix), worker=worker)
+    scheme = url.partition("://")[0].lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"REDIS_URL: the scheme must be redis://, rediss:// or unix://, got {scheme + '://'!r}")
+    cluster = env.get("VOICEGRAPH_REDIS_CLUSTER", "").strip().lower()
+    if cluster not in ("", "0", "1", "false", "true"):
+        raise ConfigError(f"VOICEGRAPH_REDIS_CLUSTER: {cluster!r} is not 0/1/true/false")
+    try:
+        if cluster in ("1", "true"):
+            from redis.asyncio.cluster import RedisCluster
+
+            client: Any = RedisCluster.from_url(url, decode_responses=True)
+        else:
+            from redis.asyncio import Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            # No retries inside the client: the writer retries with its own backoff, in order.
+            client = Redis.from_url(url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=2.0,
+                                    retry=Retry(NoBackoff(), 0))
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL: {exc}") from None
+    return LiveState(redis=client, keys=LiveKeys(prefix), worker=worker, max_pending=bound)
