@@ -39,7 +39,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +63,7 @@ from .facts import (
 from .live_kv import Cmd, LiveKeys, MemoryKV, Retention, StreamId, newer_id
 from .live_redis import RedisWriter, WriterStats
 
-__all__ = ["LiveSink", "LiveState", "default_worker", "live_state_from_env"]
+__all__ = ["LiveSink", "LiveState", "LiveView", "default_worker", "live_state_from_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,47 @@ class LiveSink:
 
     async def aclose(self) -> None:
         await self.state.call_done(self.call_id)
+
+
+class LiveView:
+    """The facts of one call as they are written (see :meth:`LiveState.watch`)."""
+
+    def __init__(self, state: LiveState, channel: str) -> None:
+        self._state = state
+        self._channel = channel
+        self._queue: asyncio.Queue[str] | None = None
+        self._pubsub: Any = None
+
+    async def __aenter__(self) -> LiveView:
+        if self._state.redis is None:
+            self._queue = self._state.copy.subscribe(self._channel)
+        else:
+            self._pubsub = self._state.redis.pubsub()
+            await self._pubsub.subscribe(self._channel)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._queue is not None:
+            self._state.copy.unsubscribe(self._channel, self._queue)
+            self._queue = None
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+            self._pubsub = None
+
+    def __aiter__(self) -> LiveView:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        if self._queue is not None:
+            data: dict[str, Any] = json.loads(await self._queue.get())
+            return data
+        if self._pubsub is None:
+            raise StopAsyncIteration
+        while True:
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            if message is not None and message.get("type") == "message":
+                data = json.loads(message["data"])
+                return data
 
 
 class LiveState:
@@ -241,20 +282,24 @@ class LiveState:
     # -- reads for views and tools --------------------------------------------------------------
 
     async def session(self, call_id: str) -> dict[str, str]:
-        """The call's session hash (empty if unknown or expired)."""
-        local = self.copy.hgetall(self.keys.session(call_id))
-        if local or self.redis is None:
-            return local
-        found: dict[str, str] = await self._read(f"session {call_id}", self.redis.hgetall(self.keys.session(call_id)),
-                                                 {})
-        return found
+        """The call's session hash (empty if unknown or expired): from Redis when configured
+        (another worker may run the call now), else, or when Redis does not answer, this copy."""
+        key = self.keys.session(call_id)
+        if self.redis is not None:
+            found: dict[str, str] | None = await self._read(f"session {call_id}", self.redis.hgetall(key), None)
+            if found is not None:
+                return found
+        return self.copy.hgetall(key)
 
     async def transcript(self, call_id: str) -> list[dict[str, str]]:
-        """The call's live transcript, oldest line first (``id`` is the stream entry id)."""
+        """The call's live transcript, oldest line first (``id`` is the stream entry id); from
+        Redis when configured, else, or when Redis does not answer, this copy."""
         key = self.keys.transcript(call_id)
-        entries: list[tuple[Any, dict[str, str]]] = self.copy.xrange(key)
-        if not entries and self.redis is not None:
-            entries = await self._read(f"transcript {call_id}", self.redis.xrange(key), [])
+        entries: list[tuple[Any, dict[str, str]]] | None = None
+        if self.redis is not None:
+            entries = await self._read(f"transcript {call_id}", self.redis.xrange(key), None)
+        if entries is None:
+            entries = list(self.copy.xrange(key))
         return [{"id": str(i), **fields} for i, fields in entries]
 
     async def sessions(self) -> list[dict[str, str]]:
@@ -285,24 +330,10 @@ class LiveState:
         session = await self.session(call_id)
         return session.get("worker") if session.get("state") == "live" else None
 
-    async def watch(self, call_id: str) -> AsyncIterator[dict[str, Any]]:
-        """The call's facts as they are written (JSON data; see ``fact_data``), until cancelled."""
-        channel = self.keys.channel(call_id)
-        if self.redis is None:
-            queue = self.copy.subscribe(channel)
-            try:
-                while True:
-                    yield json.loads(await queue.get())
-            finally:
-                self.copy.unsubscribe(channel, queue)
-        pubsub = self.redis.pubsub()
-        try:
-            await pubsub.subscribe(channel)
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    yield json.loads(message["data"])
-        finally:
-            await pubsub.aclose()
+    def watch(self, call_id: str) -> LiveView:
+        """A live view of the call: ``async with live.watch(id) as view: async for fact in view``
+        yields the facts written from the moment the view is entered (JSON data, see ``fact_data``)."""
+        return LiveView(self, self.keys.channel(call_id))
 
     # -- internals --------------------------------------------------------------------------
 
@@ -465,9 +496,10 @@ def live_state_from_env(environ: Mapping[str, str] | None = None) -> LiveState:
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            # No retries inside the client: the writer retries with its own backoff, in order.
+            # No retries inside the client: the writer retries with its own backoff, in order. No
+            # CLIENT SETINFO at connect: a round trip less before a write after an outage.
             client = Redis.from_url(url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=2.0,
-                                    retry=Retry(NoBackoff(), 0))
+                                    retry=Retry(NoBackoff(), 0), driver_info=None)
     except ValueError as exc:
         raise ConfigError(f"REDIS_URL: {exc}") from None
     return LiveState(redis=client, keys=LiveKeys(prefix), worker=worker, max_pending=bound)

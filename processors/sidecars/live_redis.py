@@ -85,7 +85,7 @@ class RedisWriter:
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
         self.lost_calls: set[str] = set()
-        #: Called when Redis is back after writes were lost (the store re-sends those calls' state).
+        #: Called after a write succeeds while writes were lost (the store re-sends those calls' state).
         self.on_back: Callable[[], None] | None = None
         self._queue: deque[_Pending] = deque()
         self._last = 0  # the number of the last entry pushed
@@ -177,8 +177,8 @@ class RedisWriter:
                 self._down = False
                 logger.info("live state: Redis is back; writing %d waiting entries (%d lost meanwhile)",
                             len(self._queue), self._lost_this_outage)
-                if self.lost_calls and self.on_back is not None:
-                    self.on_back()
+            if self.lost_calls and self.on_back is not None:
+                self.on_back()
             last = entries[-1].number
             while self._queue and self._queue[0].number <= last:
                 self._queue.popleft()
@@ -187,11 +187,16 @@ class RedisWriter:
 
     async def _send(self, entries: Sequence[_Pending]) -> None:
         pipe = self.client.pipeline(transaction=False)
+        cmds = [cmd for entry in entries for cmd in entry.cmds]
+        # Each write is followed by the EXPIRE of its key, so the last EXPIRE of a key in the
+        # batch comes after all its writes: the earlier identical ones are left out.
+        last = {cmd: i for i, cmd in enumerate(cmds) if cmd.op == "EXPIRE"}
         count = 0
-        for entry in entries:
-            for cmd in entry.cmds:
-                _queue_command(pipe, cmd)
-                count += 1
+        for i, cmd in enumerate(cmds):
+            if cmd.op == "EXPIRE" and last[cmd] != i:
+                continue
+            _queue_command(pipe, cmd)
+            count += 1
         async with asyncio.timeout(self.op_timeout_s):
             results = await pipe.execute(raise_on_error=False)
         self._round_trips += 1
