@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 from .engine import AgentState
 
-__all__ = ["CallMemory", "InProcessLongTerm", "InProcessShortTerm", "LongTermMemory", "ShortTermMemory"]
+__all__ = ["CallMemory", "InProcessLongTerm", "InProcessShortTerm", "LongTermMemory", "ShortTermMemory",
+           "default_short_term", "use_short_term"]
 
 
 @dataclass(slots=True)
@@ -89,6 +90,22 @@ class InProcessShortTerm:
 
     async def drop(self, call_id: str) -> None:
         self._calls.pop(call_id, None)
+
+
+_worker_short_term: ShortTermMemory | None = None
+
+
+def use_short_term(memory: ShortTermMemory | None) -> None:
+    """Make ``memory`` this worker's short-term memory: orchestrators built from now on
+    without one of their own use it (the live-state store on Redis, shared by the workers).
+    ``None``: back to one in-process memory per orchestrator."""
+    global _worker_short_term
+    _worker_short_term = memory
+
+
+def default_short_term() -> ShortTermMemory:
+    """The worker's short-term memory (:func:`use_short_term`), else a new in-process one."""
+    return _worker_short_term if _worker_short_term is not None else InProcessShortTerm()
 
 
 class InProcessLongTerm:

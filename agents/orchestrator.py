@@ -26,7 +26,9 @@ the call's agents) and, per caller turn:
 Replies are screened before they leave (:class:`~agents.safety.ReplyScreen`: no markup,
 code or system-prompt leak). A tool still running after ``filler_after_ms`` makes the
 caller hear the ``filler``. The call's state is saved to short-term memory after every
-turn (:mod:`agents.memory`).
+turn (:mod:`agents.memory`); a call whose state is found there when it starts (its media
+reconnected to this worker after another ran it) goes on from it: the same agent, slots and
+flow position, and no greeting.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from processors.llm.router import RoutedStream, RouteRecord
 
 from .engine import AgentEngine, AgentState, Reply, TurnInput
 from .llm_engine import LLMEngine
-from .memory import InProcessShortTerm, ShortTermMemory
+from .memory import ShortTermMemory, default_short_term
 from .registry import AgentRegistry, shared_registry
 from .safety import ReplyScreen, screen_input
 from .scenarios import IntentMatcher, Scenario, load_scenario
@@ -131,12 +133,13 @@ class Orchestrator(LLMBrain):
         self.engine = engine
         self.registry = registry
         self.store = tools if tools is not None else default_store()
-        self.memory = memory if memory is not None else InProcessShortTerm()
+        self.memory = memory if memory is not None else default_short_term()
         self.scenario: Scenario | None = None
         self.agent_state = AgentState(agent="")
         self.matcher = IntentMatcher(())
         self.tool_runner: CallTools | None = None
         self.live_turn = 0
+        self.resumed = False  # the call's state came from short-term memory (another worker had the call)
         self._dtmf = ""
 
     async def setup(self) -> None:
@@ -163,6 +166,16 @@ class Orchestrator(LLMBrain):
         if isinstance(self.engine, LLMEngine):
             await super().setup()
         self.agent_state = AgentState(agent=scenario.entry)
+        stored = await self.memory.load(self.ctx.call_id)
+        if stored is not None and stored.state.get("agent") in scenario.agents:
+            # The call ran on another worker until its media reconnected here: go on from its state.
+            data = stored.state
+            self.agent_state = AgentState(agent=data["agent"], slots=dict(data.get("slots", {})),
+                                          memory=dict(data.get("memory", {})), caller=dict(data.get("caller", {})),
+                                          failures=dict(data.get("failures", {})))
+            self.resumed = True
+            logger.info("call %s: resumed with agent %s, %d slots, %d turns", self.ctx.call_id,
+                        self.agent_state.agent, len(self.agent_state.slots), len(stored.turns))
         self.matcher = IntentMatcher.for_scenario(
             scenario, {name: registry.get(name).capabilities for name in scenario.agents})
         self.tool_runner = CallTools(self.store, clock=self.ctx.clock, emit=self.emit,
@@ -189,6 +202,8 @@ class Orchestrator(LLMBrain):
 
     def on_event(self, event: EventFrame) -> None:
         if type(event) is Start:
+            if self.resumed:  # the agent in charge goes on at the caller's next words; nothing is re-said
+                return
             self.emit(AgentSwitch(agent_from="", agent_to=self.agent_state.agent, reason="the scenario's entry agent"))
             turn = self.ctx.next_turn()
             self.enqueue(Speak(_ENTER, turn=turn))

@@ -34,8 +34,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from agents.memory import use_short_term
 from pipeline.config import build_graph, load_pipeline
 from pipeline.errors import ConfigError
+from processors.sidecars.live import LiveState, live_state_from_env
 from transports.acs.auth import NoAuth, RequestVerifier, verifier_from_env
 from transports.acs.callbacks import CallbacksEndpoint
 from transports.acs.control import CallControl, CallsApi
@@ -163,7 +165,7 @@ class Readiness:
 
 
 def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: CallControl | None = None,
-               verifier: RequestVerifier | None = None) -> Starlette:
+               verifier: RequestVerifier | None = None, live: LiveState | None = None) -> Starlette:
     """Build the app; ``config`` defaults to the project's ``config/`` folder.
 
     ``app.state.readiness`` is the app's ``Readiness``; its checks start with the app's
@@ -174,6 +176,11 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     ACS's requests (callbacks, media upgrades) are checked by ``verifier``, by default
     :func:`~transports.acs.auth.verifier_from_env` (closed with the lifespan; one key cache
     and one replay cache for both routes). ``VOICEGRAPH_ACS_NO_AUTH=1`` turns the checks off.
+
+    ``live`` is the worker's live state (:mod:`processors.sidecars.live`); by default, with
+    ``REDIS_URL`` set, one on Redis that the app starts and closes with its lifespan and makes
+    the orchestrators' short-term memory: a call's media may then reconnect to any worker
+    sharing that Redis. ``app.state.live`` is it (None without Redis).
     """
     folder = config / "pipelines" if config is not None else pipelines_dir()
     readiness = Readiness(folder, poll_s=poll_s)
@@ -188,22 +195,30 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with asyncio.TaskGroup() as tasks:
             watcher = tasks.create_task(readiness.watch(), name="readiness")
+            if shared is not None:
+                await shared.start()
+                use_short_term(shared)
             yield
             watcher.cancel()
             await acs.aclose()
             if own_verifier is not None:
                 await own_verifier.aclose()
+            if shared is not None:
+                use_short_term(None)
+                await shared.aclose()
 
     acs = control if control is not None else CallControl(CallSessions())
     sessions = acs.sessions
     own_verifier = verifier_from_env() if verifier is None else None
     check: RequestVerifier = verifier or own_verifier or NoAuth()
+    shared = live if live is not None else (live_state_from_env() if os.environ.get("REDIS_URL", "").strip() else None)
     callbacks = CallbacksEndpoint(sessions, None if isinstance(check, NoAuth) else check)
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), EventsWebhook(acs).route(), callbacks.route(),
-              media_route(sessions, folder / "acs.yaml", verifier=check), *CallsApi(acs).routes()]
+              media_route(sessions, folder / "acs.yaml", verifier=check, live=shared), *CallsApi(acs).routes()]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.readiness = readiness
     app.state.acs_sessions = sessions
     app.state.acs_control = acs
+    app.state.live = shared
     return app
 

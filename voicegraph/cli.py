@@ -270,7 +270,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, loop="auto", log_level=args.log_level.lower())
+    try:
+        app = create_app()
+    except ConfigError as exc:  # a bad environment value (REDIS_URL, ...): one line, before serving
+        print(f"voicegraph serve: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, loop="auto", log_level=args.log_level.lower())
     return 0
 
 

@@ -209,10 +209,45 @@ class LiveState:
                            call_id, self.flush_timeout_s)
         self.copy.forget(self.keys.of_call(call_id))
 
+    # -- calls moving between workers ------------------------------------------------------------
+
+    def share_media(self, token: str, call_id: str) -> None:
+        """The call's media socket connected here with ``token``: let any worker find the call
+        by it (only the token's hash is stored) and record this worker as running it."""
+        media, session = self.keys.media(token), self.keys.session(call_id)
+        life = self.retention.session_s
+        self._write(call_id, [Cmd("HSET", media, {"call_id": call_id}), Cmd("EXPIRE", media, life),
+                              Cmd("HSET", session, {"call_id": call_id, "worker": self.worker, "state": "live"}),
+                              Cmd("EXPIRE", session, life)])
+
+    async def media_call(self, token: str) -> str | None:
+        """The live call whose media socket connected with ``token`` on any worker; None when the
+        token is unknown, its call has ended, or Redis does not answer (in-process: always None)."""
+        if self.redis is None:
+            return None
+        call_id: str | None = await self._read("media token", self.redis.hget(self.keys.media(token), "call_id"), None)
+        if not call_id:
+            return None
+        session: dict[str, str] = await self._read(f"session {call_id}", self.redis.hgetall(self.keys.session(call_id)),
+                                                   {})
+        return call_id if session.get("state") == "live" else None
+
     def adopt(self, call_id: str) -> None:
-        """This worker takes over ``call_id`` from another (a media reconnection): its next
-        ``CallStarted`` keeps the call's start time and moves its affinity here."""
+        """This worker takes ``call_id`` over from another (its media reconnected here): the
+        call's affinity moves here now; its next ``CallStarted`` keeps the call's start time."""
         self._track(call_id).adopted = True
+        session = self.keys.session(call_id)
+        self._write(call_id, [Cmd("HSET", session, {"worker": self.worker, "state": "live",
+                                                    "resumed_at": f"{time.time():.3f}"}),
+                              Cmd("EXPIRE", session, self.retention.session_s)])
+
+    def end_call(self, call_id: str, reason: str) -> None:
+        """The call ended on this worker: mark it ended (its media token dies with it) unless
+        another worker has taken it over. The same write as its ``CallEnded`` fact."""
+        keys = self.keys
+        self._write(call_id, [Cmd("END", keys.session(call_id), (
+            self.worker, f"{time.time():.3f}", reason, self.retention.context_after_end_s, keys.context(call_id),
+            keys.slots(call_id), keys.turns(call_id)))])
 
     # -- ShortTermMemory ------------------------------------------------------------------------
 
@@ -253,6 +288,9 @@ class LiveState:
         slots = self.copy.hgetall(keys.slots(call_id))
         turns = self.copy.xrange(keys.turns(call_id))
         if not context and not turns and self.redis is not None:
+            if self.writer is not None and self.writer.down:  # no waiting on a Redis we know is away
+                self._read_failed(f"load {call_id}", ConnectionError("Redis is unavailable"))
+                return None
             try:
                 async with asyncio.timeout(self.read_timeout_s):
                     pipe = self.redis.pipeline(transaction=False)

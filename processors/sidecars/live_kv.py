@@ -18,6 +18,7 @@ node)::
     vg:call:{<id>}:slots       hash    the slots, one field each (JSON values)                   session + 1 h
     vg:call:{<id>}:turns       stream  the orchestrator's turns (short-term memory)              session + 1 h
     vg:sessions                zset    call ids by start time, for `voicegraph sessions`         24 h
+    vg:media:<sha256 of token> hash    the call a media token belongs to (a reconnection)       24 h
     vg:live:{<id>}             channel every fact of the call, as JSON (live views)
 
 "Session + 1 h": while the call is live its context is kept as long as its session
@@ -28,6 +29,7 @@ of a key renews its TTL (an ``EXPIRE`` follows it in the same round trip).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -88,6 +90,11 @@ class LiveKeys:
 
     def turns(self, call_id: str) -> str:
         return self._call(call_id, "turns")
+
+    def media(self, token: str) -> str:
+        """Where a live call's media token leads (by the token's hash: the token is never stored)."""
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{self.prefix}:media:{digest}"
 
     def channel(self, call_id: str) -> str:
         return f"{self.prefix}:live:{{{self.escape(call_id)}}}"
