@@ -36,6 +36,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "ivr_turn": ("ivr_turn.py", [], ["--calls", "20"]),
     "orchestrator": ("orchestrator.py", [], ["--calls", "10"]),
     "end_of_turn": ("end_of_turn.py", [], ["--sentences", "2"]),
+    "sidecars_live": ("sidecars_live.py", [], ["--turns", "500", "--calls", "20", "--load-turns", "3",
+                                               "--interval-s", "0.1", "--drain-turns", "500"]),
 }
 
 

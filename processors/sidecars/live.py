@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.engine import AgentState
-from agents.memory import CallMemory, state_data
+from agents.memory import CallMemory
 from pipeline.errors import ConfigError
 
 from .facts import (
@@ -78,8 +78,11 @@ def default_worker() -> str:
     return os.environ.get("VOICEGRAPH_WORKER") or f"{socket.gethostname()}:{os.getpid()}"
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 @dataclass(slots=True)
@@ -254,19 +257,19 @@ class LiveState:
     async def save(self, call_id: str, state: AgentState, turn: dict[str, Any] | None = None) -> None:
         """Store ``state`` as field updates (and ``turn`` as an append); never waits for Redis."""
         keys, life = self.keys, self.retention.context_live_s
-        data = state_data(state)
         context_key = keys.context(call_id)
         current = self.copy.hgetall(context_key)
         agents: list[str] = json.loads(current.get("agents", "[]"))
         if not agents or agents[-1] != state.agent:
             agents.append(state.agent)
-        fields = {"agent": state.agent, "memory": _json(data["memory"]), "caller": _json(data["caller"]),
-                  "failures": _json(data["failures"]), "agents": _json(agents)}
+        # Serialised straight from the state: the JSON is the copy (no deepcopy on the hot path).
+        fields = {"agent": state.agent, "memory": _json(state.memory), "caller": _json(state.caller),
+                  "failures": _json(state.failures), "agents": _json(agents)}
         changed = {k: v for k, v in fields.items() if current.get(k) != v}
         cmds: list[Cmd] = []
         if changed:
             cmds += [Cmd("HSET", context_key, changed), Cmd("EXPIRE", context_key, life)]
-        cmds += self._slot_cmds(call_id, data["slots"])
+        cmds += self._slot_cmds(call_id, state.slots)
         if turn is not None:
             track = self._track(call_id)
             track.turn_count += 1
