@@ -19,9 +19,12 @@ Method
       per turn from the writer's counters; the write lag of a turn is the time from its
       last write offered to the writer having it acknowledged by Redis (``flush``); CPU per
       turn is the process's CPU time (``process_time``: the simulated calls, our code,
-      redis-py) over the turns.
+      redis-py) over the turns. ``load_in_process``: the same calls on the in-process
+      store, the baseline that tells the Redis writer's CPU from the simulation's.
     * ``drain``: Redis killed; ``--drain-turns`` turns offered (4 entries each, bound
       raised to hold them all); Redis restarted; the time until all are written.
+    * ``loop_lag_ms``: while ``load`` and ``drain`` run, how late a 5 ms timer fires: the
+      longest stretch the writer (building pipelines, parsing replies) holds the loop.
 
 Result
     ``python perf/sidecars_live.py`` (2 vCPUs shared with other jobs, Python 3.11.7,
@@ -63,6 +66,32 @@ def one_turn(live: LiveState, facts: CallFacts, n: int) -> Any:
                      {"turn": n, "agent": "auth", "caller": "the caller says something"})
 
 
+class LoopLag:
+    """How late a 5 ms timer fires while it runs: the longest the loop was held (ms)."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            due = time.perf_counter() + 0.005
+            await asyncio.sleep(0.005)
+            self.lags.append(max(0.0, time.perf_counter() - due) * 1000)
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    def figures(self) -> dict[str, float]:
+        ordered = sorted(self.lags) or [0.0]
+        return {"p99": round(ordered[int(len(ordered) * 0.99)], 2), "max": round(ordered[-1], 2)}
+
+
 def _us(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {"median": round(statistics.median(ordered), 1),
@@ -88,10 +117,9 @@ async def hot(live: LiveState, turns: int) -> dict[str, float]:
     return _us(times)
 
 
-async def load(url: str, calls: int, turns: int, interval_s: float) -> dict[str, Any]:
-    live = live_state_from_env({"REDIS_URL": url, "VOICEGRAPH_WORKER": "perf"})
+async def load(url: str | None, calls: int, turns: int, interval_s: float) -> dict[str, Any]:
+    live = live_state_from_env({"REDIS_URL": url, "VOICEGRAPH_WORKER": "perf"} if url else {})
     await live.start()
-    assert live.writer is not None
     lags: list[float] = []
     rng = random.Random(7)
 
@@ -100,23 +128,28 @@ async def load(url: str, calls: int, turns: int, interval_s: float) -> dict[str,
         await asyncio.sleep(rng.uniform(0, interval_s))
         for n in range(1, turns + 1):
             await one_turn(live, facts, n)
-            offered = time.perf_counter()
-            assert live.writer is not None and await live.writer.flush(30)
-            lags.append((time.perf_counter() - offered) * 1e6)
+            if live.writer is not None:
+                offered = time.perf_counter()
+                assert await live.writer.flush(30)
+                lags.append((time.perf_counter() - offered) * 1e6)
             await asyncio.sleep(interval_s * rng.uniform(0.5, 1.5))
         await facts.aclose()
 
     cpu, wall = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(call(i) for i in range(calls)))
+    with LoopLag() as lag:
+        await asyncio.gather(*(call(i) for i in range(calls)))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    total = calls * turns
+    figures = {"calls": calls, "turns": total, "seconds": round(wall, 1), "turns_per_s": round(total / wall, 1),
+               "cpu_us_per_turn": round(cpu / total * 1e6, 1), "loop_lag_ms": lag.figures()}
+    if live.writer is None:
+        return figures
     stats = live.writer.stats()
     await live.aclose()
-    total = calls * turns
-    return {"calls": calls, "turns": total, "seconds": round(wall, 1), "turns_per_s": round(total / wall, 1),
-            "round_trips_per_turn": round(stats.round_trips / total, 3),
+    return {**figures, "round_trips_per_turn": round(stats.round_trips / total, 3),
             "commands_per_turn": round(stats.commands / total, 2),
             "write_lag_ms": {k: round(v / 1000, 2) for k, v in _us(lags).items()},
-            "cpu_us_per_turn": round(cpu / total * 1e6, 1), "lost": stats.lost, "errors": stats.errors}
+            "lost": stats.lost, "errors": stats.errors}
 
 
 async def drain(server: RedisServer, turns: int) -> dict[str, Any]:
@@ -132,12 +165,13 @@ async def drain(server: RedisServer, turns: int) -> dict[str, Any]:
     pending = live.writer.stats().pending
     server.start()
     started = time.perf_counter()
-    assert await live.writer.flush(120)
+    with LoopLag() as lag:
+        assert await live.writer.flush(120)
     seconds = time.perf_counter() - started
     stats = live.writer.stats()
     await live.aclose()
     return {"entries": pending, "seconds": round(seconds, 3), "entries_per_s": round(pending / seconds),
-            "round_trips": stats.round_trips, "lost": stats.lost}
+            "round_trips": stats.round_trips, "lost": stats.lost, "loop_lag_ms": lag.figures()}
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -150,6 +184,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "hot_redis_us": await hot(live_state_from_env({"REDIS_URL": server.url, "VOICEGRAPH_WORKER": "perf"}),
                                           args.turns),
                 "load": await load(server.url, args.calls, args.load_turns, args.interval_s),
+                "load_in_process": await load(None, args.calls, args.load_turns, args.interval_s),
                 "drain": await drain(server, args.drain_turns),
             }
         finally:
