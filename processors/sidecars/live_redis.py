@@ -9,8 +9,8 @@ however many fields it touches, and the call only ever pays for the append. ``ba
 builds a pipeline and parses its replies: about 2 ms when a backlog drains after an outage
 (perf/sidecars_live.py; 256 entries held it 7 ms).
 
-**Outages.** When Redis cannot be reached, refuses our credentials, times out
-(``op_timeout_s``), or answers that it is loading, read-only or out of memory, the entries
+**Outages.** When Redis cannot be reached, refuses our credentials or permissions, times
+out (``op_timeout_s``), or answers that it is loading, read-only or out of memory, the entries
 stay queued in order and the writer retries with a backoff (``retry_min_s`` doubling up to
 ``retry_max_s``); one warning when Redis goes away, one info line when it is back with how
 much waited. Writes are safe to send twice (hash fields and TTLs are set, stream entries
@@ -44,7 +44,9 @@ __all__ = ["RedisWriter", "WriterStats"]
 logger = logging.getLogger(__name__)
 
 # Redis answers that mean "not now" rather than "never": the batch waits and is retried.
-_TRANSIENT = ("OOM", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOAUTH", "BUSY")
+# redis-py maps the error codes to these classes and strips the code from the message.
+_TRANSIENT = (rexc.ConnectionError, rexc.TimeoutError, rexc.OutOfMemoryError, rexc.ReadOnlyError,
+              rexc.TryAgainError, rexc.ClusterDownError, rexc.NoPermissionError)
 _NOT_NEWER = "equal or smaller than the target stream top item"
 
 
@@ -208,7 +210,7 @@ class RedisWriter:
             if not isinstance(result, Exception):
                 continue
             text = str(result)
-            if isinstance(result, rexc.ConnectionError) or text.startswith(_TRANSIENT):
+            if isinstance(result, _TRANSIENT) or text.startswith("BUSY"):
                 raise result
             if _NOT_NEWER in text:
                 self._duplicates += 1

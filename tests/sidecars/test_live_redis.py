@@ -281,3 +281,44 @@ async def test_a_live_view_through_redis_pubsub(redis_server: RedisServer) -> No
     assert seen == ["CallStarted", "TranscriptReceived", "AgentResponded", "CallEnded"]
     await writer.aclose()
     await reader.aclose()
+
+
+async def test_redis_full_keeps_the_writes_waiting_then_writes_them(redis_server: RedisServer, admin: Redis,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    live = store(redis_server)
+    await live.start()
+    assert live.writer is not None
+    await admin.config_set("maxmemory", "1")  # every write is refused: OOM
+    facts = CallFacts("c1", [live.sink("c1")], now_ms=lambda: 0.0)
+    facts.emit(CallStarted, caller="+15550100")
+    one_turn(facts, 1)
+    assert not await live.writer.flush(0.5)
+    stats = live.writer.stats()
+    assert stats.down and stats.pending == 3 and stats.lost == 0 and stats.rejected == 0
+    assert any("Redis unavailable (OutOfMemoryError: command not allowed" in r.getMessage() for r in caplog.records)
+    await admin.config_set("maxmemory", "0")
+    assert await live.writer.flush(20)
+    assert [x["text"] for x in await live.transcript("c1")] == ["caller 1", "bot 1"]
+    await live.aclose()
+
+
+async def test_redis_refusing_our_password_is_an_outage_not_a_crash(tmp_path: Any,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    server = RedisServer(tmp_path, extra=("--requirepass", "right"))
+    server.start()
+    try:
+        url = server.url.replace("redis://", "redis://:wrong@")
+        live = live_state_from_env({"REDIS_URL": url, "VOICEGRAPH_WORKER": "w1"})
+        await live.start()
+        assert live.writer is not None
+        facts = CallFacts("c1", [live.sink("c1")], now_ms=lambda: 0.0)
+        facts.emit(CallStarted, caller="+15550100")
+        assert not await live.writer.flush(0.5)
+        assert live.writer.down and live.writer.stats().pending == 1 and live.writer.stats().errors >= 1
+        assert (await live.load("c1")) is None  # a read does not wait on a Redis we know is away
+        assert (await live.session("c1"))["caller"] == "+15550100"  # the worker's copy answers
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("Redis unavailable (AuthenticationError" in m for m in messages), messages
+        await live.aclose()
+    finally:
+        server.stop()
