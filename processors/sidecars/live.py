@@ -165,7 +165,8 @@ class LiveState:
         self.worker = worker or default_worker()
         self.copy = MemoryKV(clock)
         self.redis = redis
-        self.writer = (RedisWriter(redis, max_pending=max_pending, op_timeout_s=op_timeout_s)
+        cluster = redis is not None and type(redis).__name__ == "RedisCluster"
+        self.writer = (RedisWriter(redis, max_pending=max_pending, op_timeout_s=op_timeout_s, cluster=cluster)
                        if redis is not None else None)
         if self.writer is not None:
             self.writer.on_back = self._resync

@@ -80,10 +80,11 @@ class RedisWriter:
     """The write-behind queue and its writer task (see module docstring)."""
 
     def __init__(self, client: Any, *, max_pending: int = 10_000, batch: int = 64, op_timeout_s: float = 2.0,
-                 retry_min_s: float = 0.05, retry_max_s: float = 2.0) -> None:
+                 retry_min_s: float = 0.05, retry_max_s: float = 2.0, cluster: bool = False) -> None:
         if max_pending < 1 or batch < 1:
             raise ValueError(f"max_pending and batch must be >= 1, got {max_pending}, {batch}")
         self.client = client
+        self.cluster = cluster
         self.max_pending = max_pending
         self.batch = batch
         self.op_timeout_s = op_timeout_s
@@ -193,6 +194,10 @@ class RedisWriter:
     async def _send(self, entries: Sequence[_Pending]) -> None:
         pipe = self.client.pipeline(transaction=False)
         cmds = [cmd for entry in entries for cmd in entry.cmds]
+        publish: list[Cmd] = []
+        if self.cluster:  # a Cluster pipeline refuses PUBLISH: sent beside it, in order, after it
+            publish = [cmd for cmd in cmds if cmd.op == "PUBLISH"]
+            cmds = [cmd for cmd in cmds if cmd.op != "PUBLISH"]
         # Each write is followed by the EXPIRE of its key, so the last EXPIRE of a key in the
         # batch comes after all its writes: the earlier identical ones are left out.
         last = {cmd: i for i, cmd in enumerate(cmds) if cmd.op == "EXPIRE"}
@@ -203,9 +208,11 @@ class RedisWriter:
             _queue_command(pipe, cmd)
             count += 1
         async with asyncio.timeout(self.op_timeout_s):
-            results = await pipe.execute(raise_on_error=False)
-        self._round_trips += 1
-        self._commands += count
+            results = await pipe.execute(raise_on_error=False) if count else []
+            for cmd in publish:
+                await self.client.publish(cmd.key, cmd.args)
+        self._round_trips += (1 if count else 0) + len(publish)
+        self._commands += count + len(publish)
         for result in results:
             if not isinstance(result, Exception):
                 continue
