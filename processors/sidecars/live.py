@@ -7,12 +7,12 @@
 charge, the slots and the context of a call live where any worker can find them.
 
 Every fact and every saved state becomes a few field updates and appends
-(:mod:`processors.sidecars.live_kv` lists the keys and their retention): the session is
-never rewritten. They are applied at once to this worker's copy (:class:`MemoryKV`), and,
-with Redis configured, queued for Redis (:class:`~processors.sidecars.live_redis.RedisWriter`):
-``offer`` and ``save`` never wait for storage, and a call goes on from the worker's copy
-while Redis is away. The embedded default (no ``REDIS_URL``) is the worker's copy alone,
-with the same keys and TTL semantics.
+(:mod:`processors.sidecars.live_writes`; :mod:`processors.sidecars.live_kv` lists the keys
+and their retention): the session is never rewritten. They are applied at once to this
+worker's copy (:class:`MemoryKV`), and, with Redis configured, queued for Redis
+(:class:`~processors.sidecars.live_redis.RedisWriter`): ``offer`` and ``save`` never wait
+for storage, and a call goes on from the worker's copy while Redis is away. The embedded
+default (no ``REDIS_URL``) is the worker's copy alone, with the same keys and TTL semantics.
 
 With Redis, the copy holds only the calls this worker runs (forgotten once a call ended
 and its writes were flushed); reads of other calls (``load`` of a call taken over from
@@ -41,59 +41,25 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from agents.engine import AgentState
 from agents.memory import CallMemory
 from pipeline.errors import ConfigError
 
-from .facts import (
-    AgentChanged,
-    AgentResponded,
-    CallEnded,
-    CallStarted,
-    ErrorOccurred,
-    Fact,
-    ParticipantJoined,
-    RecordingStarted,
-    StateChanged,
-    TranscriptReceived,
-    fact_data,
-)
-from .live_kv import Cmd, LiveKeys, MemoryKV, Retention, StreamId, newer_id
+from .facts import Fact
+from .live_kv import Cmd, LiveKeys, MemoryKV, Retention, StreamId
 from .live_redis import RedisWriter, WriterStats
+from .live_writes import MAX_TEXT, MAX_TRANSCRIPT, CallTrack, LiveWrites
 
-__all__ = ["LiveSink", "LiveState", "LiveView", "default_worker", "live_state_from_env"]
+__all__ = ["MAX_TEXT", "MAX_TRANSCRIPT", "LiveSink", "LiveState", "LiveView", "default_worker",
+           "live_state_from_env"]
 
 logger = logging.getLogger(__name__)
-
-#: Longest transcript line kept (characters); longer ones are cut, counted and logged.
-MAX_TEXT = 8000
-#: Transcript entries kept per call (approximately: Redis trims by whole nodes).
-MAX_TRANSCRIPT = 2000
-
 
 def default_worker() -> str:
     """This worker's name: ``VOICEGRAPH_WORKER``, else ``host:pid``."""
     return os.environ.get("VOICEGRAPH_WORKER") or f"{socket.gethostname()}:{os.getpid()}"
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _json(value: Any) -> str:
-    return _ENCODER.encode(value)
-
-
-@dataclass(slots=True)
-class _Track:
-    """What the store remembers of a call it writes: the last stream ids it used."""
-
-    transcript: StreamId | None = None
-    turns: StreamId | None = None
-    turn_count: int = 0
-    adopted: bool = False
 
 
 class LiveSink:
@@ -165,6 +131,7 @@ class LiveState:
         self.retention = retention or Retention()
         self.worker = worker or default_worker()
         self.copy = MemoryKV(clock)
+        self.writes = LiveWrites(self.keys, self.retention, self.worker, self.copy)
         self.redis = redis
         cluster = redis is not None and type(redis).__name__ == "RedisCluster"
         self.writer = (RedisWriter(redis, max_pending=max_pending, op_timeout_s=op_timeout_s, cluster=cluster)
@@ -173,8 +140,7 @@ class LiveState:
             self.writer.on_back = self._resync
         self.flush_timeout_s = flush_timeout_s
         self.read_timeout_s = read_timeout_s
-        self._tracks: dict[str, _Track] = {}
-        self.truncated = 0  # transcript lines cut to MAX_TEXT
+        self._tracks: dict[str, CallTrack] = {}
         self.read_errors = 0  # reads Redis did not answer in time or refused (the caller got None/[])
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -190,6 +156,11 @@ class LiveState:
             await self.writer.aclose(self.flush_timeout_s)
             await self.redis.aclose()
 
+    @property
+    def truncated(self) -> int:
+        """Transcript lines cut to ``MAX_TEXT`` so far."""
+        return self.writes.truncated
+
     def stats(self) -> WriterStats | None:
         """The Redis writer's counters (None in-process)."""
         return self.writer.stats() if self.writer is not None else None
@@ -202,7 +173,7 @@ class LiveState:
 
     def offer(self, fact: Fact) -> None:
         """Write ``fact`` (O(its fields); never waits)."""
-        self._write(fact.call_id, self._fact_cmds(fact))
+        self._write(fact.call_id, self.writes.fact(fact, self._track(fact.call_id)))
 
     async def call_done(self, call_id: str) -> None:
         """The call ended: flush its writes (bounded); with Redis, forget this worker's copy."""
@@ -258,30 +229,7 @@ class LiveState:
 
     async def save(self, call_id: str, state: AgentState, turn: dict[str, Any] | None = None) -> None:
         """Store ``state`` as field updates (and ``turn`` as an append); never waits for Redis."""
-        keys, life = self.keys, self.retention.context_live_s
-        context_key = keys.context(call_id)
-        current = self.copy.hgetall(context_key)
-        agents: list[str] = json.loads(current.get("agents", "[]"))
-        if not agents or agents[-1] != state.agent:
-            agents.append(state.agent)
-        # Serialised straight from the state: the JSON is the copy (no deepcopy on the hot path).
-        fields = {"agent": state.agent, "memory": _json(state.memory), "caller": _json(state.caller),
-                  "failures": _json(state.failures), "agents": _json(agents)}
-        changed = {k: v for k, v in fields.items() if current.get(k) != v}
-        cmds: list[Cmd] = []
-        if changed:
-            cmds += [Cmd("HSET", context_key, changed), Cmd("EXPIRE", context_key, life)]
-        cmds += self._slot_cmds(call_id, state.slots)
-        if turn is not None:
-            track = self._track(call_id)
-            track.turn_count += 1
-            track.turns = newer_id(track.turns, int(time.time() * 1000), track.turn_count)
-            turns_key = keys.turns(call_id)
-            cmds += [Cmd("XADD", turns_key, (track.turns, {"turn": _json(turn)}, 0)), Cmd("EXPIRE", turns_key, life)]
-        session_key = keys.session(call_id)
-        if self.copy.hgetall(session_key).get("agent") != state.agent:
-            cmds += [Cmd("HSET", session_key, {"agent": state.agent}), Cmd("EXPIRE", session_key,
-                                                                              self.retention.session_s)]
+        cmds = self.writes.state(call_id, state, turn, self._track(call_id))
         if cmds:
             self._write(call_id, cmds)
 
@@ -380,10 +328,10 @@ class LiveState:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _track(self, call_id: str) -> _Track:
+    def _track(self, call_id: str) -> CallTrack:
         track = self._tracks.get(call_id)
         if track is None:
-            track = self._tracks[call_id] = _Track()
+            track = self._tracks[call_id] = CallTrack()
         return track
 
     def _write(self, call_id: str, cmds: list[Cmd]) -> None:
@@ -391,75 +339,6 @@ class LiveState:
             self.copy.apply(cmd)
         if self.writer is not None:
             self.writer.push(call_id, cmds)
-
-    def _fact_cmds(self, fact: Fact) -> list[Cmd]:
-        keys, keep = self.keys, self.retention
-        call_id = fact.call_id
-        session_key = keys.session(call_id)
-        fields: dict[str, Any] = {"updated_at": f"{fact.wall:.3f}"}
-        cmds: list[Cmd] = []
-        if isinstance(fact, CallStarted):
-            track = self._track(call_id)
-            fields.update(call_id=call_id, caller=fact.caller, callee=fact.callee, pipeline=fact.pipeline,
-                          scenario=fact.scenario, transport=fact.transport, worker=self.worker, state="live")
-            fields["resumed_at" if track.adopted else "started_at"] = f"{fact.wall:.3f}"
-            cmds += [Cmd("ZADD", keys.index, {call_id: fact.wall}), Cmd("EXPIRE", keys.index, keep.session_s)]
-        elif isinstance(fact, TranscriptReceived | AgentResponded):
-            line = self._line(fact)
-            track = self._track(call_id)
-            track.transcript = newer_id(track.transcript, int(fact.wall * 1000), fact.seq)
-            key = keys.transcript(call_id)
-            cmds += [Cmd("XADD", key, (track.transcript, line, MAX_TRANSCRIPT)), Cmd("EXPIRE", key, keep.transcript_s)]
-            fields["turn"] = str(fact.turn)
-        elif isinstance(fact, AgentChanged):
-            fields["agent"] = fact.agent
-        elif isinstance(fact, StateChanged):
-            fields["agent"] = fact.agent
-            cmds += self._slot_cmds(call_id, fact.slots)
-        elif isinstance(fact, ParticipantJoined):
-            fields[f"participant.{fact.role}"] = fact.participant
-        elif isinstance(fact, RecordingStarted):
-            fields["recording"] = fact.location or fact.recording_id
-        elif isinstance(fact, ErrorOccurred):
-            fields["last_error"] = f"{fact.source}: {fact.message}"[:500]
-        if isinstance(fact, CallEnded):
-            others = (keys.context(call_id), keys.slots(call_id), keys.turns(call_id))
-            cmds.append(Cmd("END", session_key, (self.worker, f"{fact.wall:.3f}", fact.reason,
-                                                 keep.context_after_end_s, *others)))
-        else:
-            cmds = [Cmd("HSET", session_key, fields), Cmd("EXPIRE", session_key, keep.session_s), *cmds]
-        data = fact_data(fact)
-        data.pop("report", None)  # a view wants to know the call ended, not its whole report
-        cmds.append(Cmd("PUBLISH", keys.channel(call_id), _json(data)))
-        return cmds
-
-    def _line(self, fact: TranscriptReceived | AgentResponded) -> dict[str, str]:
-        text = fact.text if isinstance(fact, TranscriptReceived) else fact.heard_text
-        if len(text) > MAX_TEXT:
-            self.truncated += 1
-            logger.warning("call %s turn %d: a transcript line of %d characters, kept the first %d",
-                           fact.call_id, fact.turn, len(text), MAX_TEXT)
-            text = text[:MAX_TEXT]
-        line = {"role": "caller" if isinstance(fact, TranscriptReceived) else "bot", "turn": str(fact.turn),
-                "text": text, "agent": fact.agent, "at_ms": f"{fact.at_ms:.1f}", "seq": str(fact.seq)}
-        if isinstance(fact, AgentResponded) and fact.interrupted:
-            line["interrupted"] = "1"
-        return line
-
-    def _slot_cmds(self, call_id: str, slots: Mapping[str, Any]) -> list[Cmd]:
-        key = self.keys.slots(call_id)
-        current = self.copy.hgetall(key)
-        wanted = {name: _json(value) for name, value in slots.items()}
-        changed = {k: v for k, v in wanted.items() if current.get(k) != v}
-        gone = tuple(k for k in current if k not in wanted)
-        cmds: list[Cmd] = []
-        if changed:
-            cmds.append(Cmd("HSET", key, changed))
-        if gone:
-            cmds.append(Cmd("HDEL", key, gone))
-        if cmds:
-            cmds.append(Cmd("EXPIRE", key, self.retention.context_live_s))
-        return cmds
 
     def _seed(self, call_id: str, context: dict[str, str], slots: dict[str, str],
               turns: list[tuple[StreamId, dict[str, str]]]) -> None:

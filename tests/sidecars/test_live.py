@@ -22,6 +22,7 @@ from processors.sidecars.facts import (
 )
 from processors.sidecars.live import MAX_TEXT, LiveState, live_state_from_env
 from processors.sidecars.live_kv import LiveKeys
+from processors.sidecars.live_writes import CallTrack
 
 
 class FakeClock:
@@ -67,8 +68,8 @@ async def test_state_changes_write_only_the_fields_that_changed() -> None:
     live = make(FakeClock())
     facts = CallFacts("c1", [live.sink("c1")], now_ms=lambda: 0.0)
     facts.emit(StateChanged, turn=1, agent="auth", slots={"a": 1, "b": 2})
-    cmds = live._fact_cmds(StateChanged(call_id="c1", seq=9, at_ms=0, wall=1.0, turn=2, agent="auth",
-                                        slots={"a": 1, "c": 3}))
+    cmds = live.writes.fact(StateChanged(call_id="c1", seq=9, at_ms=0, wall=1.0, turn=2, agent="auth",
+                                         slots={"a": 1, "c": 3}), CallTrack())
     slot_cmds = [(c.op, c.args) for c in cmds if c.key == live.keys.slots("c1")]
     assert slot_cmds == [("HSET", {"c": "3"}), ("HDEL", ("b",)), ("EXPIRE", 25 * 3600)]
 
