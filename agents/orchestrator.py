@@ -174,6 +174,7 @@ class Orchestrator(LLMBrain):
                                           memory=dict(data.get("memory", {})), caller=dict(data.get("caller", {})),
                                           failures=dict(data.get("failures", {})))
             self.resumed = True
+            self._restore_history(stored.turns)
             logger.info("call %s: resumed with agent %s, %d slots, %d turns", self.ctx.call_id,
                         self.agent_state.agent, len(self.agent_state.slots), len(stored.turns))
         self.matcher = IntentMatcher.for_scenario(
@@ -203,6 +204,8 @@ class Orchestrator(LLMBrain):
     def on_event(self, event: EventFrame) -> None:
         if type(event) is Start:
             if self.resumed:  # the agent in charge goes on at the caller's next words; nothing is re-said
+                self.emit(AgentSwitch(agent_from="", agent_to=self.agent_state.agent, announced=False,
+                                      reason="resumed: the call's agent on the worker it came from"))
                 return
             self.emit(AgentSwitch(agent_from="", agent_to=self.agent_state.agent, reason="the scenario's entry agent"))
             turn = self.ctx.next_turn()
@@ -251,10 +254,27 @@ class Orchestrator(LLMBrain):
                 self._switch(intent.agent, f"intent {intent.name}", announced=True, share=True,
                              turn=turn_input.turn)
                 mode = "enter"
+        said: list[str] = []
         async for piece in self._run(turn_input.turn, turn_input, mode):
+            said.append(piece)
             yield piece
         await self.memory.save(self.ctx.call_id, state, {"turn": turn_input.turn, "agent": state.agent,
-                                                         "caller": turn_input.text})
+                                                         "caller": turn_input.text, "bot": "".join(said).strip()})
+
+    def _restore_history(self, turns: list[dict[str, Any]]) -> None:
+        """The conversation of a call resumed here, from its saved turns (what the bot meant to
+        say: how much was heard stayed with the worker that played it); the call's turn ids go
+        on from the last one."""
+        last = 0
+        for saved in turns:
+            number = int(saved.get("turn") or 0)
+            last = max(last, number)
+            self.conversation.add_user(str(saved.get("caller", "")), number)
+            if saved.get("bot"):
+                self.conversation.begin_bot(number)
+                self.conversation.bot_text_queued(number, str(saved["bot"]))
+                self.conversation.end_bot(number)
+        self.ctx.turn = max(self.ctx.turn, last)
 
     async def _run(self, turn: int, turn_input: TurnInput | None,
                    mode: Literal["enter", "respond"]) -> AsyncIterator[str]:
