@@ -1,6 +1,7 @@
 """The live state on a real Redis Cluster (three redis-server nodes, no replicas):
 ``VOICEGRAPH_REDIS_CLUSTER=1``. One call's keys share a slot (hash tags), so its writes,
-its END script and its reads work across nodes; PUBLISH goes beside the pipeline."""
+its END script and its reads work across nodes; PUBLISH goes beside the pipeline, and a
+live view on one worker hears the facts another worker publishes."""
 
 from __future__ import annotations
 
@@ -84,6 +85,19 @@ async def test_calls_spread_over_the_nodes_and_move_between_workers(cluster: lis
     assert [x["text"] for x in await b.transcript("call-3")] == ["hello from call-3", "hi"]
     assert sorted(s["call_id"] for s in await b.sessions()) == sorted(calls)
 
+    seen: list[str] = []
+    entered = asyncio.Event()
+
+    async def view() -> None:  # B watches call-0, whose facts A publishes
+        async with b.watch("call-0") as facts_seen:
+            entered.set()
+            async for item in facts_seen:
+                seen.append(item["type"])
+                if item["type"] == "CallEnded":
+                    return
+
+    watching = asyncio.create_task(view())
+    await asyncio.wait_for(entered.wait(), 30)
     b.adopt("call-1")  # B takes call-1 over; A's end of it does not end it
     assert b.writer is not None and await b.writer.flush(30)
     for call_id in ("call-0", "call-1"):
@@ -91,6 +105,8 @@ async def test_calls_spread_over_the_nodes_and_move_between_workers(cluster: lis
         facts.emit(CallEnded, reason="eos", duration_ms=1.0, turns=1)
         await facts.aclose()
     assert (await b.session("call-0"))["state"] == "ended"
+    await asyncio.wait_for(watching, 30)
+    assert seen == ["CallEnded"]
     session = await b.session("call-1")
     assert session["state"] == "live" and session["worker"] == "b"
     await asyncio.gather(a.aclose(), b.aclose())
