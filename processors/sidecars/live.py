@@ -192,9 +192,10 @@ class LiveState:
         by it (only the token's hash is stored) and record this worker as running it."""
         media, session = self.keys.media(token), self.keys.session(call_id)
         life = self.retention.session_s
-        self._write(call_id, [Cmd("HSET", media, {"call_id": call_id}), Cmd("EXPIRE", media, life),
-                              Cmd("HSET", session, {"call_id": call_id, "worker": self.worker, "state": "live"}),
+        self._write(call_id, [Cmd("HSET", session, {"call_id": call_id, "worker": self.worker, "state": "live"}),
                               Cmd("EXPIRE", session, life)])
+        if self.writer is not None:  # only other workers ask for it (media_call reads Redis): not in the copy
+            self.writer.push(call_id, [Cmd("HSET", media, {"call_id": call_id}), Cmd("EXPIRE", media, life)])
 
     async def media_call(self, token: str) -> str | None:
         """The live call whose media socket connected with ``token`` on any worker; None when the

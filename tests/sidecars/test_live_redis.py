@@ -322,3 +322,22 @@ async def test_redis_refusing_our_password_is_an_outage_not_a_crash(tmp_path: An
         await live.aclose()
     finally:
         server.stop()
+
+
+async def test_a_media_token_leads_any_worker_to_its_live_call_and_dies_with_it(redis_server: RedisServer,
+                                                                                admin: Redis) -> None:
+    a, b = store(redis_server, "worker-a"), store(redis_server, "worker-b")
+    await a.start()
+    token = "tok-" + "x" * 40
+    a.share_media(token, "c1")
+    assert a.writer is not None and await a.writer.flush(10)
+    assert await b.media_call(token) == "c1"
+    assert await b.media_call("another-token") is None
+    dump = [(key, await admin.hgetall(key)) for key in await admin.keys("*") if await admin.type(key) == "hash"]
+    assert dump and not any(token in key or token in str(value) for key, value in dump)  # only its hash is kept
+    assert a.copy.keys() == [a.keys.session("c1")]  # the worker's copy does not keep it
+    a.end_call("c1", "hangup")
+    assert await a.writer.flush(10)
+    assert await b.media_call(token) is None  # the call ended: its token leads nowhere
+    await a.aclose()
+    await b.aclose()
