@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from .engine import AgentState
 
 __all__ = ["CallMemory", "InProcessLongTerm", "InProcessShortTerm", "LongTermMemory", "ShortTermMemory",
-           "default_short_term", "use_short_term"]
+           "StateStore", "StoreShortTerm", "default_short_term", "use_short_term"]
 
 
 @dataclass(slots=True)
@@ -90,6 +90,37 @@ class InProcessShortTerm:
 
     async def drop(self, call_id: str) -> None:
         self._calls.pop(call_id, None)
+
+
+class StateStore(Protocol):
+    """A store of call states below the agents' layer (the live-state side-car,
+    ``processors.sidecars.live.LiveState``): plain data in, plain data out."""
+
+    async def save_state(self, call_id: str, state: AgentState, turn: dict[str, Any] | None = None) -> None: ...
+
+    async def load_state(self, call_id: str) -> dict[str, Any] | None: ...
+
+    async def drop_state(self, call_id: str) -> None: ...
+
+
+class StoreShortTerm:
+    """:class:`ShortTermMemory` on a :class:`StateStore` (the store's data made a :class:`CallMemory`)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    async def save(self, call_id: str, state: AgentState, turn: dict[str, Any] | None = None) -> None:
+        await self.store.save_state(call_id, state, turn)
+
+    async def load(self, call_id: str) -> CallMemory | None:
+        data = await self.store.load_state(call_id)
+        if data is None:
+            return None
+        return CallMemory(call_id, state=data.get("state", {}), turns=list(data.get("turns", [])),
+                          agents=list(data.get("agents", [])))
+
+    async def drop(self, call_id: str) -> None:
+        await self.store.drop_state(call_id)
 
 
 _worker_short_term: ShortTermMemory | None = None

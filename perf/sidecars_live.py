@@ -10,7 +10,7 @@ Method
     One process, one event loop; a real ``redis-server`` on a free loopback port (no
     persistence), started by the script. A turn is what the fact tap and the orchestrator
     write: ``TranscriptReceived``, ``AgentResponded``, ``StateChanged`` (one slot more) and
-    ``ShortTermMemory.save`` (a turn appended, the IVR position changed).
+    ``save_state`` (the orchestrator's short-term memory) (a turn appended, the IVR position changed).
 
     * ``hot``: ``perf_counter_ns`` around one turn's four calls (offer x3 + save), for
       ``--turns`` turns of one call, in-process and with Redis (the writer running).
@@ -85,7 +85,7 @@ def one_turn(live: LiveState, facts: CallFacts, n: int) -> Any:
                agent="auth", latency_ms={"v2v": 640.0})
     slots = {f"slot{i}": f"value {i}" for i in range(n % 6 + 1)}
     facts.emit(StateChanged, turn=n, agent="auth", slots=slots)
-    return live.save(facts.call_id, AgentState(agent="auth", slots=slots, memory={"step": f"s{n}"}),
+    return live.save_state(facts.call_id, AgentState(agent="auth", slots=slots, memory={"step": f"s{n}"}),
                      {"turn": n, "agent": "auth", "caller": "the caller says something"})
 
 

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from agents.memory import use_short_term
+from agents.memory import StoreShortTerm, use_short_term
 from pipeline.config import build_graph, load_pipeline
 from pipeline.errors import ConfigError
 from processors.sidecars.live import LiveState, live_state_from_env
@@ -197,7 +197,7 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
             watcher = tasks.create_task(readiness.watch(), name="readiness")
             if shared is not None:
                 await shared.start()
-                use_short_term(shared)
+                use_short_term(StoreShortTerm(shared))
             yield
             watcher.cancel()
             await acs.aclose()

@@ -2,9 +2,10 @@
 
 :class:`LiveState` is the worker's live-state store. It consumes a call's facts (a
 :class:`LiveSink` per call, from :meth:`LiveState.sink`, is the call's
-:class:`~processors.sidecars.facts.FactSink`) and it is the orchestrator's
-:class:`~agents.memory.ShortTermMemory` (``save``/``load``/``drop``), so the agent in
-charge, the slots and the context of a call live where any worker can find them.
+:class:`~processors.sidecars.facts.FactSink`) and it keeps the orchestrator's short-term
+memory (``save_state``/``load_state``/``drop_state``; ``agents.memory.StoreShortTerm``
+makes it an ``agents.memory.ShortTermMemory``), so the agent in charge, the slots and the
+context of a call live where any worker can find them.
 
 Every fact and every saved state becomes a few field updates and appends
 (:mod:`processors.sidecars.live_writes`; :mod:`processors.sidecars.live_kv` lists the keys
@@ -43,14 +44,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agents.engine import AgentState
-from agents.memory import CallMemory
 from pipeline.errors import ConfigError
 
 from .facts import Fact
 from .live_kv import Cmd, LiveKeys, MemoryKV, Retention, StreamId
 from .live_redis import RedisWriter, WriterStats
-from .live_writes import MAX_TEXT, MAX_TRANSCRIPT, CallTrack, LiveWrites
+from .live_writes import MAX_TEXT, MAX_TRANSCRIPT, AgentStateLike, CallTrack, LiveWrites
 
 __all__ = ["MAX_TEXT", "MAX_TRANSCRIPT", "LiveSink", "LiveState", "LiveView", "default_worker",
            "live_state_from_env"]
@@ -226,17 +225,18 @@ class LiveState:
             self.worker, f"{time.time():.3f}", reason, self.retention.context_after_end_s, keys.context(call_id),
             keys.slots(call_id), keys.turns(call_id)))])
 
-    # -- ShortTermMemory ------------------------------------------------------------------------
+    # -- the orchestrator's short-term memory ---------------------------------------------------
 
-    async def save(self, call_id: str, state: AgentState, turn: dict[str, Any] | None = None) -> None:
+    async def save_state(self, call_id: str, state: AgentStateLike, turn: dict[str, Any] | None = None) -> None:
         """Store ``state`` as field updates (and ``turn`` as an append); never waits for Redis."""
         cmds = self.writes.state(call_id, state, turn, self._track(call_id))
         if cmds:
             self._write(call_id, cmds)
 
-    async def load(self, call_id: str) -> CallMemory | None:
-        """The call's agent state and turns: this worker's copy, else Redis (the call ran on
-        another worker); None when nothing is stored or Redis does not answer in time."""
+    async def load_state(self, call_id: str) -> dict[str, Any] | None:
+        """The call's agent state and turns, as ``{"call_id", "state", "turns", "agents"}``
+        (the fields of ``agents.memory.CallMemory``): this worker's copy, else Redis (the call
+        ran on another worker); None when nothing is stored or Redis does not answer in time."""
         keys = self.keys
         context = self.copy.hgetall(keys.context(call_id))
         slots = self.copy.hgetall(keys.slots(call_id))
@@ -262,10 +262,10 @@ class LiveState:
         state = {"agent": context.get("agent", ""), "slots": {k: json.loads(v) for k, v in slots.items()},
                  "memory": json.loads(context.get("memory", "{}")), "caller": json.loads(context.get("caller", "{}")),
                  "failures": json.loads(context.get("failures", "{}"))}
-        return CallMemory(call_id, state=state, turns=[json.loads(f["turn"]) for _, f in turns],
-                          agents=json.loads(context.get("agents", "[]")))
+        return {"call_id": call_id, "state": state, "turns": [json.loads(f["turn"]) for _, f in turns],
+                "agents": json.loads(context.get("agents", "[]"))}
 
-    async def drop(self, call_id: str) -> None:
+    async def drop_state(self, call_id: str) -> None:
         """Forget the call's context, slots and turns (the session and transcript keep their TTLs)."""
         keys = self.keys
         self._write(call_id, [Cmd("DEL", keys.context(call_id)), Cmd("DEL", keys.slots(call_id)),

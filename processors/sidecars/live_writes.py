@@ -1,7 +1,7 @@
 """What each fact and each saved agent state writes to the live state, as commands.
 
 Pure translation (no I/O): :class:`LiveWrites` turns a :class:`~processors.sidecars.facts.Fact`
-or an :class:`~agents.engine.AgentState` into the few
+or an agent state (:class:`AgentStateLike`: the agents' ``AgentState``) into the few
 :class:`~processors.sidecars.live_kv.Cmd` s it changes, comparing with this worker's copy so
 that only changed fields are written: field updates and appends, each followed by the
 ``EXPIRE`` of its key (the retention of :class:`~processors.sidecars.live_kv.Retention`),
@@ -20,9 +20,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from agents.engine import AgentState
+from typing import Any, Protocol
 
 from .facts import (
     AgentChanged,
@@ -39,7 +37,7 @@ from .facts import (
 )
 from .live_kv import Cmd, LiveKeys, MemoryKV, Retention, StreamId, newer_id
 
-__all__ = ["MAX_TEXT", "MAX_TRANSCRIPT", "CallTrack", "LiveWrites", "to_json"]
+__all__ = ["MAX_TEXT", "MAX_TRANSCRIPT", "AgentStateLike", "CallTrack", "LiveWrites", "to_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +53,17 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",",
 def to_json(value: Any) -> str:
     """``value`` as compact JSON (keys sorted: the same value is always the same text)."""
     return _ENCODER.encode(value)
+
+
+class AgentStateLike(Protocol):
+    """What the store reads of an agent state: ``agents.engine.AgentState`` (this layer does not
+    import the agents; ``agents.memory.StoreShortTerm`` adapts the store to their memory)."""
+
+    agent: str
+    slots: dict[str, Any]
+    memory: dict[str, Any]
+    caller: dict[str, Any]
+    failures: dict[str, int]
 
 
 @dataclass(slots=True)
@@ -78,7 +87,8 @@ class LiveWrites:
         self.copy = copy
         self.truncated = 0  # transcript lines cut to MAX_TEXT
 
-    def state(self, call_id: str, state: AgentState, turn: dict[str, Any] | None, track: CallTrack) -> list[Cmd]:
+    def state(self, call_id: str, state: AgentStateLike, turn: dict[str, Any] | None,
+              track: CallTrack) -> list[Cmd]:
         """What saving ``state`` (and ``turn``) writes: the context's and slots' changed fields,
         the turn appended, the session's agent if it changed."""
         keys, life = self.keys, self.retention.context_live_s

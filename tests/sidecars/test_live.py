@@ -8,7 +8,7 @@ import json
 import pytest
 
 from agents.engine import AgentState
-from agents.memory import ShortTermMemory
+from agents.memory import ShortTermMemory, StoreShortTerm
 from pipeline.errors import ConfigError
 from processors.sidecars.facts import (
     AgentChanged,
@@ -81,7 +81,8 @@ async def test_ttls_follow_the_retention_and_the_context_outlives_the_call_by_an
     facts = CallFacts("c1", [live.sink("c1")], now_ms=lambda: 0.0)
     facts.emit(CallStarted, caller="x")
     turn(facts, 1, "hello", "hi")
-    await live.save("c1", AgentState(agent="triage", slots={"n": 1}), {"turn": 1, "agent": "triage", "caller": "hello"})
+    await live.save_state("c1", AgentState(agent="triage", slots={"n": 1}),
+                          {"turn": 1, "agent": "triage", "caller": "hello"})
     kv = live.copy
     assert kv.ttl(keys.session("c1")) == 24 * 3600
     assert kv.ttl(keys.transcript("c1")) == 3600
@@ -94,7 +95,7 @@ async def test_ttls_follow_the_retention_and_the_context_outlives_the_call_by_an
     assert kv.ttl(keys.transcript("c1")) == 3600
     clock.now += 3600
     assert kv.ttl(keys.transcript("c1")) == -2 and await live.transcript("c1") == []
-    assert (await live.load("c1")) is not None  # the context lives on with the call
+    assert (await live.load_state("c1")) is not None  # the context lives on with the call
 
     facts.emit(CallEnded, reason="hangup", duration_ms=1.0, turns=2)
     await facts.aclose()
@@ -102,7 +103,7 @@ async def test_ttls_follow_the_retention_and_the_context_outlives_the_call_by_an
     assert await live.sessions() == []
     assert kv.ttl(keys.context("c1")) == 3600
     clock.now += 3600
-    assert await live.load("c1") is None
+    assert await live.load_state("c1") is None
     assert (await live.session("c1"))["end_reason"] == "hangup"
     clock.now += 24 * 3600
     assert await live.session("c1") == {}
@@ -110,7 +111,7 @@ async def test_ttls_follow_the_retention_and_the_context_outlives_the_call_by_an
 
 
 async def test_short_term_memory_round_trip_and_drop() -> None:
-    live: ShortTermMemory = make(FakeClock())
+    live: ShortTermMemory = StoreShortTerm(make(FakeClock()))  # the orchestrator's view of the store
     state = AgentState(agent="auth", slots={"policy": "P-1"}, memory={"step": "dob"}, caller={"name": "Ann"},
                        failures={"auth": 1})
     await live.save("c1", AgentState(agent="triage"), {"turn": 1, "agent": "triage", "caller": "hi"})

@@ -70,7 +70,7 @@ async def test_calls_spread_over_the_nodes_and_move_between_workers(cluster: lis
         facts.emit(CallStarted, caller="+15550100")
         facts.emit(TranscriptReceived, turn=1, text=f"hello from {call_id}")
         facts.emit(AgentResponded, turn=1, text="hi", heard_text="hi")
-        await a.save(call_id, AgentState(agent="auth", slots={"n": call_id}), {"turn": 1})
+        await a.save_state(call_id, AgentState(agent="auth", slots={"n": call_id}), {"turn": 1})
     assert await a.writer.flush(30)  # the writer waits out the cluster settling ("cluster is down")
 
     counts = []
@@ -80,8 +80,8 @@ async def test_calls_spread_over_the_nodes_and_move_between_workers(cluster: lis
         await client.aclose()
     assert sum(1 for count in counts if count) >= 2  # the calls' slots live on several nodes
 
-    memory = await b.load("call-5")
-    assert memory is not None and memory.state["slots"] == {"n": "call-5"} and memory.turns == [{"turn": 1}]
+    memory = await b.load_state("call-5")
+    assert memory is not None and memory["state"]["slots"] == {"n": "call-5"} and memory["turns"] == [{"turn": 1}]
     assert [x["text"] for x in await b.transcript("call-3")] == ["hello from call-3", "hi"]
     assert sorted(s["call_id"] for s in await b.sessions()) == sorted(calls)
 

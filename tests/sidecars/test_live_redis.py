@@ -52,7 +52,7 @@ async def test_every_key_gets_its_ttl_and_the_end_shortens_the_context(redis_ser
     facts = CallFacts("c1", [live.sink("c1")], now_ms=lambda: 0.0)
     facts.emit(CallStarted, caller="+15550100", pipeline="insurance")
     one_turn(facts, 1)
-    await live.save("c1", AgentState(agent="auth", slots={"dob": "1990"}), {"turn": 1, "agent": "auth"})
+    await live.save_state("c1", AgentState(agent="auth", slots={"dob": "1990"}), {"turn": 1, "agent": "auth"})
     assert await live.writer.flush(10) if live.writer else False
     keys = live.keys
     expected = {keys.session("c1"): 86400, keys.transcript("c1"): 3600, keys.context("c1"): 90000,
@@ -77,7 +77,7 @@ async def test_a_turn_costs_one_round_trip_and_a_known_set_of_commands(redis_ser
     facts = CallFacts("c1", [live.sink("c1")], now_ms=lambda: 0.0)
     facts.emit(CallStarted, caller="x")
     one_turn(facts, 1)
-    await live.save("c1", AgentState(agent="auth", slots={"a": 1}), {"turn": 1})
+    await live.save_state("c1", AgentState(agent="auth", slots={"a": 1}), {"turn": 1})
     assert await live.writer.flush(10)
     await admin.config_resetstat()
     before = live.writer.stats()
@@ -85,7 +85,7 @@ async def test_a_turn_costs_one_round_trip_and_a_known_set_of_commands(redis_ser
     # One turn: what the caller said, the answer, the new state (one slot more), the saved turn.
     one_turn(facts, 2)
     facts.emit(StateChanged, turn=2, agent="auth", slots={"a": 1, "b": 2})
-    await live.save("c1", AgentState(agent="auth", slots={"a": 1, "b": 2}, memory={"step": 2}), {"turn": 2})
+    await live.save_state("c1", AgentState(agent="auth", slots={"a": 1, "b": 2}, memory={"step": 2}), {"turn": 2})
     assert await live.writer.flush(10)
     after = live.writer.stats()
     assert after.round_trips - before.round_trips == 1
@@ -147,7 +147,7 @@ async def test_a_redis_answering_in_500_ms_never_delays_the_call(redis_server: R
     facts.emit(CallStarted, caller="x")
     for n in range(1, 21):
         one_turn(facts, n)
-        save = live.save("c1", AgentState(agent="auth", slots={"n": n}), {"turn": n})
+        save = live.save_state("c1", AgentState(agent="auth", slots={"n": n}), {"turn": n})
         with pytest.raises(StopIteration):  # the coroutine completed in one step: it never awaited Redis
             save.send(None)
     assert live.writer.stats().pending == 61
@@ -173,12 +173,12 @@ async def test_redis_killed_mid_call_the_call_goes_on_and_the_writes_land_in_ord
     redis_server.stop()
     for n in range(2, 6):
         one_turn(facts, n)
-        await live.save("c1", AgentState(agent="auth", slots={"n": n}), {"turn": n})
+        await live.save_state("c1", AgentState(agent="auth", slots={"n": n}), {"turn": n})
     assert not await live.writer.flush(0.5)
     stats = live.writer.stats()
     assert stats.down and stats.errors >= 1 and stats.pending == 12
-    memory = await live.load("c1")  # the call goes on from the worker's copy
-    assert memory is not None and memory.state["slots"] == {"n": 5} and len(memory.turns) == 4
+    memory = await live.load_state("c1")  # the call goes on from the worker's copy
+    assert memory is not None and memory["state"]["slots"] == {"n": 5} and len(memory["turns"]) == 4
 
     redis_server.start()  # back, empty (no persistence): what waited is written, in order
     assert await live.writer.flush(20)
@@ -226,21 +226,21 @@ async def test_a_call_taken_over_by_another_worker_keeps_its_state_and_affinity_
     facts_a = CallFacts("c1", [a.sink("c1")], now_ms=lambda: 0.0)
     facts_a.emit(CallStarted, caller="+15550100")
     one_turn(facts_a, 1)
-    await a.save("c1", AgentState(agent="auth", slots={"policy": "P-1"}, memory={"step": "dob"}),
+    await a.save_state("c1", AgentState(agent="auth", slots={"policy": "P-1"}, memory={"step": "dob"}),
                  {"turn": 1, "agent": "auth", "caller": "caller 1"})
     assert a.writer is not None and await a.writer.flush(10)
     started = (await admin.hgetall(a.keys.session("c1")))["started_at"]
 
-    memory = await b.load("c1")
+    memory = await b.load_state("c1")
     assert memory is not None
-    assert memory.state["agent"] == "auth" and memory.state["slots"] == {"policy": "P-1"}
-    assert memory.state["memory"] == {"step": "dob"} and memory.turns == [
+    assert memory["state"]["agent"] == "auth" and memory["state"]["slots"] == {"policy": "P-1"}
+    assert memory["state"]["memory"] == {"step": "dob"} and memory["turns"] == [
         {"turn": 1, "agent": "auth", "caller": "caller 1"}]
     b.adopt("c1")
     facts_b = CallFacts("c1", [b.sink("c1")], now_ms=lambda: 0.0)
     facts_b.emit(CallStarted, caller="+15550100")
     one_turn(facts_b, 2)
-    await b.save("c1", AgentState(agent="auth", slots={"policy": "P-1", "dob": "1990"}), {"turn": 2})
+    await b.save_state("c1", AgentState(agent="auth", slots={"policy": "P-1", "dob": "1990"}), {"turn": 2})
     assert b.writer is not None and await b.writer.flush(10)
     assert await a.worker_of("c1") == "worker-b"
 
@@ -249,9 +249,9 @@ async def test_a_call_taken_over_by_another_worker_keeps_its_state_and_affinity_
     session = await admin.hgetall(a.keys.session("c1"))
     assert session["state"] == "live" and session["worker"] == "worker-b" and session["started_at"] == started
     assert [x["text"] for x in await a.transcript("c1")] == ["caller 1", "bot 1", "caller 2", "bot 2"]
-    assert (await b.load("c1")) is not None
-    final = await a.load("c1")
-    assert final is not None and final.state["slots"] == {"policy": "P-1", "dob": "1990"} and len(final.turns) == 2
+    assert (await b.load_state("c1")) is not None
+    final = await a.load_state("c1")
+    assert final is not None and final["state"]["slots"] == {"policy": "P-1", "dob": "1990"} and len(final["turns"]) == 2
     assert [s["call_id"] for s in await a.sessions()] == ["c1"]
     for store_ in (a, b):
         await store_.aclose()
@@ -315,7 +315,7 @@ async def test_redis_refusing_our_password_is_an_outage_not_a_crash(tmp_path: An
         facts.emit(CallStarted, caller="+15550100")
         assert not await live.writer.flush(0.5)
         assert live.writer.down and live.writer.stats().pending == 1 and live.writer.stats().errors >= 1
-        assert (await live.load("c1")) is None  # a read does not wait on a Redis we know is away
+        assert (await live.load_state("c1")) is None  # a read does not wait on a Redis we know is away
         assert (await live.session("c1"))["caller"] == "+15550100"  # the worker's copy answers
         messages = [r.getMessage() for r in caplog.records]
         assert any("Redis unavailable (AuthenticationError" in m for m in messages), messages
