@@ -177,9 +177,10 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     :func:`~transports.acs.auth.verifier_from_env` (closed with the lifespan; one key cache
     and one replay cache for both routes). ``VOICEGRAPH_ACS_NO_AUTH=1`` turns the checks off.
 
-    ``live`` is the worker's live state (:mod:`processors.sidecars.live`); by default, with
-    ``REDIS_URL`` set, one on Redis that the app starts and closes with its lifespan and makes
-    the orchestrators' short-term memory: a call's media may then reconnect to any worker
+    ``live`` is the worker's live state (:mod:`processors.sidecars.live`), started, closed and
+    made the orchestrators' memory by whoever gave it; by default, with ``REDIS_URL`` set,
+    one on Redis that the app starts and closes with its lifespan and makes the
+    orchestrators' short-term memory. With it a call's media may reconnect to any worker
     sharing that Redis. ``app.state.live`` is it (None without Redis).
     """
     folder = config / "pipelines" if config is not None else pipelines_dir()
@@ -195,23 +196,24 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with asyncio.TaskGroup() as tasks:
             watcher = tasks.create_task(readiness.watch(), name="readiness")
-            if shared is not None:
-                await shared.start()
-                use_short_term(StoreShortTerm(shared))
+            if own_live is not None:
+                await own_live.start()
+                use_short_term(StoreShortTerm(own_live))
             yield
             watcher.cancel()
             await acs.aclose()
             if own_verifier is not None:
                 await own_verifier.aclose()
-            if shared is not None:
+            if own_live is not None:
                 use_short_term(None)
-                await shared.aclose()
+                await own_live.aclose()
 
     acs = control if control is not None else CallControl(CallSessions())
     sessions = acs.sessions
     own_verifier = verifier_from_env() if verifier is None else None
     check: RequestVerifier = verifier or own_verifier or NoAuth()
-    shared = live if live is not None else (live_state_from_env() if os.environ.get("REDIS_URL", "").strip() else None)
+    own_live = live_state_from_env() if live is None and os.environ.get("REDIS_URL", "").strip() else None
+    shared = live if live is not None else own_live
     callbacks = CallbacksEndpoint(sessions, None if isinstance(check, NoAuth) else check)
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), EventsWebhook(acs).route(), callbacks.route(),
               media_route(sessions, folder / "acs.yaml", verifier=check, live=shared), *CallsApi(acs).routes()]

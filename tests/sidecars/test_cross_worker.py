@@ -31,13 +31,16 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from processors.sidecars.live import live_state_from_env
 from tests.sidecars.redis_server import RedisServer, free_port
+from transports.acs.auth import NoAuth
 from transports.acs.events import EVENTS_PATH
 from transports.acs.peer.app import create_peer
 from transports.acs.peer.connect import MediaConnect
 from transports.acs.peer.eventgrid import EventGridSender
 from transports.acs.peer.signer import OPENID_PATH
 from voicegraph.acs_testbed import serving
+from voicegraph.app import create_app
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0  # bound on every wait (never reached when it works)
@@ -46,7 +49,7 @@ PIPELINE = """\
 name: acs
 nodes:
   caller: {use: acs_media, sample_rate: 16000, reconnect_window_s: 3}
-  brain: {use: orchestrator, scenario: bank}
+  brain: {use: orchestrator, scenario: "{scenario}", agents: "{agents}"}
 edges:
   - caller -> brain
 """
@@ -89,7 +92,9 @@ def bank_config(folder: Path) -> Path:
     config = folder / "config"
     for sub in ("pipelines", "agents", "scenarios"):
         (config / sub).mkdir(parents=True)
-    (config / "pipelines" / "acs.yaml").write_text(PIPELINE)
+    (config / "pipelines" / "acs.yaml").write_text(
+        PIPELINE.replace("{scenario}", str(config / "scenarios" / "bank.yaml")).replace("{agents}",
+                                                                                      str(config / "agents")))
     shutil.copy(REPO / "config" / "agents" / "base.yaml", config / "agents" / "base.yaml")
     (config / "agents" / "desk.yaml").write_text(DESK)
     (config / "agents" / "vault.yaml").write_text(VAULT)
@@ -264,3 +269,38 @@ async def test_a_call_reconnecting_to_another_worker_goes_on_with_its_agent_slot
     resumed = await b.wait_line("resumed with agent")
     assert "resumed with agent vault, 1 slots, 1 turns" in resumed
     assert any("taken over from another worker" in line for line in b.lines)
+
+
+async def test_a_take_over_is_counted_as_a_connection_not_a_refusal(tmp_path: Path,
+                                                                    redis_server: RedisServer) -> None:
+    """Two apps in this process on one Redis: the reconnection B adopts is one connection and
+    no refusal; a token no worker knows is refused (403) and counted once."""
+    config = bank_config(tmp_path) / "config"
+    live_a = live_state_from_env({"REDIS_URL": redis_server.url, "VOICEGRAPH_WORKER": "a"})
+    live_b = live_state_from_env({"REDIS_URL": redis_server.url, "VOICEGRAPH_WORKER": "b"})
+    app_a = create_app(config, poll_s=3600, verifier=NoAuth(), live=live_a)
+    app_b = create_app(config, poll_s=3600, verifier=NoAuth(), live=live_b)
+    await live_a.start()
+    await live_b.start()
+    try:
+        async with serving(app_a) as url_a, serving(app_b) as url_b, aiohttp.ClientSession() as http:
+            token = app_a.state.acs_sessions.expect("call-1")
+            async with http.ws_connect(f"{url_a.replace('http', 'ws')}/acs/media?token={token}") as ws:
+                await ws.send_str(metadata())
+                assert live_a.writer is not None and await live_a.writer.flush(10)
+                await ws.close(code=1001)
+            async with http.ws_connect(f"{url_b.replace('http', 'ws')}/acs/media?token={token}") as ws:
+                await ws.send_str(metadata())
+                session = app_b.state.acs_sessions.live("call-1")
+                assert session is not None and session.media_connected
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    async with http.ws_connect(f"{url_b.replace('http', 'ws')}/acs/media?token=nobodys"):
+                        pass
+                assert refused.value.status == 403
+                counts = app_b.state.acs_sessions.counts()
+                assert (counts.connected, counts.refused, counts.live) == (1, 1, 1)
+                await ws.close(code=1000)
+            assert app_a.state.acs_sessions.counts().refused == 0
+    finally:
+        await live_a.aclose()
+        await live_b.aclose()

@@ -200,10 +200,12 @@ async def _admit(websocket: WebSocket, sessions: CallSessions, verifier: Request
         if live.graph is None or not _media_node(live.graph).awaiting_reconnect:
             raise _Refused(409, f"call {live.call_connection_id} already has its media socket")
         return live
-    claimed = sessions.claim(token)
+    claimed = sessions.claim(token, count_refused=shared is None)
     if claimed is None:
         adopted = await _take_over(sessions, shared, token)
         if adopted is None:
+            if shared is not None:
+                sessions.claim(token)  # still unknown here: now counted as refused
             raise _Refused(403, "an unknown, used or expired media token")
         return adopted
     if shared is not None:

@@ -222,13 +222,15 @@ class CallSessions:
         self._calls[call_connection_id] = session
         return True
 
-    def claim(self, token: str) -> CallSession | None:
+    def claim(self, token: str, *, count_refused: bool = True) -> CallSession | None:
         """The expected call for media ``token``, now with its socket; ``None`` if the token
-        is unknown, used or expired (counted as refused)."""
+        is unknown, used or expired (counted as refused, unless ``count_refused`` is False:
+        the media route asks the shared live state about the token first)."""
         self._purge(self._clock())
         session = self._media.get(_key(token))
         if session is None or not _same(session._media_token, token):
-            self._refused += 1
+            if count_refused:
+                self._refused += 1
             return None
         del self._media[_key(token)]
         self._resumable[_key(token)] = session  # the token stays the call's, for ACS to reconnect with
