@@ -9,6 +9,9 @@ balancer sends to worker B: B finds the token's call in Redis, adopts it and run
 with the vault agent, the slot and the flow position A left (without them, B's desk agent
 would take the PIN for an account number). A's half ends when its reconnect window
 closes without marking the call ended; the caller hangs up on B and the call ends.
+
+A second test runs two apps in this process on the same Redis to check the bookkeeping of
+a take-over: one connection on B, no refusal; a token no worker knows is still a 403.
 """
 
 from __future__ import annotations
