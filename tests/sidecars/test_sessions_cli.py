@@ -1,9 +1,13 @@
-"""``voicegraph sessions``: the live calls in a real Redis, one call's transcript, bad set-ups."""
+"""``voicegraph sessions``: the live calls in a real Redis, one call's transcript, a call
+followed live (a real process on pub/sub), bad set-ups."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,11 +17,14 @@ from processors.sidecars.facts import (
     CallEnded,
     CallFacts,
     CallStarted,
+    StateChanged,
     TranscriptReceived,
 )
 from processors.sidecars.live import live_state_from_env
 from tests.sidecars.redis_server import RedisServer
 from voicegraph.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def two_calls(url: str) -> None:
@@ -77,3 +84,39 @@ def test_an_unreachable_redis_is_one_clear_line(monkeypatch: pytest.MonkeyPatch,
     assert main(["sessions"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("voicegraph sessions: cannot reach Redis at REDIS_URL (ConnectionError") and "Traceback" not in err
+
+
+async def test_follow_prints_the_call_so_far_then_its_facts_until_it_ends(redis_server: RedisServer) -> None:
+    live = live_state_from_env({"REDIS_URL": redis_server.url, "VOICEGRAPH_WORKER": "host-a:101"})
+    await live.start()
+    assert live.writer is not None
+    facts = CallFacts("call-9", [live.sink("call-9")], now_ms=lambda: 0.0)
+    facts.emit(CallStarted, caller="+15550109", pipeline="insurance")
+    facts.emit(TranscriptReceived, turn=1, text="I lost my card", agent="triage")
+    assert await live.writer.flush(10)
+    env = {**os.environ, "REDIS_URL": redis_server.url, "PYTHONPATH": str(REPO)}
+    follower = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "voicegraph.cli", "sessions", "call-9", "--follow", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert follower.stdout is not None
+        before: list[str] = []
+        while not before or not before[-1].startswith("following call call-9"):
+            line = await asyncio.wait_for(follower.stdout.readline(), 60)
+            assert line, "the follower exited before following"
+            before.append(line.decode().rstrip("\n"))
+        facts.emit(AgentResponded, turn=1, text="Let me block it.", heard_text="Let me block it.", agent="triage")
+        facts.emit(AgentChanged, turn=2, previous="triage", agent="cards", reason="handoff from triage")
+        facts.emit(StateChanged, turn=2, agent="cards", slots={"card": "visa"})
+        facts.emit(CallEnded, reason="hangup", duration_ms=42_000.0, turns=2)
+        await facts.aclose()
+        out, err = await asyncio.wait_for(follower.communicate(), 60)
+    finally:
+        if follower.returncode is None:
+            follower.kill()
+            await follower.wait()
+    await live.aclose()
+    assert follower.returncode == 0, err.decode()
+    assert "  [1] caller: I lost my card" in before
+    assert out.decode().splitlines() == ["  [1] triage: Let me block it.", "-- agent: triage -> cards (handoff from triage)",
+                                "-- cards: card=visa", "-- call ended: hangup after 42.0 s"]
