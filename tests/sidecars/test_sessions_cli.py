@@ -120,3 +120,12 @@ async def test_follow_prints_the_call_so_far_then_its_facts_until_it_ends(redis_
     assert "  [1] caller: I lost my card" in before
     assert out.decode().splitlines() == ["  [1] triage: Let me block it.", "-- agent: triage -> cards (handoff from triage)",
                                 "-- cards: card=visa", "-- call ended: hangup after 42.0 s"]
+
+
+def test_serve_refuses_a_bad_redis_url_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("REDIS_URL", "memcached://127.0.0.1:11211")
+    assert main(["serve", "--port", "8999"]) == 2  # before binding anything
+    err = capsys.readouterr().err
+    assert err.startswith("voicegraph serve: REDIS_URL: the scheme must be redis://, rediss:// or unix://")
+    assert "Traceback" not in err
