@@ -341,3 +341,42 @@ async def test_a_media_token_leads_any_worker_to_its_live_call_and_dies_with_it(
     assert await b.media_call(token) is None  # the call ended: its token leads nowhere
     await a.aclose()
     await b.aclose()
+
+
+async def test_redis_timing_out_is_waited_out_and_the_writes_land_in_order(redis_server: RedisServer,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    proxy = SlowProxy(redis_server.port, 5.0)  # far past the writer's 0.2 s timeout
+    url = await proxy.start()
+    live = LiveState(redis=Redis.from_url(url, decode_responses=True), worker="w1", op_timeout_s=0.2)
+    await live.start()
+    assert live.writer is not None
+    facts = CallFacts("c1", [live.sink("c1")], now_ms=lambda: 0.0)
+    for n in (1, 2):
+        one_turn(facts, n)
+    assert not await live.writer.flush(1.0)
+    assert live.writer.down and live.writer.stats().errors >= 1 and live.writer.stats().pending == 4
+    assert any("Redis unavailable (TimeoutError" in r.getMessage() for r in caplog.records)
+    proxy.delay_s = 0.0  # Redis answers again
+    assert await live.writer.flush(30)
+    assert [x["text"] for x in await live.transcript("c1")] == ["caller 1", "bot 1", "caller 2", "bot 2"]
+    await live.aclose()
+    await proxy.aclose()
+
+
+async def test_a_command_redis_refuses_is_counted_and_the_rest_is_written(redis_server: RedisServer, admin: Redis,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    live = store(redis_server)
+    await live.start()
+    assert live.writer is not None
+    await admin.set(live.keys.slots("c1"), "not a hash")  # someone else's key in the way: WRONGTYPE
+    facts = CallFacts("c1", [live.sink("c1")], now_ms=lambda: 0.0)
+    one_turn(facts, 1)
+    facts.emit(StateChanged, turn=1, agent="auth", slots={"a": 1})
+    assert await live.writer.flush(10)
+    stats = live.writer.stats()
+    assert stats.rejected == 1 and stats.written == 3 and not stats.down
+    assert [x["text"] for x in await live.transcript("c1")] == ["caller 1", "bot 1"]
+    assert (await admin.hgetall(live.keys.session("c1")))["agent"] == "auth"
+    assert any("Redis refused a write: WRONGTYPE Operation against a key holding the wrong kind of value"
+               in r.getMessage() for r in caplog.records)
+    await live.aclose()
