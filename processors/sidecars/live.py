@@ -141,6 +141,7 @@ class LiveState:
         self.read_timeout_s = read_timeout_s
         self._tracks: dict[str, CallTrack] = {}
         self.read_errors = 0  # reads Redis did not answer in time or refused (the caller got None/[])
+        self.duplicates = 0  # facts offered again (not written again)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -171,8 +172,14 @@ class LiveState:
         return LiveSink(self, call_id)
 
     def offer(self, fact: Fact) -> None:
-        """Write ``fact`` (O(its fields); never waits)."""
-        self._write(fact.call_id, self.writes.fact(fact, self._track(fact.call_id)))
+        """Write ``fact`` (O(its fields); never waits). A fact already written (its ``seq`` not
+        after the call's last) is skipped and counted: its key is the idempotency key."""
+        track = self._track(fact.call_id)
+        if fact.seq <= track.seq:
+            self.duplicates += 1
+            return
+        track.seq = fact.seq
+        self._write(fact.call_id, self.writes.fact(fact, track))
 
     async def call_done(self, call_id: str) -> None:
         """The call ended: flush its writes (bounded); with Redis, forget this worker's copy."""

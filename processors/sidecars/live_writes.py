@@ -68,9 +68,10 @@ class AgentStateLike(Protocol):
 
 @dataclass(slots=True)
 class CallTrack:
-    """What the store remembers of a call it writes: the last stream ids it used, and whether it
-    took the call over from another worker."""
+    """What the store remembers of a call it writes: the last fact and stream ids it used, and
+    whether it took the call over from another worker."""
 
+    seq: int = 0  # the last fact written (a fact offered again is not written again)
     transcript: StreamId | None = None
     turns: StreamId | None = None
     turn_count: int = 0

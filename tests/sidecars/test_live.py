@@ -186,3 +186,13 @@ def test_facts_are_json_in_the_transcript() -> None:
     assert fields == {"role": "bot", "turn": "3", "text": "long", "agent": "auth", "at_ms": "12.5", "seq": "1",
                       "interrupted": "1"}
     assert json.loads(json.dumps(fields)) == fields
+
+
+def test_a_fact_offered_twice_is_written_once() -> None:
+    live = make(FakeClock())
+    facts = CallFacts("c1", [live.sink("c1")], now_ms=lambda: 0.0)
+    said = facts.emit(TranscriptReceived, turn=1, text="hello")
+    live.offer(said)  # a replay of the same fact (same key)
+    facts.emit(TranscriptReceived, turn=2, text="again")
+    assert [fields["text"] for _, fields in live.copy.xrange(live.keys.transcript("c1"))] == ["hello", "again"]
+    assert live.duplicates == 1
