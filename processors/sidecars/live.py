@@ -427,8 +427,11 @@ def live_state_from_env(environ: Mapping[str, str] | None = None) -> LiveState:
             from redis.backoff import NoBackoff
 
             # No retries inside the client: the writer retries with its own backoff, in order. No
-            # CLIENT SETINFO at connect: a round trip less before a write after an outage.
-            client = Redis.from_url(url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=2.0,
+            # CLIENT SETINFO at connect: a round trip less before a write after an outage. No
+            # socket timeout: every call here runs under its own asyncio timeout (the writer's
+            # op_timeout_s, the reads' read_timeout_s), and redis-py would add one per reply read
+            # (a timer per command of a pipeline).
+            client = Redis.from_url(url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=None,
                                     retry=Retry(NoBackoff(), 0), driver_info=None)
     except ValueError as exc:
         raise ConfigError(f"REDIS_URL: {exc}") from None
