@@ -65,8 +65,9 @@ async def test_calls_spread_over_the_nodes_and_move_between_workers(cluster: lis
     await b.start()
     assert a.writer is not None and a.writer.cluster
     calls = [f"call-{i}" for i in range(8)]
+    hubs = {call_id: CallFacts(call_id, [a.sink(call_id)], now_ms=lambda: 0.0) for call_id in calls}
     for call_id in calls:
-        facts = CallFacts(call_id, [a.sink(call_id)], now_ms=lambda: 0.0)
+        facts = hubs[call_id]
         facts.emit(CallStarted, caller="+15550100")
         facts.emit(TranscriptReceived, turn=1, text=f"hello from {call_id}")
         facts.emit(AgentResponded, turn=1, text="hi", heard_text="hi")
@@ -101,7 +102,7 @@ async def test_calls_spread_over_the_nodes_and_move_between_workers(cluster: lis
     b.adopt("call-1")  # B takes call-1 over; A's end of it does not end it
     assert b.writer is not None and await b.writer.flush(30)
     for call_id in ("call-0", "call-1"):
-        facts = CallFacts(call_id, [a.sink(call_id)], now_ms=lambda: 0.0)
+        facts = hubs[call_id]
         facts.emit(CallEnded, reason="eos", duration_ms=1.0, turns=1)
         await facts.aclose()
     assert (await b.session("call-0"))["state"] == "ended"
