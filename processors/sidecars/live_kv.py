@@ -109,7 +109,8 @@ class Cmd(NamedTuple):
     """One write: ``op`` is a Redis command name; ``args`` its arguments after the key.
 
     ``HSET key {field: value}``, ``HDEL key (fields)``, ``XADD key (id, {field: value}, maxlen)``,
-    ``EXPIRE key seconds``, ``ZADD key {member: score}``, ``PUBLISH channel message``,
+    ``EXPIRE key seconds``, ``ZADD key {member: score}``, ``ZREMRANGEBYSCORE key until`` (the
+    members scored ``until`` or lower), ``PUBLISH channel message``,
     ``DEL key``, and ``END session (worker, ended_at, reason, seconds, *context keys)``: mark
     the call ended and let its context expire, only if ``worker`` still has the call (a
     call taken over by another worker is not ended by the one it left; a script in Redis).
@@ -203,6 +204,10 @@ class MemoryKV:
             if entry is None:
                 entry = self._data[key] = _Entry({})
             entry.value.update(args)
+        elif op == "ZREMRANGEBYSCORE":
+            if entry is not None:
+                for member in [m for m, score in entry.value.items() if score <= args]:
+                    del entry.value[member]
         elif op == "EXPIRE":
             if entry is not None:
                 entry.expires_at = now + float(args)

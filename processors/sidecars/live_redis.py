@@ -259,6 +259,8 @@ def _queue_command(pipe: Any, cmd: Cmd) -> None:
         pipe.expire(key, int(args))
     elif op == "ZADD":
         pipe.zadd(key, args)
+    elif op == "ZREMRANGEBYSCORE":
+        pipe.zremrangebyscore(key, "-inf", args)
     elif op == "PUBLISH":
         pipe.publish(key, args)
     elif op == "DEL":

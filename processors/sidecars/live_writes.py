@@ -129,7 +129,11 @@ class LiveWrites:
             fields.update(call_id=call_id, caller=fact.caller, callee=fact.callee, pipeline=fact.pipeline,
                           scenario=fact.scenario, transport=fact.transport, worker=self.worker, state="live")
             fields["resumed_at" if track.adopted else "started_at"] = f"{fact.wall:.3f}"
-            cmds += [Cmd("ZADD", keys.index, {call_id: fact.wall}), Cmd("EXPIRE", keys.index, keep.session_s)]
+            # The index forgets calls started more than a session's life ago as new ones come
+            # (their sessions have expired): it never grows past a day of calls.
+            cmds += [Cmd("ZADD", keys.index, {call_id: fact.wall}),
+                     Cmd("ZREMRANGEBYSCORE", keys.index, fact.wall - keep.session_s),
+                     Cmd("EXPIRE", keys.index, keep.session_s)]
         elif isinstance(fact, TranscriptReceived | AgentResponded):
             line = self.line(fact)
             track.transcript = newer_id(track.transcript, int(fact.wall * 1000), fact.seq)

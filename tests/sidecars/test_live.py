@@ -196,3 +196,10 @@ def test_a_fact_offered_twice_is_written_once() -> None:
     facts.emit(TranscriptReceived, turn=2, text="again")
     assert [fields["text"] for _, fields in live.copy.xrange(live.keys.transcript("c1"))] == ["hello", "again"]
     assert live.duplicates == 1
+
+
+def test_the_sessions_index_forgets_calls_older_than_a_session_as_new_ones_start() -> None:
+    live = make(FakeClock())
+    for n, wall in enumerate((1000.0, 50_000.0, 1000.0 + 24 * 3600 + 1)):  # started 0 s, ~14 h, 24 h + 1 s
+        live.offer(CallStarted(call_id=f"c{n}", seq=1, at_ms=0.0, wall=wall, caller="x"))
+    assert [m for m, _ in live.copy.zrange(live.keys.index)] == ["c1", "c2"]
