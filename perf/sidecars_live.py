@@ -28,32 +28,33 @@ Method
 
 Result
     ``python perf/sidecars_live.py`` (2 vCPUs shared with six other busy jobs, Python
-    3.11.7, redis-py 8.1 without hiredis, redis-server 7.0.15 on loopback), three runs:
+    3.11.7, redis-py 8.1, redis-server 7.0.15 on loopback). Runs 1-3 before the client's
+    per-reply socket timeout was dropped, runs 4-5 after (the machine was busier then: its
+    timer lag in the in-process baseline reached 60-76 ms):
 
-    ============================================  ==========================
-    figure                                        runs 1, 2, 3
-    ============================================  ==========================
-    hot path per turn, in-process (median, us)    72, 89, 85
-    hot path per turn, Redis (median, us)         81, 93, 95
-    hot path per turn, Redis (p99, us)            235, 210, 1042 (a preempted run)
-    round trips per turn (100 calls)              0.88, 0.89, 0.87
-    commands per turn                             16, 16, 16
-    write lag, offered -> in Redis (median, ms)   0.60, 0.70, 0.89
-    write lag (p99, ms)                           4.5, 4.4, 6.2
-    CPU per turn, Redis / in-process (us)         647 / 185, 820 / 280, 861 / 293
-    drain after an outage (entries/s)             20,200, 11,400, 15,800
-    loop held while draining (max, ms)            1.2, 14, 6.5
-    ============================================  ==========================
+    ==========================================  =====================================
+    figure                                      runs 1, 2, 3 | 4, 5
+    ==========================================  =====================================
+    hot path per turn, in-process (median, us)  72, 89, 85 | 85, 80
+    hot path per turn, Redis (median, us)       81, 93, 95 | 95, 87
+    round trips per turn (100 calls)            0.88, 0.89, 0.87 | 0.80, 0.87
+    commands per turn                           16 (every run)
+    write lag, offered -> in Redis (median, ms) 0.60, 0.70, 0.89 | 0.91, 0.76
+    write lag (p99, ms)                         4.5, 4.4, 6.2 | 34, 6.6
+    CPU per turn, Redis / in-process (us)       647/185, 820/280, 861/293 | 737/326, 742/351
+    the writer's CPU per turn (difference, us)  462, 540, 568 | 411, 391
+    drain after an outage (entries/s)           20,200, 11,400, 15,800 | 21,300, 7,200
+    loop held while draining (max, ms)          1.2, 14, 6.5 | 21, 100 (preempted)
+    ==========================================  =====================================
 
-    A turn costs the call under 0.1 ms (three facts and a save, each queued). The writer
-    needs one round trip per turn or less (turns of concurrent calls share them) and 16
-    commands; a turn is in Redis a millisecond or less after it happened, 5 ms at p99. The
-    writer's own CPU (Redis minus in-process, about 450-570 us per turn, most of it
-    redis-py building and parsing commands in Python) is 1 % of a core at 20 turns/s
-    (100 calls, a turn every 5 s); hiredis would cut the parsing part. A backlog drains at
-    11,000-20,000 entries/s; batches of 64 entries keep each stretch on the loop near a
-    millisecond (the larger maxima are the shared machine preempting the process: the
-    in-process baseline, which sends nothing, shows up to 5 ms too).
+    A turn costs the call under 0.1 ms (three facts and a save, each only queued). The
+    writer needs one round trip per turn or less (turns of concurrent calls share them) and
+    16 commands; a turn is in Redis about a millisecond after it happened. The writer's own
+    CPU, about 0.4 ms per turn (redis-py building and parsing commands in Python; hiredis,
+    tried, made no measurable difference), is 1 % of a core at 20 turns/s (100 calls, a
+    turn every 5 s). A backlog drains at 7,000-21,000 entries/s in batches of 64 entries,
+    each about a millisecond on the loop when the machine is quiet (runs 1 and 3); the
+    larger maxima are the shared machine preempting the process.
 """
 
 from __future__ import annotations
