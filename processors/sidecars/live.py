@@ -28,9 +28,9 @@ pub/sub on ``vg:live:{<id>}``, or in-process queues).
 Configuration (:func:`live_state_from_env`): ``REDIS_URL`` (``redis://``, ``rediss://`` or
 ``unix://``) switches to Redis; ``VOICEGRAPH_REDIS_CLUSTER=1`` uses Redis Cluster at that
 URL (a call's keys share one slot; live-view messages are published beside the pipeline,
-which a Cluster refuses them in); ``VOICEGRAPH_REDIS_PREFIX`` (``vg``) prefixes the keys; ``VOICEGRAPH_LIVE_BUFFER``
-(10000) bounds the writes waiting for Redis; ``VOICEGRAPH_WORKER`` names this worker
-(``host:pid``).
+which a Cluster refuses them in); ``VOICEGRAPH_REDIS_PREFIX`` (``vg``) prefixes the keys;
+``VOICEGRAPH_LIVE_BUFFER`` (10000) bounds the writes waiting for Redis;
+``VOICEGRAPH_WORKER`` names this worker (``host:pid``).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ __all__ = ["MAX_TEXT", "MAX_TRANSCRIPT", "LiveSink", "LiveState", "LiveView", "d
            "live_state_from_env"]
 
 logger = logging.getLogger(__name__)
+
 
 def default_worker() -> str:
     """This worker's name: ``VOICEGRAPH_WORKER``, else ``host:pid``."""
