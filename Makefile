@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEPS := pyproject.toml
 
-.PHONY: demo test bench lint typecheck clean install speech-data
+.PHONY: demo test bench lint typecheck clean install speech-data test-services
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,7 +25,11 @@ demo: $(STAMP)
 speech-data:
 	bash scripts/speech-data.sh
 
-test: $(STAMP) speech-data
+# The local services the tests start (redis-server, ...; see the script).
+test-services:
+	bash scripts/test-services.sh
+
+test: $(STAMP) speech-data test-services
 	$(BIN)/python -m pytest -q
 
 $(VENV)/.perf: $(STAMP)

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 from .engine import AgentState
 
-__all__ = ["CallMemory", "InProcessLongTerm", "InProcessShortTerm", "LongTermMemory", "ShortTermMemory"]
+__all__ = ["CallMemory", "InProcessLongTerm", "InProcessShortTerm", "LongTermMemory", "ShortTermMemory",
+           "StateStore", "StoreShortTerm", "default_short_term", "use_short_term"]
 
 
 @dataclass(slots=True)
@@ -89,6 +90,53 @@ class InProcessShortTerm:
 
     async def drop(self, call_id: str) -> None:
         self._calls.pop(call_id, None)
+
+
+class StateStore(Protocol):
+    """A store of call states below the agents' layer (the live-state side-car,
+    ``processors.sidecars.live.LiveState``): plain data in, plain data out."""
+
+    async def save_state(self, call_id: str, state: AgentState, turn: dict[str, Any] | None = None) -> None: ...
+
+    async def load_state(self, call_id: str) -> dict[str, Any] | None: ...
+
+    async def drop_state(self, call_id: str) -> None: ...
+
+
+class StoreShortTerm:
+    """:class:`ShortTermMemory` on a :class:`StateStore` (the store's data made a :class:`CallMemory`)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    async def save(self, call_id: str, state: AgentState, turn: dict[str, Any] | None = None) -> None:
+        await self.store.save_state(call_id, state, turn)
+
+    async def load(self, call_id: str) -> CallMemory | None:
+        data = await self.store.load_state(call_id)
+        if data is None:
+            return None
+        return CallMemory(call_id, state=data.get("state", {}), turns=list(data.get("turns", [])),
+                          agents=list(data.get("agents", [])))
+
+    async def drop(self, call_id: str) -> None:
+        await self.store.drop_state(call_id)
+
+
+_worker_short_term: ShortTermMemory | None = None
+
+
+def use_short_term(memory: ShortTermMemory | None) -> None:
+    """Make ``memory`` this worker's short-term memory: orchestrators built from now on
+    without one of their own use it (the live-state store on Redis, shared by the workers).
+    ``None``: back to one in-process memory per orchestrator."""
+    global _worker_short_term
+    _worker_short_term = memory
+
+
+def default_short_term() -> ShortTermMemory:
+    """The worker's short-term memory (:func:`use_short_term`), else a new in-process one."""
+    return _worker_short_term if _worker_short_term is not None else InProcessShortTerm()
 
 
 class InProcessLongTerm:

@@ -26,7 +26,9 @@ the call's agents) and, per caller turn:
 Replies are screened before they leave (:class:`~agents.safety.ReplyScreen`: no markup,
 code or system-prompt leak). A tool still running after ``filler_after_ms`` makes the
 caller hear the ``filler``. The call's state is saved to short-term memory after every
-turn (:mod:`agents.memory`).
+turn (:mod:`agents.memory`); a call whose state is found there when it starts (its media
+reconnected to this worker after another ran it) goes on from it: the same agent, slots and
+flow position, and no greeting.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from processors.llm.llm_node import LLMBrain, LLMBrainSettings
 
 from .engine import AgentEngine, AgentState, Reply, TurnInput
 from .llm_engine import LLMEngine
-from .memory import InProcessShortTerm, ShortTermMemory
+from .memory import ShortTermMemory, default_short_term
 from .registry import AgentRegistry, shared_registry
 from .safety import ReplyScreen, screen_input
 from .scenarios import IntentMatcher, Scenario, load_scenario
@@ -130,12 +132,13 @@ class Orchestrator(LLMBrain):
         self.engine = engine
         self.registry = registry
         self.store = tools if tools is not None else default_store()
-        self.memory = memory if memory is not None else InProcessShortTerm()
+        self.memory = memory if memory is not None else default_short_term()
         self.scenario: Scenario | None = None
         self.agent_state = AgentState(agent="")
         self.matcher = IntentMatcher(())
         self.tool_runner: CallTools | None = None
         self.live_turn = 0
+        self.resumed = False  # the call's state came from short-term memory (another worker had the call)
         self._dtmf = ""
 
     async def setup(self) -> None:
@@ -162,6 +165,17 @@ class Orchestrator(LLMBrain):
         if isinstance(self.engine, LLMEngine):
             await super().setup()
         self.agent_state = AgentState(agent=scenario.entry)
+        stored = await self.memory.load(self.ctx.call_id)
+        if stored is not None and stored.state.get("agent") in scenario.agents:
+            # The call ran on another worker until its media reconnected here: go on from its state.
+            data = stored.state
+            self.agent_state = AgentState(agent=data["agent"], slots=dict(data.get("slots", {})),
+                                          memory=dict(data.get("memory", {})), caller=dict(data.get("caller", {})),
+                                          failures=dict(data.get("failures", {})))
+            self.resumed = True
+            self._restore_history(stored.turns)
+            logger.info("call %s: resumed with agent %s, %d slots, %d turns", self.ctx.call_id,
+                        self.agent_state.agent, len(self.agent_state.slots), len(stored.turns))
         self.matcher = IntentMatcher.for_scenario(
             scenario, {name: registry.get(name).capabilities for name in scenario.agents})
         self.tool_runner = CallTools(self.store, clock=self.ctx.clock, emit=self.emit,
@@ -184,6 +198,10 @@ class Orchestrator(LLMBrain):
 
     def on_event(self, event: EventFrame) -> None:
         if type(event) is Start:
+            if self.resumed:  # the agent in charge goes on at the caller's next words; nothing is re-said
+                self.emit(AgentSwitch(agent_from="", agent_to=self.agent_state.agent, announced=False,
+                                      reason="resumed: the call's agent on the worker it came from"))
+                return
             self.emit(AgentSwitch(agent_from="", agent_to=self.agent_state.agent, reason="the scenario's entry agent"))
             turn = self.ctx.next_turn()
             self.enqueue(Speak(_ENTER, turn=turn))
@@ -231,10 +249,27 @@ class Orchestrator(LLMBrain):
                 self._switch(intent.agent, f"intent {intent.name}", announced=True, share=True,
                              turn=turn_input.turn)
                 mode = "enter"
+        said: list[str] = []
         async for piece in self._run(turn_input.turn, turn_input, mode):
+            said.append(piece)
             yield piece
         await self.memory.save(self.ctx.call_id, state, {"turn": turn_input.turn, "agent": state.agent,
-                                                         "caller": turn_input.text})
+                                                         "caller": turn_input.text, "bot": "".join(said).strip()})
+
+    def _restore_history(self, turns: list[dict[str, Any]]) -> None:
+        """The conversation of a call resumed here, from its saved turns (what the bot meant to
+        say: how much was heard stayed with the worker that played it); the call's turn ids go
+        on from the last one."""
+        last = 0
+        for saved in turns:
+            number = int(saved.get("turn") or 0)
+            last = max(last, number)
+            self.conversation.add_user(str(saved.get("caller", "")), number)
+            if saved.get("bot"):
+                self.conversation.begin_bot(number)
+                self.conversation.bot_text_queued(number, str(saved["bot"]))
+                self.conversation.end_bot(number)
+        self.ctx.turn = max(self.ctx.turn, last)
 
     async def _run(self, turn: int, turn_input: TurnInput | None,
                    mode: Literal["enter", "respond"]) -> AsyncIterator[str]:

@@ -38,6 +38,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "end_of_turn": ("end_of_turn.py", [], ["--sentences", "2"]),
     "sidecars_events": ("sidecars_events.py", [], ["--calls", "10", "--turns", "5", "--v2v-calls", "1",
                                                    "--v2v-turns", "4", "--v2v-rounds", "1"]),
+    "sidecars_live": ("sidecars_live.py", [], ["--turns", "500", "--calls", "20", "--load-turns", "3",
+                                               "--interval-s", "0.1", "--drain-turns", "500"]),
 }
 
 

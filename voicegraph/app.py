@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from pipeline.config import build_graph, load_pipeline
 from pipeline.errors import ConfigError
-from processors.sidecars.services import data_tier_from_env, install
+from processors.sidecars.services import DataTier, data_tier_from_env, install
 from transports.acs.auth import NoAuth, RequestVerifier, verifier_from_env
 from transports.acs.callbacks import CallbacksEndpoint
 from transports.acs.control import CallControl, CallsApi
@@ -185,7 +185,7 @@ def acs_pipelines(folder: Path) -> tuple[str, ...]:
 
 
 def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: CallControl | None = None,
-               verifier: RequestVerifier | None = None) -> Starlette:
+               verifier: RequestVerifier | None = None, data_tier: DataTier | None = None) -> Starlette:
     """Build the app; ``config`` defaults to the project's ``config/`` folder.
 
     ``app.state.readiness`` is the app's ``Readiness``; its checks start with the app's
@@ -196,6 +196,11 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     ACS's requests (callbacks, media upgrades) are checked by ``verifier``, by default
     :func:`~transports.acs.auth.verifier_from_env` (closed with the lifespan; one key cache
     and one replay cache for both routes). ``VOICEGRAPH_ACS_NO_AUTH=1`` turns the checks off.
+
+    ``data_tier`` is the worker's data tier (:mod:`processors.sidecars.services`: live
+    state, history, events, recording; default: :func:`data_tier_from_env`), installed,
+    started and closed with the lifespan; ``app.state.data_tier`` is it. With its live state
+    on Redis (``REDIS_URL``), a call's media may reconnect to any worker sharing that Redis.
     """
     folder = config / "pipelines" if config is not None else pipelines_dir()
     readiness = Readiness(folder, poll_s=poll_s)
@@ -223,12 +228,13 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     acs = control if control is not None else CallControl(CallSessions(), pipelines=acs_pipelines(folder) or ("acs",))
     sessions = acs.sessions
     own_verifier = verifier_from_env() if verifier is None else None
-    tier = data_tier_from_env()  # the worker's side-cars (started with the lifespan); bad config: ConfigError now
+    # The worker's side-cars, started with the lifespan; a bad configuration is a ConfigError now.
+    tier = data_tier if data_tier is not None else data_tier_from_env()
     check: RequestVerifier = verifier or own_verifier or NoAuth()
     callbacks = CallbacksEndpoint(sessions, None if isinstance(check, NoAuth) else check, on_media_failed=acs.end_call)
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), EventsWebhook(acs).route(), callbacks.route(),
               media_route(sessions, folder / "acs.yaml", verifier=check, act=acs.act,
-                          data_tier=tier), *CallsApi(acs).routes()]
+                          data_tier=tier, live=tier.live), *CallsApi(acs).routes()]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.readiness = readiness
     app.state.acs_sessions = sessions

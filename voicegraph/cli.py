@@ -1,4 +1,4 @@
-"""The ``voicegraph`` command: validate, graph, nodes, call, serve, dial, peer acs|openai.
+"""The ``voicegraph`` command: validate, graph, nodes, call, serve, dial, sessions, peer acs|openai.
 
 Exit codes: 0 success; 1 the work failed (invalid pipeline files, a call that ended with
 errors); 2 the command line was wrong (a bad flag value, an unknown node type or
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.config import build_graph, load_pipeline
 from pipeline.errors import ConfigError, VoicegraphError
 
+from . import sessions
 from .paths import pipeline_path, pipelines_dir
 
 if TYPE_CHECKING:
@@ -293,7 +294,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, loop="auto", log_level=args.log_level.lower())
+    try:
+        app = create_app()
+    except ConfigError as exc:  # a bad environment value (REDIS_URL, ...): one line, before serving
+        print(f"voicegraph serve: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, loop="auto", log_level=args.log_level.lower())
     return 0
 
 
@@ -488,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     _add_dial(sub)
+    sessions.add_parser(sub)
 
     p = sub.add_parser("peer", help="run a local stand-in for a cloud service, for development")
     peers = p.add_subparsers(dest="service", required=True)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import threading
 import types
 import typing
 import uuid
@@ -196,20 +197,29 @@ class ToolStore:
 
 
 _default: ToolStore | None = None
+_default_lock = threading.Lock()
 
 
 def default_store() -> ToolStore:
-    """The worker's store: what :func:`tool` registered, plus ``agents.tools.domain.DOMAIN_TOOLS``."""
+    """The worker's store: what :func:`tool` registered, plus ``agents.tools.domain.DOMAIN_TOOLS``.
+
+    Graphs are built in threads (the readiness check, a call's graph): the store is made
+    under a lock and published only once every tool is in it, so no thread sees it half full.
+    """
     global _default
-    if _default is None:
-        _default = ToolStore()
-        try:
-            from agents.tools.domain import DOMAIN_TOOLS  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:  # the shipped domain tools are optional for the runtime
-            DOMAIN_TOOLS = []
-        for fn in DOMAIN_TOOLS:
-            _default.register(fn)
-    return _default
+    if _default is not None:
+        return _default
+    with _default_lock:
+        if _default is None:
+            store = ToolStore()
+            try:
+                from agents.tools.domain import DOMAIN_TOOLS  # type: ignore[import-not-found,unused-ignore]
+            except ImportError:  # the shipped domain tools are optional for the runtime
+                DOMAIN_TOOLS = []
+            for fn in DOMAIN_TOOLS:
+                store.register(fn)
+            _default = store
+        return _default
 
 
 def tool(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

@@ -52,6 +52,7 @@ from pipeline.graph import Graph
 
 from .events import EVENT_TYPES, EventBus, EventTransport, InProcessTransport, Subscriber
 from .facts import CallFacts, FactSink, RecordingStarted
+from .live import LiveState, live_state_from_env
 from .recording import CallRecording
 from .tap import CallMeta, FactTap
 
@@ -155,12 +156,14 @@ class DataTier:
 
     def __init__(self, *, short_term: Any = None, long_term: Any = None, events: EventBus | None = None,
                  sinks: list[SinkFactory] | None = None, services: list[Service] | None = None,
-                 recordings: Path | None = None, worker: str | None = None) -> None:
+                 recordings: Path | None = None, worker: str | None = None, live: LiveState | None = None) -> None:
         # An agents.memory.ShortTermMemory / LongTermMemory, or None: the agents keep their own
         # in-process memory. Typed Any because processors/ may not import agents/ (the layers
         # import downward only); the agents check the protocol when they take it.
         self.short_term = short_term
         self.long_term = long_term
+        #: The live state (in-process, or shared on Redis): the ACS route finds moved calls in it.
+        self.live = live
         self.events = events
         self.sinks = list(sinks or ())
         self.services = list(services or ())
@@ -302,15 +305,11 @@ def data_tier_from_env(environ: Mapping[str, str] | None = None) -> DataTier:
     given = env.get("VOICEGRAPH_RECORDINGS")
     if given is not None:
         recordings = Path(given) if given.strip() not in ("", "0") else None
-    # --- MERGE HOOK (lead): H3's live state and H4's history plug in here ----------------------
-    # live = live_state_from_env(env)      # H3: a FactSink factory per call + a worker Service
-    # history = history_from_env(env)      # H4: a FactSink factory per call + a worker Service
-    # return DataTier(short_term=live, long_term=history, events=bus, recordings=recordings,
-    #                 sinks=[live.sink, history.sink], services=[live, history], worker=live.worker)
-    # short_term / long_term go to the orchestrator's use_memory() as they are: if H3's live
-    # state is not itself a ShortTermMemory, the orchestrator (agents/) adapts it there, since
-    # processors/ may not import agents/.
-    return DataTier(events=bus, recordings=recordings)
+    # The live state is the agents' short-term memory (a StateStore, which the orchestrator
+    # adapts: processors/ may not import agents/); the history their long-term memory.
+    live = live_state_from_env(env)
+    return DataTier(short_term=live, events=bus, recordings=recordings, live=live,
+                    sinks=[lambda call_id, meta: live.sink(call_id)], services=[live], worker=live.worker)
 
 
 def _event_bus(publisher: str, config: SidecarsConfig, env: Mapping[str, str]) -> EventBus | None:

@@ -46,6 +46,14 @@ ACS reconnects to the same URL, so the call's token stays valid while the call i
 (:meth:`~transports.acs.sessions.CallSessions.resume`), with a new JWT: the new socket is
 handed to the running call, and its connection is held open until the call is done with
 it. Once the call has ended, its token is refused (403).
+
+**Another worker.** With the live state shared in Redis (``REDIS_URL``), a claimed token
+is recorded there (its hash, and the worker running the call). A reconnection that a load
+balancer sends to another worker finds the call there: that worker adopts it
+(:meth:`~transports.acs.sessions.CallSessions.adopt`), moves the call's affinity to itself
+and runs a new graph of the call, whose orchestrator goes on from the agent, slots and
+context in short-term memory. The worker the call left ends its half when its reconnect
+window closes, without marking the call ended.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.responses import PlainTextResponse
 from starlette.routing import WebSocketRoute
@@ -71,6 +80,9 @@ from transports.acs.actions import ActionHandler, CallActions
 from transports.acs.auth import AuthError, NoAuth, RequestVerifier, verifier_from_env
 from transports.acs.media import AcsMediaTransport, StarletteMediaSocket
 from transports.acs.sessions import CallSession, CallSessions, CallState
+
+if TYPE_CHECKING:
+    from processors.sidecars.live import LiveState
 
 __all__ = ["MEDIA_PATH", "MediaLimits", "media_route"]
 
@@ -133,7 +145,7 @@ def _header(websocket: WebSocket, name: str) -> str:
 
 def media_route(sessions: CallSessions, pipeline: Path, *, verifier: RequestVerifier | None = None,
                 limits: MediaLimits | None = None, act: ActionHandler | None = None,
-                data_tier: DataTier | None = None) -> WebSocketRoute:
+                data_tier: DataTier | None = None, live: LiveState | None = None) -> WebSocketRoute:
     """The ``/acs/media`` route: each socket admitted by ``verifier`` and ``sessions`` runs a
     call of ``pipeline`` (or of the pipeline its session names), with its call actions
     carried out by ``act`` (see module docstring).
@@ -141,7 +153,9 @@ def media_route(sessions: CallSessions, pipeline: Path, *, verifier: RequestVeri
     ``verifier`` defaults to :func:`~transports.acs.auth.verifier_from_env`; an app passes
     the one it shares with its callbacks route, and closes it (``aclose``) at shutdown.
     Each call is attached to ``data_tier`` (its facts, events, recording; default: the
-    worker's installed tier, :func:`processors.sidecars.services.current`).
+    worker's installed tier, :func:`processors.sidecars.services.current`). ``live``, the
+    worker's live state when it is shared (Redis), lets a call's media reconnect to this
+    worker after another one ran it (see module docstring).
     """
     check = verifier if verifier is not None else verifier_from_env()
     no_auth = isinstance(check, NoAuth)
@@ -161,7 +175,7 @@ def media_route(sessions: CallSessions, pipeline: Path, *, verifier: RequestVeri
             return
         pending += 1
         try:
-            session = await _admit(websocket, sessions, check, no_auth)
+            session = await _admit(websocket, sessions, check, no_auth, live)
         except _Refused as refused:
             await _refuse(websocket, who, refused)
             return
@@ -178,6 +192,8 @@ def media_route(sessions: CallSessions, pipeline: Path, *, verifier: RequestVeri
                              data_tier or current())
             finally:
                 sessions.end(session, "media socket gone")
+                if live is not None:
+                    live.end_call(session.call_connection_id, session.ended_reason or "media socket gone")
         finally:
             connections -= 1
 
@@ -185,7 +201,7 @@ def media_route(sessions: CallSessions, pipeline: Path, *, verifier: RequestVeri
 
 
 async def _admit(websocket: WebSocket, sessions: CallSessions, verifier: RequestVerifier,
-                 no_auth: bool) -> CallSession:
+                 no_auth: bool, shared: LiveState | None) -> CallSession:
     """The session this upgrade belongs to (a new call, or one to reconnect); :class:`_Refused`."""
     try:
         await verifier.verify(websocket.headers.get("authorization"))
@@ -201,10 +217,30 @@ async def _admit(websocket: WebSocket, sessions: CallSessions, verifier: Request
         if live.graph is None or not _media_node(live.graph).awaiting_reconnect:
             raise _Refused(409, f"call {live.call_connection_id} already has its media socket")
         return live
-    claimed = sessions.claim(token)
+    claimed = sessions.claim(token, count_refused=shared is None)
     if claimed is None:
-        raise _Refused(403, "an unknown, used or expired media token")
+        adopted = await _take_over(sessions, shared, token)
+        if adopted is None:
+            if shared is not None:
+                sessions.claim(token)  # still unknown here: now counted as refused
+            raise _Refused(403, "an unknown, used or expired media token")
+        return adopted
+    if shared is not None:
+        shared.share_media(token, claimed.call_connection_id)
     return claimed
+
+
+async def _take_over(sessions: CallSessions, live: LiveState | None, token: str) -> CallSession | None:
+    """The call of another worker whose media reconnects here with ``token``, adopted; None
+    if no live call has that token (or no live state is shared)."""
+    call_id = await live.media_call(token) if live is not None else None
+    if live is None or call_id is None:
+        return None
+    session = sessions.adopt(call_id, token)
+    if session is not None:
+        live.adopt(call_id)
+        logger.info("call %s: taken over from another worker (its media reconnected here)", call_id)
+    return session
 
 
 async def _refuse(websocket: WebSocket, who: str, refused: _Refused) -> None:

@@ -30,9 +30,9 @@ cannot revive it.
 
 State is small, per call and in memory; expiry is checked lazily on each call of the
 registry (no timer task), on an injectable clock (seconds, default ``time.monotonic``).
-Later issues keep it in Redis behind the same methods: :meth:`expect`, :meth:`bind`,
-:meth:`claim`, :meth:`resume`, :meth:`admit`, :meth:`live`, :meth:`callback`, :meth:`has_ended`,
-:meth:`end`, :meth:`counts`.
+A call's media may reconnect to another worker (behind a load balancer): the media route
+asks the shared live state (:mod:`processors.sidecars.live`) whether the token is a live
+call's, and :meth:`~CallSessions.adopt` s it here.
 """
 
 from __future__ import annotations
@@ -225,13 +225,15 @@ class CallSessions:
         self._calls[call_connection_id] = session
         return True
 
-    def claim(self, token: str) -> CallSession | None:
+    def claim(self, token: str, *, count_refused: bool = True) -> CallSession | None:
         """The expected call for media ``token``, now with its socket; ``None`` if the token
-        is unknown, used or expired (counted as refused)."""
+        is unknown, used or expired (counted as refused, unless ``count_refused`` is False:
+        the media route asks the shared live state about the token first)."""
         self._purge(self._clock())
         session = self._media.get(_key(token))
         if session is None or not _same(session._media_token, token):
-            self._refused += 1
+            if count_refused:
+                self._refused += 1
             return None
         del self._media[_key(token)]
         self._resumable[_key(token)] = session  # the token stays the call's, for ACS to reconnect with
@@ -248,6 +250,21 @@ class CallSessions:
         if session is None or not _same(session._media_token, token):
             return None
         return session if self._calls.get(session.call_connection_id) is session else None
+
+    def adopt(self, call_connection_id: str, token: str) -> CallSession | None:
+        """A live call of another worker whose media socket reconnected here with ``token``
+        (the shared live state vouched for the token): known from now on, its socket claimed,
+        its token good for the next reconnection. ``None`` if this worker knows the call (or
+        ended it recently)."""
+        self._purge(self._clock())
+        if not call_connection_id or call_connection_id in self._calls or call_connection_id in self._ended:
+            return None
+        session = CallSession(call_connection_id=call_connection_id, media_connected=True, expires_at=self._clock(),
+                              _media_token=token, _callback_token=secrets.token_urlsafe(32))
+        self._calls[call_connection_id] = session
+        self._resumable[_key(token)] = session
+        self._connected += 1
+        return session
 
     def admit(self, call_connection_id: str) -> CallSession:
         """A call with its socket and without a token: only for the development switch."""
