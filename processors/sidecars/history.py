@@ -36,7 +36,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -155,7 +155,9 @@ class History:
         self.retry_s = retry_s
         self.retry_max_s = retry_max_s
         self.read_timeout_s = read_timeout_s
-        self._queue: deque[Fact | Op | _Closed] = deque()
+        self._queue: deque[tuple[float, Fact | Op | _Closed]] = deque()  # (loop time offered, item)
+        self.lag_ms: deque[float] = deque(maxlen=100_000)  # offer -> in the store, per item written directly
+        self._progress = asyncio.Condition()
         self._builders: dict[str, CallRecordBuilder] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -190,6 +192,20 @@ class History:
             return False
         return True
 
+    async def until(self, predicate: Callable[[History], bool], timeout_s: float = 10.0) -> bool:
+        """Wait until ``predicate(self)`` holds, checked after each step of the writer (a batch
+        written or journalled, a replay, a failure); False on timeout. For tests and benchmarks."""
+        async with self._progress:
+            try:
+                await asyncio.wait_for(self._progress.wait_for(lambda: predicate(self)), timeout_s)
+            except TimeoutError:
+                return False
+        return True
+
+    async def _stepped(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
+
     async def aclose(self, timeout_s: float = 5.0) -> None:
         """Flush within ``timeout_s``; what is still queued then goes to the journal. Closes the store."""
         if self._task is not None:
@@ -197,7 +213,7 @@ class History:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-            left = self._fold(list(self._queue))
+            left = self._fold([item for _, item in self._queue])
             self._queue.clear()
             if left:
                 await self._to_journal(left)
@@ -217,7 +233,7 @@ class History:
             return
         if not isinstance(item, _Closed):
             self.counters.accepted += 1
-        self._queue.append(item)
+        self._queue.append((time.monotonic(), item))
         self._idle.clear()
         self._wake.set()
 
@@ -275,6 +291,7 @@ class History:
                     await self._wake.wait()
                 else:
                     await self._replay()
+                    await self._stepped()
                     if self._journaling and not self._queue:
                         try:
                             await asyncio.wait_for(self._wake.wait(), max(0.0, self._retry_at - loop.time()))
@@ -284,19 +301,21 @@ class History:
                 continue
             if len(self._queue) < self.batch_max and self.batch_ms > 0:
                 await asyncio.sleep(self.batch_ms / 1000)  # the batching window: more facts join the batch
-            items = [self._queue.popleft() for _ in range(min(self.batch_max, len(self._queue)))]
-            ops = self._fold(items)
-            if not ops:
-                continue
-            if self._journaling or self._down:
+            taken = [self._queue.popleft() for _ in range(min(self.batch_max, len(self._queue)))]
+            ops = self._fold([item for _, item in taken])
+            if ops and (self._journaling or self._down):
                 await self._to_journal(ops)
                 await self._replay()
-                continue
-            try:
-                await self._apply(ops)
-            except HistoryUnavailable as exc:
-                self._failed(exc, "writing")
-                await self._to_journal(ops)
+            elif ops:
+                try:
+                    await self._apply(ops)
+                except HistoryUnavailable as exc:
+                    self._failed(exc, "writing")
+                    await self._to_journal(ops)
+                else:
+                    now = time.monotonic()
+                    self.lag_ms.extend((now - offered) * 1000 for offered, _ in taken)
+            await self._stepped()
 
     def _fold(self, items: Sequence[Fact | Op | _Closed]) -> list[Op]:
         ops: list[Op] = []
@@ -326,6 +345,21 @@ class History:
     async def _apply(self, ops: Sequence[Op]) -> None:
         """Apply ``ops`` in order: runs of upserts together (the last version of each document),
         each ``remember`` as a read-merge-write of the caller's profile."""
+        try:
+            await self._apply_ops(ops)
+        except HistoryUnavailable:
+            raise
+        except Exception as exc:  # a store's bug must not end the writer: journal, retry, shout
+            logger.exception("history: unexpected error from the %s store", self.backend.name)
+            raise HistoryUnavailable(f"unexpected error: {exc!r}") from exc
+        self.counters.written += len(ops)
+        self.counters.batches += 1
+        if self._down:
+            self._down = False
+            self._backoff = self.retry_s
+            logger.info("history: the %s store answers again", self.backend.name)
+
+    async def _apply_ops(self, ops: Sequence[Op]) -> None:
         run: dict[tuple[str, str], dict[str, Any]] = {}
         for op in ops:
             if op.get("op") == "upsert" and op.get("container") in CONTAINERS and isinstance(op.get("doc"), dict):
@@ -338,12 +372,6 @@ class History:
                 self.counters.rejected += 1
                 logger.error("history: unknown operation skipped: %.200r", op)
         await self._upsert_run(run)
-        self.counters.written += len(ops)
-        self.counters.batches += 1
-        if self._down:
-            self._down = False
-            self._backoff = self.retry_s
-            logger.info("history: the %s store answers again", self.backend.name)
 
     async def _upsert_run(self, run: Mapping[tuple[str, str], dict[str, Any]]) -> None:
         by_container: dict[str, list[dict[str, Any]]] = {}
@@ -376,6 +404,10 @@ class History:
                 await self.backend.open()
             except HistoryUnavailable as exc:
                 self._failed(exc, "reopening")
+                return
+            except Exception as exc:  # a bad configuration found late: shout, keep journalling
+                logger.exception("history: reopening the %s store failed", self.backend.name)
+                self._failed(HistoryUnavailable(repr(exc)), "reopening")
                 return
         while True:
             chunk = await asyncio.to_thread(self.spool.read, self.batch_max)
