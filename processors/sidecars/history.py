@@ -431,7 +431,7 @@ class History:
         wait = exc.retry_after_s if exc.retry_after_s is not None else self._backoff
         self._retry_at = asyncio.get_running_loop().time() + wait
         level = logging.DEBUG if self._down else logging.WARNING
-        logger.log(level, "history: %s the %s store failed (%s); journalling to %s, retry in %.1f s", doing,
+        logger.log(level, "history: %s the %s store failed (%s); journalling to %s, retry in %.3g s", doing,
                    self.backend.name, exc, self.spool.path, wait)
         self._down = True
         self._backoff = min(self._backoff * 2, self.retry_max_s)
