@@ -1,4 +1,4 @@
-"""The ``voicegraph`` command: validate, graph, nodes, call, serve, dial, peer acs|openai.
+"""The ``voicegraph`` command: validate, graph, nodes, call, serve, dial, history, peer acs|openai.
 
 Exit codes: 0 success; 1 the work failed (invalid pipeline files, a call that ended with
 errors); 2 the command line was wrong (a bad flag value, an unknown node type or
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.config import build_graph, load_pipeline
 from pipeline.errors import ConfigError, VoicegraphError
 
+from .history_cmd import add_history_parser
 from .paths import pipeline_path, pipelines_dir
 
 if TYPE_CHECKING:
@@ -453,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     _add_dial(sub)
+    add_history_parser(sub)
 
     p = sub.add_parser("peer", help="run a local stand-in for a cloud service, for development")
     peers = p.add_subparsers(dest="service", required=True)
