@@ -314,7 +314,8 @@ class History:
                     await self._to_journal(ops)
                 else:
                     now = time.monotonic()
-                    self.lag_ms.extend((now - offered) * 1000 for offered, _ in taken)
+                    self.lag_ms.extend((now - offered) * 1000 for offered, item in taken
+                                       if not isinstance(item, _Closed))
             await self._stepped()
 
     def _fold(self, items: Sequence[Fact | Op | _Closed]) -> list[Op]:
