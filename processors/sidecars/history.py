@@ -103,6 +103,7 @@ class HistoryCounters:
     replayed: int = 0  # operations replayed from the journal
     rejected: int = 0  # documents the store refused for good
     corrupt: int = 0  # journal lines skipped
+    lost: int = 0  # operations neither the store nor the journal could take (logged)
     truncated: int = 0  # texts cut to MAX_TEXT
     failures: int = 0  # store errors (each batch or replay attempt that failed)
     read_errors: int = 0  # profile/past_calls/call_record reads that failed (answered empty)
@@ -215,10 +216,11 @@ class History:
             self._task = None
             left = self._fold([item for _, item in self._queue])
             self._queue.clear()
-            if left:
-                await self._to_journal(left)
+            if left and await self._to_journal(left):
                 logger.warning("history: %d operations still queued at shutdown were journalled in %s",
                                len(left), self.spool.path)
+            elif left:
+                self.counters.lost += len(left)
         await self.backend.aclose()
 
     # -- writes -----------------------------------------------------------------------------
@@ -283,40 +285,61 @@ class History:
     # -- the writer -------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
-                if not self._journaling:
-                    self._idle.set()
-                    await self._wake.wait()
-                else:
-                    await self._replay()
-                    await self._stepped()
-                    if self._journaling and not self._queue:
-                        try:
-                            await asyncio.wait_for(self._wake.wait(), max(0.0, self._retry_at - loop.time()))
-                        except TimeoutError:
-                            pass
-                self._wake.clear()
-                continue
-            if len(self._queue) < self.batch_max and self.batch_ms > 0:
-                await asyncio.sleep(self.batch_ms / 1000)  # the batching window: more facts join the batch
-            taken = [self._queue.popleft() for _ in range(min(self.batch_max, len(self._queue)))]
-            ops = self._fold([item for _, item in taken])
-            if ops and (self._journaling or self._down):
-                await self._to_journal(ops)
+            try:
+                await self._step()
+            except Exception:  # a bug of ours must not end the history of every call after it
+                self.counters.failures += 1
+                logger.exception("history: the writer failed; going on in %.3g s", self.retry_s)
+                await asyncio.sleep(self.retry_s)
+
+    async def _step(self) -> None:
+        """One turn of the writer: wait for work, or write (or journal) one batch, or replay."""
+        loop = asyncio.get_running_loop()
+        if not self._queue:
+            if not self._journaling:
+                self._idle.set()
+                await self._wake.wait()
+            else:
                 await self._replay()
-            elif ops:
-                try:
-                    await self._apply(ops)
-                except HistoryUnavailable as exc:
-                    self._failed(exc, "writing")
-                    await self._to_journal(ops)
-                else:
-                    now = time.monotonic()
-                    self.lag_ms.extend((now - offered) * 1000 for offered, item in taken
-                                       if not isinstance(item, _Closed))
-            await self._stepped()
+                await self._stepped()
+                if self._journaling and not self._queue:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), max(0.0, self._retry_at - loop.time()))
+                    except TimeoutError:
+                        pass
+            self._wake.clear()
+            return
+        if len(self._queue) < self.batch_max and self.batch_ms > 0:
+            await asyncio.sleep(self.batch_ms / 1000)  # the batching window: more facts join the batch
+        taken = [self._queue.popleft() for _ in range(min(self.batch_max, len(self._queue)))]
+        ops = self._fold([item for _, item in taken])
+        if ops and (self._journaling or (self._down and loop.time() < self._retry_at)):
+            # behind what waits in the journal, or while backing off; a journal that cannot be
+            # written leaves the store as the only place (order matters less than loss)
+            if await self._to_journal(ops):
+                await self._replay()
+            else:
+                await self._write(ops, taken, journal=False)
+        elif ops:
+            await self._write(ops, taken, journal=True)
+        await self._stepped()
+
+    async def _write(self, ops: list[Op], taken: Sequence[tuple[float, object]], *, journal: bool) -> None:
+        """Write ``ops`` to the store; if it fails, journal them (when ``journal``), else count them lost."""
+        try:
+            if self._down and not await self._reopen():
+                raise HistoryUnavailable("still down")
+            await self._apply(ops)
+        except HistoryUnavailable as exc:
+            self._failed(exc, "writing")
+            if not (journal and await self._to_journal(ops)):
+                self.counters.lost += len(ops)
+                logger.error("history: %d operations could be neither written nor journalled; they are lost "
+                             "(%d so far)", len(ops), self.counters.lost)
+            return
+        now = time.monotonic()
+        self.lag_ms.extend((now - offered) * 1000 for offered, item in taken if not isinstance(item, _Closed))
 
     def _fold(self, items: Sequence[Fact | Op | _Closed]) -> list[Op]:
         ops: list[Op] = []
@@ -390,26 +413,24 @@ class History:
                                float(op.get("wall") or 0.0))
         self.counters.rejected += await self.backend.upsert("profiles", [merged])
 
-    async def _to_journal(self, ops: Sequence[Op]) -> None:
-        await asyncio.to_thread(self.spool.append, ops)
+    async def _to_journal(self, ops: Sequence[Op]) -> bool:
+        """Append ``ops`` to the journal; False (logged) when the disk refuses."""
+        try:
+            await asyncio.to_thread(self.spool.append, ops)
+        except OSError as exc:
+            logger.error("history: could not journal %d operations to %s (%s)", len(ops), self.spool.path, exc)
+            return False
         self._journaling = True
         self.counters.spooled += len(ops)
+        return True
 
     async def _replay(self) -> None:
         """Replay the journal in order, from its offset, when the retry time has come."""
         loop = asyncio.get_running_loop()
         if loop.time() < self._retry_at:
             return
-        if self._down:
-            try:
-                await self.backend.open()
-            except HistoryUnavailable as exc:
-                self._failed(exc, "reopening")
-                return
-            except Exception as exc:  # a bad configuration found late: shout, keep journalling
-                logger.exception("history: reopening the %s store failed", self.backend.name)
-                self._failed(HistoryUnavailable(repr(exc)), "reopening")
-                return
+        if self._down and not await self._reopen():
+            return
         while True:
             chunk = await asyncio.to_thread(self.spool.read, self.batch_max)
             self.counters.corrupt += chunk.corrupt
@@ -424,8 +445,24 @@ class History:
             if not chunk.ops and not chunk.corrupt:
                 break
         self._journaling = False
+        if self._down:
+            self._down = False
+            logger.info("history: the %s store answers again", self.backend.name)
         logger.info("history: journal %s replayed (%d operations so far, %d corrupt lines skipped)",
                     self.spool.path, self.counters.replayed, self.counters.corrupt)
+
+    async def _reopen(self) -> bool:
+        """Open the store again after a failure (a container may be gone); False if it failed."""
+        try:
+            await self.backend.open()
+        except HistoryUnavailable as exc:
+            self._failed(exc, "reopening")
+            return False
+        except Exception as exc:  # a bad configuration found late: shout, keep journalling
+            logger.exception("history: reopening the %s store failed", self.backend.name)
+            self._failed(HistoryUnavailable(repr(exc)), "reopening")
+            return False
+        return True
 
     def _failed(self, exc: HistoryUnavailable, doing: str) -> None:
         self.counters.failures += 1

@@ -58,7 +58,7 @@ class Spool:
         """Whether operations wait in the journal."""
         try:
             return self.path.stat().st_size > self._offset()
-        except FileNotFoundError:
+        except OSError:  # missing, or a folder on its path is not one: nothing can be waiting there
             return False
 
     def append(self, ops: Sequence[Op]) -> None:
@@ -87,7 +87,7 @@ class Spool:
         end = start
         try:
             file = self.path.open("rb")
-        except FileNotFoundError:
+        except OSError:
             return SpoolChunk([], start, 0)
         with file:
             file.seek(start)
@@ -107,8 +107,8 @@ class Spool:
         """Everything before ``end`` is in the store: move the offset, or empty the journal at its end."""
         try:
             size = self.path.stat().st_size
-        except FileNotFoundError:
-            size = 0
+        except OSError:
+            return  # no journal: nothing to move past
         if end >= size:
             self.path.unlink(missing_ok=True)
             self._offset_path.unlink(missing_ok=True)
@@ -120,7 +120,7 @@ class Spool:
     def _offset(self) -> int:
         try:
             return int(self._offset_path.read_text().strip() or 0)
-        except FileNotFoundError:
+        except OSError:
             return 0
         except ValueError:
             logger.error("history journal: unreadable offset file %s; replaying %s from the start "

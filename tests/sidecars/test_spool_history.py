@@ -151,3 +151,28 @@ async def test_what_is_queued_at_shutdown_goes_to_the_journal(tmp_path: Path) ->
         assert record is not None and record["status"] == "ended" and len(record["transcript"]) == 3
     finally:
         await history.aclose()
+
+
+async def test_a_journal_that_cannot_be_written_counts_the_loss_and_the_writer_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    history = History(SqliteHistory(tmp_path / "h.db", busy_timeout_ms=20),
+                      journal=tmp_path / "not-a-folder" / "j.jsonl", batch_ms=0, retry_s=0.01, retry_max_s=0.05)
+    await history.start()
+    lock = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        await full_call("lost", [history.sink("lost")]).aclose()
+        assert await history.until(lambda h: h.counters.lost == 8)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert "could not journal 8 operations" in caplog.text and "they are lost (8 so far)" in caplog.text
+    await full_call("after", [history.sink("after")]).aclose()
+    try:
+        assert await history.flush()
+        assert await history.call_record("lost") is None
+        record = await history.call_record("after")
+        assert record is not None and record["status"] == "ended"
+    finally:
+        await history.aclose()
