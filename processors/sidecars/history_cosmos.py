@@ -18,7 +18,8 @@ Errors, mapped for the writer (:class:`~processors.sidecars.history.History`):
   ``throttle_retries`` times; past that, :class:`HistoryUnavailable` carries the
   server's retry-after and the writer journals and waits that long.
 * 401/403 (key or identity refused), 404 (database or container gone: re-created at the
-  next open), 408, 449, 5xx, connection errors and timeouts: :class:`HistoryUnavailable`.
+  next open), 408, 449, 5xx, connection errors, and no answer within ``timeout_s`` (each
+  request, bounded by the SDK and again here): :class:`HistoryUnavailable`.
 * 400/413 for one document (malformed, too large): that document is refused, counted
   and logged; the others are written.
 """
@@ -66,7 +67,9 @@ class CosmosHistory:
         self._concurrency = concurrency
         self._options: dict[str, Any] = {
             "consistency_level": "Session", "retry_throttle_total": throttle_retries, "timeout": timeout_s,
-            "connection_timeout": timeout_s, "retry_connect": 1, "retry_read": 1, **client_options}
+            "connection_timeout": timeout_s, "read_timeout": timeout_s, "retry_connect": 1, "retry_read": 1,
+            **client_options}
+        self._timeout_s = timeout_s
         self._client: CosmosClient | None = None
         self._credential: Any = None
         self._containers: dict[str, ContainerProxy] = {}
@@ -144,7 +147,9 @@ class CosmosHistory:
     async def _guard(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
         """``call()``, its failures mapped to :class:`HistoryUnavailable` or :class:`_Refused`."""
         try:
-            return await call()
+            # bounded here too: the SDK's own timeouts do not cover every wait (its throttling
+            # retries add the server's retry-after on top)
+            return await asyncio.wait_for(call(), self._timeout_s)
         except CosmosHttpResponseError as exc:
             status = exc.status_code or 0
             if status in _REFUSED:
@@ -159,7 +164,10 @@ class CosmosHistory:
                     429: "throttled (request rate too large)"}.get(status, f"HTTP {status}")
             raise HistoryUnavailable(f"Cosmos DB {self.endpoint}: {doing}: {what}: {_message(exc)}",
                                      retry_after_s=retry_after) from exc
-        except (ServiceRequestError, ServiceResponseError, TimeoutError, OSError) as exc:
+        except TimeoutError as exc:
+            raise HistoryUnavailable(f"Cosmos DB {self.endpoint}: {doing}: no answer within {self._timeout_s:g} s"
+                                     ) from exc
+        except (ServiceRequestError, ServiceResponseError, OSError) as exc:
             raise HistoryUnavailable(f"Cosmos DB {self.endpoint}: {doing}: unreachable ({exc})") from exc
         except AzureError as exc:  # credential errors (no identity found), other SDK failures
             raise HistoryUnavailable(f"Cosmos DB {self.endpoint}: {doing}: {exc}") from exc

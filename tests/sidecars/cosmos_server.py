@@ -11,6 +11,7 @@ REST protocol with two known differences the tests tolerate: a missing item is a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -66,6 +67,7 @@ class CosmosProxy:
         self.down = False  # connections are cut
         self.status: int | None = None  # every request answered with this status (401, 403, 503...)
         self.throttle = 0  # the next N document writes answered 429
+        self.delay_s = 0.0  # every answer held this long (a store timing out)
         self.retry_after_ms = 30
         self.writes = 0  # document writes (POST .../docs) that reached the proxy
         self.url = ""
@@ -91,6 +93,8 @@ class CosmosProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)  # the server being slow, not a test waiting
         if self.down:
             assert request.transport is not None
             request.transport.abort()

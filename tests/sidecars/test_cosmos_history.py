@@ -31,8 +31,9 @@ async def proxy(cosmos_url: str) -> AsyncIterator[CosmosProxy]:  # noqa: F811 (t
 
 
 def _history(url: str, tmp_path: Path, database: str, **options: Any) -> History:
+    options = {"timeout_s": 5, **options}
     backend = CosmosHistory(url, key=EMULATOR_KEY, database=database, enable_endpoint_discovery=False,
-                            retry_connect=0, retry_read=0, timeout_s=5, **options)
+                            retry_connect=0, retry_read=0, **options)
     return History(backend, journal=tmp_path / "journal.jsonl", batch_ms=0, retry_s=0.02, retry_max_s=0.1)
 
 
@@ -145,6 +146,29 @@ async def test_refused_auth_is_logged_and_nothing_is_lost(proxy: CosmosProxy, tm
         assert await history.flush()
     finally:
         await history.aclose()
+    assert [d["status"] for d in _items(proxy.upstream, database, "calls")] == ["ended"]
+
+
+@pytest.mark.parametrize(("status", "logged"), [(503, "HTTP 503"), (403, "access refused (key or identity)"),
+                                               (None, "no answer within 0.3 s")])
+async def test_errors_and_timeouts_are_journalled_and_replayed(proxy: CosmosProxy, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture,
+                                                               status: int | None, logged: str) -> None:
+    database = f"db{uuid.uuid4().hex[:8]}"
+    history = _history(proxy.url, tmp_path, database, timeout_s=0.3)
+    await history.start()
+    try:
+        if status is None:
+            proxy.delay_s = 1.0  # longer than the client's timeout
+        proxy.status = status
+        await full_call("c", [history.sink("c")]).aclose()
+        assert await history.until(lambda h: h.counters.spooled == 8)
+        proxy.status, proxy.delay_s = None, 0.0
+        assert await history.flush()
+        assert history.counters.replayed == 8
+    finally:
+        await history.aclose()
+    assert logged in caplog.text
     assert [d["status"] for d in _items(proxy.upstream, database, "calls")] == ["ended"]
 
 
