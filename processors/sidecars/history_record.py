@@ -27,14 +27,16 @@ retention (the architecture's: call records and transcripts 7 years, agent perfo
   ``calls`` (summaries, oldest first, the last :data:`MAX_PAST_CALLS`).
 
 Texts longer than :data:`MAX_TEXT` characters are cut (``"truncated": <original
-length>`` on the document) so a runaway transcript never makes a document the store
-refuses; the builder counts them.
+length>`` on the document), and so are tool arguments and results longer than that as
+JSON (``{"truncated": <length>}`` in their place), so a runaway transcript or tool never
+makes a document the store refuses; the builder counts them.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,7 +168,7 @@ class CallRecordBuilder:
             return [_upsert("transcripts", self._line(
                 fact, "bot", fact.text, turn=fact.turn, agent=fact.agent, heard_text=self._cut(fact.heard_text)[0],
                 interrupted=fact.interrupted, route=fact.route, model=fact.model, deployment=fact.deployment,
-                latency_ms=dict(fact.latency_ms), tool_calls=list(fact.tool_calls)))]
+                latency_ms=dict(fact.latency_ms), tool_calls=self._tools(fact.tool_calls)))]
         elif isinstance(fact, AgentChanged):
             if fact.agent not in call["agents"]:
                 call["agents"].append(fact.agent)
@@ -208,6 +210,21 @@ class CallRecordBuilder:
             return text, None
         self.truncated += 1
         return text[:MAX_TEXT], len(text)
+
+    def _tools(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The tool calls, each argument set or result over MAX_TEXT characters of JSON replaced
+        by ``{"truncated": <length>}`` (a tool may return a whole document)."""
+        out = []
+        for call in calls:
+            call = dict(call)
+            for key in ("arguments", "result"):
+                if key in call:
+                    size = len(json.dumps(call[key], default=str))
+                    if size > MAX_TEXT:
+                        self.truncated += 1
+                        call[key] = {"truncated": size}
+            out.append(call)
+        return out
 
     def _agent(self, name: str) -> _AgentStats:
         return self._stats.setdefault(name, _AgentStats())

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
+from processors.sidecars.facts import AgentResponded, CallFacts
 from processors.sidecars.history import History, history_from_env
 from processors.sidecars.history_cosmos import CosmosHistory
 from processors.sidecars.history_record import MAX_TEXT
@@ -121,6 +122,19 @@ async def test_a_huge_transcript_is_cut_counted_and_logged(history: History, cap
     assert len(line["text"]) == MAX_TEXT and line["truncated"] == 1_000_000
     assert history.counters.truncated == 1
     assert "call big: a text over the size limit was cut (TranscriptReceived)" in caplog.text
+
+
+async def test_a_huge_tool_result_is_replaced_by_its_size(history: History) -> None:
+    facts = CallFacts("tools", [history.sink("tools")], lambda: 0.0)
+    facts.emit(AgentResponded, turn=1, text="Here it is.", heard_text="Here it is.", agent="support",
+               tool_calls=[{"name": "fetch", "arguments": {"q": "all"}, "result": {"rows": ["x" * 50] * 1000}}])
+    await facts.aclose()
+    assert await history.flush()
+    record = await history.call_record("tools")
+    assert record is not None
+    assert record["transcript"][0]["tool_calls"] == [{"name": "fetch", "arguments": {"q": "all"},
+                                                      "result": {"truncated": 54010}}]
+    assert history.counters.truncated == 1
 
 
 async def test_long_term_memory_merges_profiles_and_keeps_one_summary_per_call(history: History) -> None:
