@@ -70,6 +70,7 @@ class CosmosProxy:
         self.delay_s = 0.0  # every answer held this long (a store timing out)
         self.retry_after_ms = 30
         self.writes = 0  # document writes (POST .../docs) that reached the proxy
+        self.consistency: set[str] = set()  # x-ms-consistency-level of the requests seen
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -103,6 +104,7 @@ class CosmosProxy:
             request.headers.get("x-ms-documentdb-isquery", "").lower() != "true"
         if is_write:
             self.writes += 1
+        self.consistency.add(request.headers.get("x-ms-consistency-level", ""))
         if self.status is not None:
             return _error(self.status, {401: "Unauthorized", 403: "Forbidden"}.get(self.status, "Error"),
                           "refused by the test proxy")

@@ -76,6 +76,7 @@ async def test_a_full_call_record_round_trips_through_the_sdk(proxy: CosmosProxy
         assert await history.profile("+14255550123") == {}
         assert [c["call_id"] for c in await history.past_calls("+14255550123")] == ["call-1"]
         assert await history.call_record("nobody") is None
+        assert proxy.consistency == {"Session"}  # every request asks for session consistency
     finally:
         await history.aclose()
     calls = _items(proxy.upstream, database, "calls")
