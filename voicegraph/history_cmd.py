@@ -41,6 +41,12 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    path = getattr(history.backend, "path", None)
+    if path is not None and not path.exists():  # reading must not create an empty database
+        print(f"error: no history at {path} (VOICEGRAPH_HISTORY_PATH); no call has been stored there",
+              file=sys.stderr)
+        return 1
+
     async def read() -> dict[str, Any] | None:
         try:
             await history.backend.open()

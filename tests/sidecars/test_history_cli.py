@@ -66,3 +66,12 @@ def test_a_bad_environment_is_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: py
     monkeypatch.setenv("COSMOS_ENDPOINT", "not a url")
     assert main(["history", "x"]) == 2
     assert "COSMOS_ENDPOINT must be an http(s) URL of a Cosmos DB account, got 'not a url'" in capsys.readouterr().err
+
+
+def test_no_history_file_is_exit_1_and_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("COSMOS_ENDPOINT", raising=False)
+    monkeypatch.setenv("VOICEGRAPH_HISTORY_PATH", str(tmp_path / "none" / "h.db"))
+    assert main(["history", "x"]) == 1
+    assert "no history at" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
