@@ -156,7 +156,7 @@ class History:
         self.retry_s = retry_s
         self.retry_max_s = retry_max_s
         self.read_timeout_s = read_timeout_s
-        self._queue: deque[tuple[float, Fact | Op | _Closed]] = deque()  # (loop time offered, item)
+        self._queue: deque[tuple[float, Fact | Op | _Closed]] = deque()  # (time.monotonic() when offered, item)
         self.lag_ms: deque[float] = deque(maxlen=100_000)  # offer -> in the store, per item written directly
         self._progress = asyncio.Condition()
         self._builders: dict[str, CallRecordBuilder] = {}
