@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path(".voicegraph") / "history.db"
 _SYSTEM_FIELDS = ("_rid", "_self", "_etag", "_ts", "_attachments", "_lsn")
+_MERGE_ATTEMPTS = 5  # a profile merge that loses this many races in a row is retried later, from the journal
 
 
 class HistoryUnavailable(ServiceError):
@@ -83,7 +84,13 @@ class HistoryBackend(Protocol):
         ...
 
     async def partition(self, container: str, key: str) -> list[dict[str, Any]]:
-        """Every document of ``container`` whose partition key field equals ``key``."""
+        """Every document of ``container`` whose partition key field equals ``key``, each with its
+        version in ``_etag``."""
+        ...
+
+    async def replace(self, container: str, doc: dict[str, Any], etag: str | None) -> bool:
+        """Write ``doc`` only if its stored version is still ``etag`` (None: only if there is none);
+        False when another writer got there first."""
         ...
 
     async def aclose(self) -> None:
@@ -107,6 +114,7 @@ class HistoryCounters:
     truncated: int = 0  # texts cut to MAX_TEXT
     failures: int = 0  # store errors (each batch or replay attempt that failed)
     read_errors: int = 0  # profile/past_calls/call_record reads that failed (answered empty)
+    conflicts: int = 0  # profile merges that lost a race with another writer (and were merged again)
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a dict (for /metrics and logs)."""
@@ -405,13 +413,24 @@ class History:
             self.counters.rejected += await self.backend.upsert(container, docs)
 
     async def _remember_now(self, op: Op) -> None:
+        """Merge into the caller's profile, optimistically: another worker may be merging into
+        the same profile, so the write only lands on the version it read, else it reads again."""
         caller_id: str = op["caller_id"]
-        docs = await self.backend.partition("profiles", caller_id)
         wanted = doc_id(caller_id)
-        current = next((_clean(d) for d in docs if d.get("id") == wanted), None)
-        merged = merge_profile(current, caller_id, dict(op.get("profile") or {}), dict(op.get("call") or {}),
-                               float(op.get("wall") or 0.0))
-        self.counters.rejected += await self.backend.upsert("profiles", [merged])
+        for _ in range(_MERGE_ATTEMPTS):
+            docs = await self.backend.partition("profiles", caller_id)
+            stored = next((d for d in docs if d.get("id") == wanted), None)
+            merged = merge_profile(_clean(stored) if stored else None, caller_id, dict(op.get("profile") or {}),
+                                   dict(op.get("call") or {}), float(op.get("wall") or 0.0))
+            try:
+                if await self.backend.replace("profiles", merged, stored.get("_etag") if stored else None):
+                    return
+            except HistoryRejected as exc:  # for good: retrying would not help
+                self.counters.rejected += 1
+                logger.error("history: the profile of %r was refused: %s", caller_id, exc)
+                return
+            self.counters.conflicts += 1
+        raise HistoryUnavailable(f"the profile of {caller_id!r} changed under {_MERGE_ATTEMPTS} merges in a row")
 
     async def _to_journal(self, ops: Sequence[Op]) -> bool:
         """Append ``ops`` to the journal; False (logged) when the disk refuses."""

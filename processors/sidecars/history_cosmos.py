@@ -22,6 +22,9 @@ Errors, mapped for the writer (:class:`~processors.sidecars.history.History`):
   request, bounded by the SDK and again here): :class:`HistoryUnavailable`.
 * 400/413 for one document (malformed, too large): that document is refused, counted
   and logged; the others are written.
+
+Profile merges are optimistic (:meth:`CosmosHistory.replace`): ``If-Match`` on the
+``_etag`` read, or a create for a new profile; 412/409 means another worker merged first.
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
+from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
-from .history import HistoryUnavailable
+from .history import HistoryRejected, HistoryUnavailable
 from .history_record import CONTAINERS
 
 __all__ = ["CosmosHistory"]
@@ -128,6 +132,26 @@ class CosmosHistory:
             return [item async for item in items]
 
         return await self._guard(f"reading {container}", query)
+
+    async def replace(self, container: str, doc: dict[str, Any], etag: str | None) -> bool:
+        """Write ``doc`` only over the stored version ``etag`` (``If-Match``), or only if absent
+        (a create) when ``etag`` is None; False on 412 or 409 (another writer got there first)."""
+        proxy = self._container(container)
+
+        async def write() -> Any:
+            if etag is None:
+                return await proxy.create_item(doc)
+            return await proxy.replace_item(doc["id"], doc, etag=etag, match_condition=MatchConditions.IfNotModified)
+
+        try:
+            await self._guard(f"writing to {container}", write)
+        except _Refused as exc:
+            raise HistoryRejected(f"Cosmos DB refused a {container} document for good ({exc})") from exc
+        except HistoryUnavailable as exc:
+            if isinstance(exc.__cause__, CosmosHttpResponseError) and exc.__cause__.status_code in (409, 412):
+                return False
+            raise
+        return True
 
     async def aclose(self) -> None:
         """Close the client (and the credential it made)."""

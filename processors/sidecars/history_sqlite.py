@@ -1,8 +1,11 @@
 """SQLite history store: the embedded default, one file in WAL mode, on a thread of its own.
 
 Each container of :data:`~processors.sidecars.history_record.CONTAINERS` is a table of
-``(pk, id, doc)`` with the document as JSON and ``(pk, id)`` its primary key, so an
+``(pk, id, doc, etag)`` with the document as JSON and ``(pk, id)`` its primary key, so an
 upsert is ``INSERT ... ON CONFLICT DO UPDATE`` and a partition read is an index range.
+``etag`` is a new random version at every write; :meth:`SqliteHistory.replace` writes only
+over the version it is given, in one ``BEGIN IMMEDIATE`` transaction (workers in several
+processes may share the file).
 Retention is the Cosmos DB store's business; a SQLite file is the developer's and keeps
 everything (``expires`` is stored per row from the container's TTL, for a clean-up job).
 
@@ -20,6 +23,7 @@ import json
 import logging
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +31,7 @@ from typing import Any, TypeVar
 
 from pipeline.errors import ConfigError
 
-from .history import HistoryUnavailable
+from .history import HistoryRejected, HistoryUnavailable
 from .history_record import CONTAINERS
 
 __all__ = ["SqliteHistory"]
@@ -75,7 +79,8 @@ class SqliteHistory:
             db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, no fsync per batch
             for container in CONTAINERS:
                 db.execute(f"CREATE TABLE IF NOT EXISTS {container} (pk TEXT NOT NULL, id TEXT NOT NULL, "
-                           "doc TEXT NOT NULL, updated REAL NOT NULL, expires REAL, PRIMARY KEY (pk, id))")
+                           "doc TEXT NOT NULL, etag TEXT NOT NULL, updated REAL NOT NULL, expires REAL, "
+                           "PRIMARY KEY (pk, id))")
         except BaseException:
             db.close()
             raise
@@ -95,16 +100,38 @@ class SqliteHistory:
         for doc in docs:
             try:
                 rows.append((str(doc[spec.partition_key]), str(doc["id"]), json.dumps(doc, ensure_ascii=False),
-                             now, expires))
+                             uuid.uuid4().hex, now, expires))
             except (KeyError, TypeError, ValueError) as exc:
                 refused += 1
                 logger.error("history: %s document refused (%s): %.200r", container, exc, doc)
         with db:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(f"INSERT INTO {container} (pk, id, doc, updated, expires) VALUES (?, ?, ?, ?, ?) "
-                           "ON CONFLICT (pk, id) DO UPDATE SET doc = excluded.doc, updated = excluded.updated, "
-                           "expires = excluded.expires", rows)
+            db.executemany(f"INSERT INTO {container} (pk, id, doc, etag, updated, expires) VALUES (?, ?, ?, ?, ?, ?) "
+                           "ON CONFLICT (pk, id) DO UPDATE SET doc = excluded.doc, etag = excluded.etag, "
+                           "updated = excluded.updated, expires = excluded.expires", rows)
         return refused
+
+    async def replace(self, container: str, doc: dict[str, Any], etag: str | None) -> bool:
+        """Write ``doc`` only over the stored version ``etag`` (None: only if absent)."""
+        return await self._call(self._replace, container, doc, etag)
+
+    def _replace(self, container: str, doc: dict[str, Any], etag: str | None) -> bool:
+        db = self._connection()
+        spec = CONTAINERS[container]
+        try:
+            key, ident, body = str(doc[spec.partition_key]), str(doc["id"]), json.dumps(doc, ensure_ascii=False)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HistoryRejected(f"{container} document refused ({exc})") from exc
+        now = time.time()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute(f"SELECT etag FROM {container} WHERE pk = ? AND id = ?", (key, ident)).fetchone()
+            if (row[0] if row else None) != etag:
+                return False
+            db.execute(f"INSERT OR REPLACE INTO {container} (pk, id, doc, etag, updated, expires) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (key, ident, body, uuid.uuid4().hex, now,
+                                                     now + spec.ttl_s if spec.ttl_s is not None else None))
+        return True
 
     async def partition(self, container: str, key: str) -> list[dict[str, Any]]:
         """Every document of ``container`` with partition key ``key``."""
@@ -113,8 +140,8 @@ class SqliteHistory:
     def _partition(self, container: str, key: str) -> list[dict[str, Any]]:
         db = self._connection()
         CONTAINERS[container]  # a known container: its name is safe in the statement
-        rows = db.execute(f"SELECT doc FROM {container} WHERE pk = ? ORDER BY rowid", (key,)).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        rows = db.execute(f"SELECT doc, etag FROM {container} WHERE pk = ? ORDER BY rowid", (key,)).fetchall()
+        return [{**json.loads(doc), "_etag": etag} for doc, etag in rows]
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:

@@ -69,7 +69,7 @@ class CosmosProxy:
         self.throttle = 0  # the next N document writes answered 429
         self.delay_s = 0.0  # every answer held this long (a store timing out)
         self.retry_after_ms = 30
-        self.writes = 0  # document writes (POST .../docs) that reached the proxy
+        self.writes = 0  # document writes (create/upsert POST .../docs, replace PUT .../docs/ID) that reached it
         self.consistency: set[str] = set()  # x-ms-consistency-level of the requests seen
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -100,8 +100,10 @@ class CosmosProxy:
             assert request.transport is not None
             request.transport.abort()
             return web.Response(status=503)
-        is_write = request.method == "POST" and request.path.rstrip("/").endswith("/docs") and \
-            request.headers.get("x-ms-documentdb-isquery", "").lower() != "true"
+        path = request.path.rstrip("/")
+        is_write = (request.method == "POST" and path.endswith("/docs")
+                    and request.headers.get("x-ms-documentdb-isquery", "").lower() != "true") or \
+            (request.method == "PUT" and "/docs/" in path)
         if is_write:
             self.writes += 1
         self.consistency.add(request.headers.get("x-ms-consistency-level", ""))

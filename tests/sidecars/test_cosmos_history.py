@@ -173,6 +173,27 @@ async def test_errors_and_timeouts_are_journalled_and_replayed(proxy: CosmosProx
     assert [d["status"] for d in _items(proxy.upstream, database, "calls")] == ["ended"]
 
 
+async def test_two_workers_merging_one_profile_lose_no_call(proxy: CosmosProxy, tmp_path: Path) -> None:
+    database = f"db{uuid.uuid4().hex[:8]}"
+    workers = [_history(proxy.url, tmp_path / str(n), database) for n in range(2)]
+    for worker in workers:
+        worker.batch_max = 1
+        await worker.start()
+    try:
+        for n in range(20):
+            for w, worker in enumerate(workers):
+                await worker.remember("+1555", {f"seen_by_{w}": True}, {"call_id": f"w{w}-{n:02d}"})
+        for worker in workers:
+            assert await worker.flush()
+    finally:
+        for worker in workers:
+            await worker.aclose()
+    (profile,) = _items(proxy.upstream, database, "profiles")
+    assert sorted(c["call_id"] for c in profile["calls"]) == sorted(f"w{w}-{n:02d}" for w in range(2)
+                                                                    for n in range(20))
+    assert profile["profile"] == {"seen_by_0": True, "seen_by_1": True}
+
+
 async def test_an_odd_call_id_round_trips(proxy: CosmosProxy, tmp_path: Path) -> None:
     database = f"db{uuid.uuid4().hex[:8]}"
     history = _history(proxy.url, tmp_path, database)

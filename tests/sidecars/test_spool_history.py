@@ -176,3 +176,22 @@ async def test_a_journal_that_cannot_be_written_counts_the_loss_and_the_writer_g
         assert record is not None and record["status"] == "ended"
     finally:
         await history.aclose()
+
+
+async def test_two_workers_merging_one_profile_lose_no_call(tmp_path: Path) -> None:
+    workers = [History(SqliteHistory(tmp_path / "h.db"), journal=tmp_path / f"j{n}.jsonl", batch_ms=0, batch_max=1)
+               for n in range(2)]
+    for worker in workers:
+        await worker.start()
+    try:
+        for n in range(40):
+            for w, worker in enumerate(workers):
+                await worker.remember("+1555", {f"seen_by_{w}": True}, {"call_id": f"w{w}-{n:02d}"})
+        for worker in workers:
+            assert await worker.flush()
+        calls = await workers[0].past_calls("+1555")
+        assert sorted(c["call_id"] for c in calls) == sorted(f"w{w}-{n:02d}" for w in range(2) for n in range(40))
+        assert await workers[1].profile("+1555") == {"seen_by_0": True, "seen_by_1": True}
+    finally:
+        for worker in workers:
+            await worker.aclose()
