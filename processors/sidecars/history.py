@@ -375,8 +375,8 @@ class History:
         return ops
 
     async def _apply(self, ops: Sequence[Op]) -> None:
-        """Apply ``ops`` in order: runs of upserts together (the last version of each document),
-        each ``remember`` as a read-merge-write of the caller's profile."""
+        """Apply ``ops``: the upserts together (the last version of each document), each
+        ``remember`` as a read-merge-write of the caller's profile."""
         try:
             await self._apply_ops(ops)
         except HistoryUnavailable:
@@ -392,18 +392,29 @@ class History:
             logger.info("history: the %s store answers again", self.backend.name)
 
     async def _apply_ops(self, ops: Sequence[Op]) -> None:
+        # Upserts never touch profiles and merges touch only profiles, so the two go side by
+        # side; each caller's merges stay in order, different callers' run at once.
         run: dict[tuple[str, str], dict[str, Any]] = {}
+        merges: dict[str, list[Op]] = {}
         for op in ops:
-            if op.get("op") == "upsert" and op.get("container") in CONTAINERS and isinstance(op.get("doc"), dict):
+            if (op.get("op") == "upsert" and op.get("container") in CONTAINERS and op.get("container") != "profiles"
+                    and isinstance(op.get("doc"), dict)):
                 run[(op["container"], str(op["doc"].get("id")))] = op["doc"]
             elif op.get("op") == "remember" and isinstance(op.get("caller_id"), str):
-                await self._upsert_run(run)
-                run = {}
-                await self._remember_now(op)
+                merges.setdefault(op["caller_id"], []).append(op)
             else:
                 self.counters.rejected += 1
                 logger.error("history: unknown operation skipped: %.200r", op)
-        await self._upsert_run(run)
+
+        async def merge_in_order(caller_ops: list[Op]) -> None:
+            for op in caller_ops:
+                await self._remember_now(op)
+
+        results = await asyncio.gather(self._upsert_run(run), *(merge_in_order(m) for m in merges.values()),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _upsert_run(self, run: Mapping[tuple[str, str], dict[str, Any]]) -> None:
         by_container: dict[str, list[dict[str, Any]]] = {}
