@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path(".voicegraph") / "history.db"
 _SYSTEM_FIELDS = ("_rid", "_self", "_etag", "_ts", "_attachments", "_lsn")
+_STOP_S = 0.1  # how long aclose waits for the writer to stop before cancelling it
 _MERGE_ATTEMPTS = 5  # a profile merge that loses this many races in a row is retried later, from the journal
 
 
@@ -172,6 +173,9 @@ class History:
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._journaling = False  # operations wait in the journal: new ones go behind them
+        self._writing = False  # a batch taken from the queue is being written or journalled
+        self._closing = False
+        self._inflight: list[Op] = []  # that batch, until it is in the store or the journal
         self._down = False
         self._backoff = retry_s
         self._retry_at = 0.0
@@ -216,13 +220,22 @@ class History:
             self._progress.notify_all()
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
-        """Flush within ``timeout_s``; what is still queued then goes to the journal. Closes the store."""
-        if self._task is not None:
-            await self.flush(timeout_s)
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        """Write what is queued within ``timeout_s`` (to the store, or to the journal when it is
+        down: the journal is replayed at the next start); what is still queued then goes to
+        the journal. Closes the store."""
+        task = self._task
+        if task is not None:
+            await self.until(lambda h: not h._queue and not h._writing, timeout_s)
+            self._closing = True
+            self._wake.set()
+            await asyncio.wait({task}, timeout=_STOP_S)
+            while not task.done():  # a batch still on its way to a store that does not answer
+                task.cancel()  # again if need be: wait_for (3.11) can swallow a cancel
+                await asyncio.wait({task}, timeout=_STOP_S)
             self._task = None
-            left = self._fold([item for _, item in self._queue])
+            # a batch cut short by the cancel may be partly written: journalled whole (idempotent)
+            left = self._inflight + self._fold([item for _, item in self._queue])
+            self._inflight = []
             self._queue.clear()
             if left and await self._to_journal(left):
                 logger.warning("history: %d operations still queued at shutdown were journalled in %s",
@@ -293,7 +306,7 @@ class History:
     # -- the writer -------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await self._step()
             except Exception:  # a bug of ours must not end the history of every call after it
@@ -321,16 +334,21 @@ class History:
         if len(self._queue) < self.batch_max and self.batch_ms > 0:
             await asyncio.sleep(self.batch_ms / 1000)  # the batching window: more facts join the batch
         taken = [self._queue.popleft() for _ in range(min(self.batch_max, len(self._queue)))]
-        ops = self._fold([item for _, item in taken])
-        if ops and (self._journaling or (self._down and loop.time() < self._retry_at)):
-            # behind what waits in the journal, or while backing off; a journal that cannot be
-            # written leaves the store as the only place (order matters less than loss)
-            if await self._to_journal(ops):
-                await self._replay()
-            else:
-                await self._write(ops, taken, journal=False)
-        elif ops:
-            await self._write(ops, taken, journal=True)
+        self._writing = True
+        try:
+            ops = self._inflight = self._fold([item for _, item in taken])
+            if ops and (self._journaling or (self._down and loop.time() < self._retry_at)):
+                # behind what waits in the journal, or while backing off; a journal that cannot
+                # be written leaves the store as the only place (order matters less than loss)
+                if await self._to_journal(ops):
+                    await self._replay()
+                else:
+                    await self._write(ops, taken, journal=False)
+            elif ops:
+                await self._write(ops, taken, journal=True)
+        finally:
+            self._writing = False
+        self._inflight = []
         await self._stepped()
 
     async def _write(self, ops: list[Op], taken: Sequence[tuple[float, object]], *, journal: bool) -> None:

@@ -4,6 +4,7 @@ they call again; an unknown caller and a store that cannot answer get the usual 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ from agents.orchestrator import Orchestrator
 from pipeline.config import build_graph, load_pipeline
 from pipeline.context import CallContext
 from processors.sidecars.history import History
+from processors.sidecars.history_cosmos import CosmosHistory
 from processors.sidecars.history_sqlite import SqliteHistory
+from tests.sidecars.cosmos_server import EMULATOR_KEY, CosmosProxy, cosmos_url  # noqa: F401 (a fixture)
 from voicegraph.call import CallOptions, run_call_report
 from voicegraph.paths import builtin_config_dir
 
@@ -85,3 +88,27 @@ async def test_a_store_that_cannot_answer_gets_the_usual_greeting(tmp_path: Path
         assert await history.until(lambda h: h.counters.spooled == 1)  # the call's end, journalled
     finally:
         await history.aclose()
+
+
+async def test_a_slow_store_holds_the_greeting_at_most_the_bound(cosmos_url: str, tmp_path: Path,  # noqa: F811
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("AZURE_OPENAI_ENDPOINT", raising=False)
+    proxy = CosmosProxy(cosmos_url)
+    await proxy.start()
+    backend = CosmosHistory(proxy.url, key=EMULATOR_KEY, database=f"db{uuid.uuid4().hex[:8]}",
+                            enable_endpoint_discovery=False, timeout_s=30)
+    history = History(backend, journal=tmp_path / "j.jsonl", batch_ms=0, read_timeout_s=30)
+    await history.start()
+    try:
+        await history.remember("+1555", {"name": "Jane Doe"}, {"call_id": "x"})
+        assert await history.flush()
+        proxy.delay_s = 2.0  # past the orchestrator's bound on the profile read
+        report, _ = await _call(history, "+1555", ["No, that's all. Thank you."])
+        proxy.delay_s = 0.0
+        assert report["turns"][0]["bot_text"].startswith(AUTH_GREETING)
+        assert "greeting as a first-time caller" in caplog.text
+    finally:
+        await history.aclose()
+        await proxy.close()
