@@ -39,14 +39,15 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.errors import ConfigError, ServiceError
+from pipeline.errors import ConfigError
 
 from .facts import CallEnded, Fact
 from .history_record import CONTAINERS, CallRecordBuilder, Op, doc_id, merge_profile
 from .history_spool import Spool
+from .history_store import HistoryBackend, HistoryRejected, HistoryUnavailable
 
 __all__ = ["DEFAULT_PATH", "History", "HistoryBackend", "HistoryCounters", "HistoryRejected", "HistorySink",
            "HistoryUnavailable", "history_from_env"]
@@ -57,46 +58,6 @@ DEFAULT_PATH = Path(".voicegraph") / "history.db"
 _SYSTEM_FIELDS = ("_rid", "_self", "_etag", "_ts", "_attachments", "_lsn")
 _STOP_S = 0.1  # how long aclose waits for the writer to stop before cancelling it
 _MERGE_ATTEMPTS = 5  # a profile merge that loses this many races in a row is retried later, from the journal
-
-
-class HistoryUnavailable(ServiceError):
-    """The store cannot take or give documents now; the writer journals and retries."""
-
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class HistoryRejected(ServiceError):
-    """The store refuses a document for good (malformed, too large): counted, logged, skipped."""
-
-
-class HistoryBackend(Protocol):
-    """A document store with the containers of :data:`~processors.sidecars.history_record.CONTAINERS`."""
-
-    name: str
-
-    async def open(self) -> None:
-        """Connect, and create the database and containers if missing (raise HistoryUnavailable if down)."""
-        ...
-
-    async def upsert(self, container: str, docs: Sequence[dict[str, Any]]) -> int:
-        """Write ``docs`` whole (by id and partition key); the number refused for good (each logged)."""
-        ...
-
-    async def partition(self, container: str, key: str) -> list[dict[str, Any]]:
-        """Every document of ``container`` whose partition key field equals ``key``, each with its
-        version in ``_etag``."""
-        ...
-
-    async def replace(self, container: str, doc: dict[str, Any], etag: str | None) -> bool:
-        """Write ``doc`` only if its stored version is still ``etag`` (None: only if there is none);
-        False when another writer got there first."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release connections and threads."""
-        ...
 
 
 @dataclass(slots=True)

@@ -41,8 +41,8 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
-from .history import HistoryRejected, HistoryUnavailable
 from .history_record import CONTAINERS
+from .history_store import HistoryRejected, HistoryUnavailable
 
 __all__ = ["CosmosHistory"]
 

@@ -12,7 +12,7 @@ everything (``expires`` is stored per row from the container's TTL, for a clean-
 sqlite3 blocks, so every statement runs on one worker thread that owns the connection
 (one writer per file is what SQLite wants anyway); the event loop only awaits it. WAL
 lets ``voicegraph history`` read while a worker writes. A locked or unwritable database
-raises :class:`~processors.sidecars.history.HistoryUnavailable`: the writer journals and
+raises :class:`~processors.sidecars.history_store.HistoryUnavailable`: the writer journals and
 retries.
 """
 
@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 
 from pipeline.errors import ConfigError
 
-from .history import HistoryRejected, HistoryUnavailable
 from .history_record import CONTAINERS
+from .history_store import HistoryRejected, HistoryUnavailable
 
 __all__ = ["SqliteHistory"]
 
