@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
-from processors.sidecars.facts import AgentResponded, CallFacts
+from processors.sidecars.facts import AgentResponded, CallFacts, CallStarted, TranscriptReceived
 from processors.sidecars.history import History, history_from_env
 from processors.sidecars.history_cosmos import CosmosHistory
 from processors.sidecars.history_record import MAX_TEXT
@@ -190,3 +190,16 @@ async def test_a_folder_for_the_database_is_a_clear_error_at_start(tmp_path: Pat
     with pytest.raises(ConfigError, match="VOICEGRAPH_HISTORY_PATH must name a file"):
         await history.start()
     await history.aclose()
+
+
+async def test_a_call_closed_without_its_end_is_kept_as_incomplete(history: History,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    facts = CallFacts("cut", [history.sink("cut")], lambda: 0.0)
+    facts.emit(CallStarted, caller="+1", pipeline="acs")
+    facts.emit(TranscriptReceived, turn=1, text="Hello?")
+    await facts.aclose()  # the worker lost the call: no CallEnded
+    assert await history.flush()
+    record = await history.call_record("cut")
+    assert record is not None and record["status"] == "incomplete"
+    assert [line["text"] for line in record["transcript"]] == ["Hello?"]
+    assert "call cut closed without CallEnded; its record stays incomplete" in caplog.text
