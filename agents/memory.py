@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .engine import AgentState
 
@@ -92,6 +92,7 @@ class InProcessShortTerm:
         self._calls.pop(call_id, None)
 
 
+@runtime_checkable
 class StateStore(Protocol):
     """A store of call states below the agents' layer (the live-state side-car,
     ``processors.sidecars.live.LiveState``): plain data in, plain data out."""

@@ -28,7 +28,11 @@ code or system-prompt leak). A tool still running after ``filler_after_ms`` make
 caller hear the ``filler``. The call's state is saved to short-term memory after every
 turn (:mod:`agents.memory`); a call whose state is found there when it starts (its media
 reconnected to this worker after another ran it) goes on from it: the same agent, slots and
-flow position, and no greeting.
+flow position, and no greeting. With a long-term memory and the caller's id (given by the
+data tier, :meth:`Orchestrator.use_memory`), the caller's stored profile is read when the
+call starts: a returning caller whose profile has a name hears ``welcome_back`` before the
+greeting; when the call ends, what the call learnt of the caller (``AgentState.caller``,
+their verified profile) is remembered with a summary of the call.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from processors.llm.llm_node import LLMBrain, LLMBrainSettings
 
 from .engine import AgentEngine, AgentState, Reply, TurnInput
 from .llm_engine import LLMEngine
-from .memory import ShortTermMemory, default_short_term
+from .memory import LongTermMemory, ShortTermMemory, StateStore, StoreShortTerm, default_short_term
 from .registry import AgentRegistry, shared_registry
 from .safety import ReplyScreen, screen_input
 from .scenarios import IntentMatcher, Scenario, load_scenario
@@ -65,6 +69,7 @@ logger = logging.getLogger(__name__)
 _REPO = Path(__file__).resolve().parents[1]
 _ENTER = "\x00enter"  # a Speak of this text: the entry agent takes the call (at Start)
 _LLM_ENV = ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT")
+_PROFILE_WAIT_S = 1.0  # the longest the first greeting waits for the caller's profile
 
 
 def llm_configured() -> bool:
@@ -96,6 +101,9 @@ class OrchestratorSettings(LLMBrainSettings):
     share_context: Annotated[bool, Doc("handoffs carry the slots and history to the new agent")] = True
     max_handoffs: Annotated[int, Range(ge=1, le=8), Doc("handoffs within one turn before it fails")] = 3
     reload_poll_ms: Annotated[float, Range(ge=0), Doc("look for changed agent files at most this often")] = 500.0
+    welcome_back: Annotated[str, Doc(
+        "said before the greeting to a returning caller whose stored profile has a name ({first_name}, {name}); "
+        "blank: never")] = "Welcome back, {first_name}."
 
 
 def resolve_config_path(path: str) -> Path:
@@ -116,9 +124,10 @@ def scenario_file(settings: OrchestratorSettings) -> Path:
 class Orchestrator(LLMBrain):
     """Runs a scenario's agents as the pipeline's brain (see module docstring).
 
-    ``engine``, ``registry``, ``tools`` and ``memory`` may be given (tests, embedding);
-    else the engine follows ``settings.engine``, the registry is the worker's for
-    ``settings.agents``, the tools the default store, the memory in-process.
+    ``engine``, ``registry``, ``tools``, ``memory`` and ``long_term`` may be given (tests,
+    embedding); else the engine follows ``settings.engine``, the registry is the worker's
+    for ``settings.agents``, the tools the default store, the memory in-process, and there
+    is no long-term memory.
     """
 
     Settings = OrchestratorSettings
@@ -127,12 +136,15 @@ class Orchestrator(LLMBrain):
 
     def __init__(self, settings: OrchestratorSettings | None = None, *, name: str | None = None,
                  engine: AgentEngine | None = None, registry: AgentRegistry | None = None,
-                 tools: ToolStore | None = None, memory: ShortTermMemory | None = None) -> None:
+                 tools: ToolStore | None = None, memory: ShortTermMemory | None = None,
+                 long_term: LongTermMemory | None = None) -> None:
         super().__init__(settings, name=name)
         self.engine = engine
         self.registry = registry
         self.store = tools if tools is not None else default_store()
         self.memory = memory if memory is not None else default_short_term()
+        self.long_term = long_term
+        self.caller_id = ""  # who is calling (a phone number, a name): the long-term memory's key
         self.scenario: Scenario | None = None
         self.agent_state = AgentState(agent="")
         self.matcher = IntentMatcher(())
@@ -181,6 +193,30 @@ class Orchestrator(LLMBrain):
         self.tool_runner = CallTools(self.store, clock=self.ctx.clock, emit=self.emit,
                                      timeout_s=settings.tool_timeout_ms / 1000,
                                      filler_after_ms=settings.filler_after_ms)
+
+    def use_memory(self, *, short_term: ShortTermMemory | StateStore | None = None,
+                   long_term: LongTermMemory | None = None, caller_id: str = "") -> None:
+        """Give this call the worker's memories and the caller's id (before the call starts);
+        what is not given (None, "") stays as it was.
+
+        ``short_term`` may be a plain :class:`~agents.memory.StateStore` (the data tier's
+        live state, which may not import the agents' types): it is adapted here."""
+        if short_term is not None:
+            self.memory = StoreShortTerm(short_term) if isinstance(short_term, StateStore) else short_term
+        if long_term is not None:
+            self.long_term = long_term
+        if caller_id:
+            self.caller_id = caller_id
+
+    async def cleanup(self) -> None:
+        if self.long_term is not None and self.caller_id:
+            state = self.agent_state
+            try:
+                await self.long_term.remember(self.caller_id, dict(state.caller), {
+                    "call_id": self.ctx.call_id, "last_agent": state.agent, "verified": bool(state.caller)})
+            except Exception:  # a failing store must not fail the call's end
+                logger.exception("call %s: could not remember caller %r", self.ctx.call_id, self.caller_id)
+        await super().cleanup()
 
     # -- the LLM engine's view of the call --------------------------------------------------
 
@@ -231,11 +267,37 @@ class Orchestrator(LLMBrain):
     # -- turns ------------------------------------------------------------------------------
 
     async def _enter(self, turn: int) -> AsyncIterator[str]:
+        welcome = await self._welcome_back()
+        if welcome:
+            yield welcome + " "
         greeting = self.settings.greeting.strip()
         if greeting:
             yield greeting
         async for piece in self._run(turn, None, "enter"):
             yield piece
+
+    async def _welcome_back(self) -> str:
+        """``welcome_back`` for a caller whose stored profile has a name, else ""."""
+        template = self.settings.welcome_back.strip()
+        if not template or self.long_term is None or not self.caller_id:
+            return ""
+        try:
+            # bounded: the greeting waits for this read, and a slow store must not hold it up
+            profile = await asyncio.wait_for(self.long_term.profile(self.caller_id), _PROFILE_WAIT_S)
+        except Exception as exc:
+            logger.warning("call %s: no profile for caller %r (%s); greeting as a first-time caller",
+                           self.ctx.call_id, self.caller_id, exc or type(exc).__name__)
+            return ""
+        name = str(profile.get("name") or "").strip()
+        first = str(profile.get("first_name") or "").strip() or (name.split()[0] if name else "")
+        if not first:
+            return ""
+        try:
+            return template.format(first_name=first, name=name or first)
+        except (KeyError, IndexError, ValueError) as exc:
+            logger.warning("orchestrator %s: welcome_back %r has a bad placeholder (%s); not said", self.name,
+                           template, exc)
+            return ""
 
     async def _turn(self, turn_input: TurnInput) -> AsyncIterator[str]:
         assert self.registry is not None and self.scenario is not None

@@ -3,7 +3,7 @@
 # Each block below is one service; it does nothing when the service is already there.
 set -euo pipefail
 
-# -- redis-server (H3: live state) ---------------------------------------------------------
+# -- redis-server (live state, events) ---------------------------------------------------------
 # tests/sidecars/redis_server.py starts Debian's redis-server on a free loopback port, with
 # no persistence, for each test that needs Redis. Needs root (or sudo) and apt-get to install.
 if ! command -v redis-server >/dev/null; then
@@ -24,3 +24,24 @@ if ! command -v redis-server >/dev/null; then
         $sudo systemctl stop redis-server || true
     fi
 fi
+
+# ---- Cosmos DB (history): @vercel/cosmosdb-server from the npm registry ----------------
+# A local server speaking the Cosmos DB NoSQL REST protocol, for the history tests
+# (tests/sidecars/test_cosmos*.py) through the real azure-cosmos SDK. Installed, pinned, into
+# a cache folder outside the repo: $VOICEGRAPH_TEST_SERVICES (default ~/.cache/voicegraph/
+# test-services)/cosmosdb-server; the tests look for lib/cli.js there. Needs node and npm.
+cosmos_version=1.0.1
+services_dir="${VOICEGRAPH_TEST_SERVICES:-${XDG_CACHE_HOME:-$HOME/.cache}/voicegraph/test-services}"
+cosmos_dir="$services_dir/cosmosdb-server"
+cosmos_pkg="$cosmos_dir/node_modules/@vercel/cosmosdb-server/package.json"
+if [ -f "$cosmos_pkg" ] && grep -q "\"version\": \"$cosmos_version\"" "$cosmos_pkg"; then
+    :
+elif ! command -v npm >/dev/null; then
+    echo "test-services: no npm here; install node and npm to run the Cosmos DB tests" >&2
+    exit 1
+else
+    echo "test-services: installing @vercel/cosmosdb-server@$cosmos_version into $cosmos_dir"
+    mkdir -p "$cosmos_dir"
+    npm install --silent --no-audit --no-fund --prefix "$cosmos_dir" "@vercel/cosmosdb-server@$cosmos_version" >/dev/null
+fi
+# ---- end of Cosmos DB ---------------------------------------------------------------------------

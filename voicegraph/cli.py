@@ -1,4 +1,5 @@
-"""The ``voicegraph`` command: validate, graph, nodes, call, serve, dial, sessions, peer acs|openai.
+"""The ``voicegraph`` command: validate, graph, nodes, call, replay, serve, dial, sessions, history,
+peer acs|openai.
 
 Exit codes: 0 success; 1 the work failed (invalid pipeline files, a call that ended with
 errors); 2 the command line was wrong (a bad flag value, an unknown node type or
@@ -25,6 +26,7 @@ from pipeline.config import build_graph, load_pipeline
 from pipeline.errors import ConfigError, VoicegraphError
 
 from . import sessions
+from .history_cmd import add_history_parser
 from .paths import pipeline_path, pipelines_dir
 
 if TYPE_CHECKING:
@@ -495,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_dial(sub)
     sessions.add_parser(sub)
+    add_history_parser(sub)
 
     p = sub.add_parser("peer", help="run a local stand-in for a cloud service, for development")
     peers = p.add_subparsers(dest="service", required=True)

@@ -52,6 +52,7 @@ from pipeline.graph import Graph
 
 from .events import EVENT_TYPES, EventBus, EventTransport, InProcessTransport, Subscriber
 from .facts import CallFacts, FactSink, RecordingStarted
+from .history import history_from_env
 from .live import LiveState, live_state_from_env
 from .recording import CallRecording
 from .tap import CallMeta, FactTap
@@ -308,8 +309,10 @@ def data_tier_from_env(environ: Mapping[str, str] | None = None) -> DataTier:
     # The live state is the agents' short-term memory (a StateStore, which the orchestrator
     # adapts: processors/ may not import agents/); the history their long-term memory.
     live = live_state_from_env(env)
-    return DataTier(short_term=live, events=bus, recordings=recordings, live=live,
-                    sinks=[lambda call_id, meta: live.sink(call_id)], services=[live], worker=live.worker)
+    history = history_from_env(env)
+    return DataTier(short_term=live, long_term=history, events=bus, recordings=recordings, live=live,
+                    sinks=[lambda call_id, meta: live.sink(call_id), lambda call_id, meta: history.sink(call_id)],
+                    services=[live, history], worker=live.worker)
 
 
 def _event_bus(publisher: str, config: SidecarsConfig, env: Mapping[str, str]) -> EventBus | None:

@@ -81,3 +81,16 @@ class RedisServer:
         if process is not None:
             process.kill()
             process.wait(timeout=10)
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port < 55000:
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+                return port

@@ -35,6 +35,7 @@ import pytest
 from redis.asyncio import Redis
 
 from processors.sidecars.live import live_state_from_env
+from processors.sidecars.services import DataTier
 from tests.sidecars.redis_server import RedisServer, free_port
 from transports.acs.auth import NoAuth
 from transports.acs.events import EVENTS_PATH
@@ -281,8 +282,8 @@ async def test_a_take_over_is_counted_as_a_connection_not_a_refusal(tmp_path: Pa
     config = bank_config(tmp_path) / "config"
     live_a = live_state_from_env({"REDIS_URL": redis_server.url, "VOICEGRAPH_WORKER": "a"})
     live_b = live_state_from_env({"REDIS_URL": redis_server.url, "VOICEGRAPH_WORKER": "b"})
-    app_a = create_app(config, poll_s=3600, verifier=NoAuth(), live=live_a)
-    app_b = create_app(config, poll_s=3600, verifier=NoAuth(), live=live_b)
+    app_a = create_app(config, poll_s=3600, verifier=NoAuth(), data_tier=DataTier(short_term=live_a, live=live_a))
+    app_b = create_app(config, poll_s=3600, verifier=NoAuth(), data_tier=DataTier(short_term=live_b, live=live_b))
     await live_a.start()
     await live_b.start()
     try:

@@ -1,18 +1,13 @@
 """Events on Redis Streams against a real redis-server: capped stream, no copies on a retried
 batch, a consumer group that gets its events after a consumer restart.
 
-The server fixture here is a minimal local one (H3's shared tests/sidecars/redis_server.py
-had not landed when this was written); it runs ``redis-server`` on a free loopback port
-with persistence off and kills it after the module.
+Each test runs its own ``redis-server`` (tests/sidecars/redis_server.py): free loopback
+port, persistence off, killed after the test.
 """
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,39 +17,12 @@ from redis.asyncio import Redis
 from processors.sidecars.events import EventBus, to_cloudevent
 from processors.sidecars.events_redis import RedisStreamsTransport, StreamConsumer
 from processors.sidecars.facts import TranscriptReceived
-
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
-
-
-def start_server(folder: Path, port: int | None = None, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
-    """A redis-server on a free loopback port (or ``port``), persistence off, accepting connections."""
-    if port is None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(folder), *extra],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while True:  # wait for the port to accept connections (set-up, not a test assertion)
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return server, port
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("redis-server did not start") from None
-            time.sleep(0.05)
+from tests.sidecars.redis_server import RedisServer
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server, port = start_server(tmp_path_factory.mktemp("redis"))
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.kill()
-        server.wait()
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
 
 
 @pytest.fixture
@@ -158,8 +126,9 @@ async def test_a_batch_is_one_round_trip_and_a_flushed_script_is_loaded_again(re
 
 
 async def test_redis_killed_mid_call_the_events_wait_and_go_in_order_after_the_restart(tmp_path: Path) -> None:
-    server, port = start_server(tmp_path)
-    client = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=2)
+    server = RedisServer(tmp_path)
+    server.start()
+    client = Redis.from_url(server.url, socket_timeout=2)
     transport = RedisStreamsTransport(client, groups=["billing"])
     bus = EventBus(transport, max_backoff_s=0.05, close_timeout_s=30)
     await bus.start()
@@ -168,12 +137,11 @@ async def test_redis_killed_mid_call_the_events_wait_and_go_in_order_after_the_r
     try:
         sink.offer(facts[0])
         assert await bus.wait_sent(1, timeout=10)
-        server.kill()
-        server.wait()
+        server.stop()
         for fact in facts[1:]:  # the call goes on: offer never waits, never raises
             sink.offer(fact)
         assert bus.queued == 6 and bus.dropped == 0
-        server, _ = start_server(tmp_path, port)  # back, empty (no persistence)
+        server.start()  # back on its port, empty (no persistence)
         await sink.aclose()  # everything accepted is sent once Redis is back
         assert bus.send_failures >= 1 and bus.sent == 6
         entries = await client.xrange(transport.stream)
@@ -188,14 +156,14 @@ async def test_redis_killed_mid_call_the_events_wait_and_go_in_order_after_the_r
         assert got == [f"c5:{i}" for i in range(2, 7)]
     finally:
         await bus.aclose()
-        server.kill()
-        server.wait()
+        server.stop()
 
 
 async def test_a_refused_password_is_logged_counted_and_the_events_kept(tmp_path: Path,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
-    server, port = start_server(tmp_path, None, "--requirepass", "right")
-    transport = RedisStreamsTransport(Redis.from_url(f"redis://:wrong@127.0.0.1:{port}/0"))
+    server = RedisServer(tmp_path, extra=("--requirepass", "right"))
+    server.start()
+    transport = RedisStreamsTransport(Redis.from_url(f"redis://:wrong@127.0.0.1:{server.port}/0"))
     bus = EventBus(transport, max_backoff_s=0.05, close_timeout_s=0.1)
     await bus.start()
     try:
@@ -208,55 +176,17 @@ async def test_a_refused_password_is_logged_counted_and_the_events_kept(tmp_path
                    for r in caplog.records)
     finally:
         await bus.aclose()
-        server.kill()
-        server.wait()
+        server.stop()
 
 
-def cluster_port() -> int:
-    """A free loopback port whose cluster bus port (+10000) is free too."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        if port < 55000:
-            with socket.socket() as bus:
-                try:
-                    bus.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-            return port
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[int]]:
-    """Three redis-server nodes as one Redis Cluster (no replicas); their ports."""
-    if shutil.which("redis-cli") is None:
-        pytest.skip("redis-cli not installed")
-    servers = []
-    try:
-        for i in range(3):
-            folder = tmp_path / f"node{i}"
-            folder.mkdir()
-            servers.append(start_server(folder, cluster_port(), "--cluster-enabled", "yes",
-                                        "--cluster-config-file", str(folder / "nodes.conf")))
-        created = subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for _, p in servers),
-                                  "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True,
-                                 timeout=60)
-        assert created.returncode == 0, created.stdout + created.stderr
-        yield [port for _, port in servers]
-    finally:
-        for server, _ in servers:
-            server.kill()
-            server.wait()
-
-
-async def test_events_on_a_redis_cluster_through_the_environment(tmp_path: Path, cluster: list[int]) -> None:
+async def test_events_on_a_redis_cluster_through_the_environment(tmp_path: Path,
+                                                                  redis_cluster: list[RedisServer]) -> None:
     from pipeline.errors import ConfigError
     from processors.sidecars.services import data_tier_from_env
 
     config = tmp_path / "sidecars.yaml"
     env = {"VOICEGRAPH_SIDECARS": str(config), "VOICEGRAPH_REDIS_CLUSTER": "1",
-           "REDIS_URL": f"redis://127.0.0.1:{cluster[0]}"}
+           "REDIS_URL": redis_cluster[0].url}
     config.write_text("events: {publisher: redis, stream: plain-events}\n")
     with pytest.raises(ConfigError, match="on Redis Cluster the stream name needs a hash tag"):
         data_tier_from_env(env)

@@ -6,59 +6,17 @@ live view on one worker hears the facts another worker publishes."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from redis.asyncio import Redis
 
 from agents.engine import AgentState
 from processors.sidecars.facts import AgentResponded, CallEnded, CallFacts, CallStarted, TranscriptReceived
 from processors.sidecars.live import live_state_from_env
-from tests.sidecars.redis_server import RedisServer, free_port
+from tests.sidecars.redis_server import RedisServer
 
 
-def cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too."""
-    while True:
-        port = free_port()
-        if port < 55000:
-            with socket.socket() as probe:
-                try:
-                    probe.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-                return port
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
-    if shutil.which("redis-cli") is None or shutil.which("redis-server") is None:
-        pytest.fail("redis-server and redis-cli are not installed: run scripts/test-services.sh")
-    nodes: list[RedisServer] = []
-    try:
-        for i in range(3):
-            folder = tmp_path / f"node{i}"
-            folder.mkdir()
-            node = RedisServer(folder, port=cluster_port(),
-                               extra=("--cluster-enabled", "yes", "--cluster-config-file", str(folder / "nodes.conf")))
-            node.start()
-            nodes.append(node)
-        created = subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
-                                  "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True,
-                                 timeout=60)
-        assert created.returncode == 0, created.stdout + created.stderr
-        yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
-
-
-async def test_calls_spread_over_the_nodes_and_move_between_workers(cluster: list[RedisServer]) -> None:
-    url = f"redis://127.0.0.1:{cluster[0].port}"
+async def test_calls_spread_over_the_nodes_and_move_between_workers(redis_cluster: list[RedisServer]) -> None:
+    url = f"redis://127.0.0.1:{redis_cluster[0].port}"
     a = live_state_from_env({"REDIS_URL": url, "VOICEGRAPH_REDIS_CLUSTER": "1", "VOICEGRAPH_WORKER": "a"})
     b = live_state_from_env({"REDIS_URL": url, "VOICEGRAPH_REDIS_CLUSTER": "1", "VOICEGRAPH_WORKER": "b"})
     await a.start()
@@ -75,7 +33,7 @@ async def test_calls_spread_over_the_nodes_and_move_between_workers(cluster: lis
     assert await a.writer.flush(30)  # the writer waits out the cluster settling ("cluster is down")
 
     counts = []
-    for node in cluster:
+    for node in redis_cluster:
         client = Redis.from_url(node.url.removesuffix("/0"), decode_responses=True)
         counts.append(await client.dbsize())
         await client.aclose()
