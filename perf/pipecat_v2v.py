@@ -97,6 +97,7 @@ class PipecatTurn:
     """Wall times (monotonic s) of one caller line through Pipecat."""
 
     voice_end: float
+    vad_stop: float | None = None
     stt_final: float | None = None
     decided: float | None = None
     first_token: float | None = None
@@ -108,9 +109,9 @@ class PipecatTurn:
         def since(t: float | None) -> float | None:
             return None if t is None else round((t - self.voice_end) * 1000, 1)
 
-        return {"end_of_turn": since(self.decided), "stt_final": since(self.stt_final),
-                "llm_first_token": since(self.first_token), "tts_first_audio": since(self.first_audio),
-                "first_audio_out": since(self.first_audio)}
+        return {"vad_stop": since(self.vad_stop), "end_of_turn": since(self.decided),
+                "stt_final": since(self.stt_final), "llm_first_token": since(self.first_token),
+                "tts_first_audio": since(self.first_audio), "first_audio_out": since(self.first_audio)}
 
 
 async def pipecat_call(lines: list[Utterance]) -> list[PipecatTurn]:
@@ -127,6 +128,7 @@ async def pipecat_call(lines: list[Utterance]) -> list[PipecatTurn]:
         TranscriptionFrame,
         TTSAudioRawFrame,
         TTSStoppedFrame,
+        VADUserStoppedSpeakingFrame,
     )
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.pipeline.runner import PipelineRunner
@@ -157,10 +159,12 @@ async def pipecat_call(lines: list[Utterance]) -> list[PipecatTurn]:
     class Brain(FrameProcessor):
         async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
             await super().process_frame(frame, direction)
+            turn = current()
             if not isinstance(frame, LLMContextFrame):
+                if isinstance(frame, VADUserStoppedSpeakingFrame) and turn is not None and turn.decided is None:
+                    turn.vad_stop = time.monotonic()  # the last stop before the turn was decided
                 await self.push_frame(frame, direction)
                 return
-            turn = current()
             messages = frame.context.get_messages()
             said = next((str(m.get("content", "")) for m in reversed(messages)
                          if isinstance(m, dict) and m.get("role") == "user"), "")
@@ -231,7 +235,7 @@ async def pipecat_call(lines: list[Utterance]) -> list[PipecatTurn]:
 
 
 def summarise(marks: list[dict[str, float | None]]) -> dict[str, Any]:
-    keys = ("end_of_turn", "stt_final", "llm_first_token", "tts_first_audio", "first_audio_out")
+    keys = [key for key in marks[0] if key != "latency_ms"] if marks else []
     out: dict[str, Any] = {}
     for key in keys:
         values = sorted(v for m in marks if (v := m[key]) is not None)
@@ -270,10 +274,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def render(result: dict[str, Any]) -> str:
-    keys = ("end_of_turn", "stt_final", "llm_first_token", "tts_first_audio", "first_audio_out")
-    lines = ["end of caller speech -> (ms), p50 / p90 (n)", f"{'stack':<12}" + "".join(f"{k:>20}" for k in keys)]
+    keys = ("vad_stop", "end_of_turn", "stt_final", "llm_first_token", "tts_first_audio", "first_audio_out")
+    lines = ["end of caller speech -> (ms), p50 / p90 (n); vad_stop: when Pipecat's VAD confirmed the stop",
+             f"{'stack':<12}" + "".join(f"{k:>20}" for k in keys)]
     for name in ("voicegraph", "pipecat"):
-        cells = "".join(f"{_cell(result[name][k]):>20}" for k in keys)
+        cells = "".join(f"{_cell(result[name].get(k, {})):>20}" for k in keys)
         lines.append(f"{name:<12}{cells}")
     if result["pipecat_misheard"]:
         lines.append("pipecat answered a different rule for: " + "; ".join(result["pipecat_misheard"]))

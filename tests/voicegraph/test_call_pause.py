@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from pipeline.config import build_graph, load_pipeline
+from pipeline.frames import MetricsEvent
+from processors.llm.brain import PREEMPTIVE_STARTED, PREEMPTIVE_USED
 from transports.local import script
 from transports.local.script import MAX_PAUSE_MS, parse_line, render_script
+from transports.local.speech import SpeechCaller
 from voicegraph.call import CallOptions, run_call_report
 from voicegraph.cli import main
 
@@ -86,3 +89,27 @@ async def test_a_long_pause_ends_the_turn_on_silence_and_a_short_one_does_not() 
         assert t["end_reason"] == "silence"
         assert t["end_of_turn_ms"] == 600.0  # the silence window, exactly, on the audio clock
         assert t["preemptive"] == {"started": False, "used": False}
+
+
+async def test_a_preemptive_answer_to_the_words_before_a_pause_is_never_heard() -> None:
+    env = {"VOICEGRAPH__BRAIN__GREETING": "", "VOICEGRAPH__BRAIN__PREEMPTIVE": "true"}
+    graph = build_graph(load_pipeline(LOCAL, env=env))
+    metrics: list[MetricsEvent] = []
+    graph.watch_events(lambda e: metrics.append(e) if isinstance(e, MetricsEvent) else None)
+    report = await run_call_report(graph, CallOptions(pipeline=LOCAL, timeout_s=60,
+                                                      say=("I would like to <pause 400> change my address",)))
+    assert report["ended"] == "eos" and report["errors"] == []
+    [turn] = report["turns"]  # the 400 ms pause is bridged
+    assert turn["preemptive"]["started"] is True
+    started = [m.turn for m in metrics if m.name == PREEMPTIVE_STARTED]
+    settled = [(m.turn, m.value) for m in metrics if m.name == PREEMPTIVE_USED]
+    assert started and set(started) == {1} and len(settled) == len(started)
+    # Every preemptive answer but the last was dropped; the last was used iff the report says so.
+    assert [v for _, v in settled[:-1]] == [0] * (len(settled) - 1)
+    assert settled[-1][1] == (1 if turn["preemptive"]["used"] else 0)
+    # What was said answers the whole line: nothing of an answer to "I would like to" alone.
+    assert "address" in turn["bot_text"].lower() and turn["bot_heard_text"] == turn["bot_text"]
+    caller = graph.nodes["caller"]
+    assert isinstance(caller, SpeechCaller)
+    assert {t for _, t in caller.heard.frames} == {1}
+    assert abs(caller.heard.ms - turn["bot_audio_ms"]) <= 20
