@@ -48,6 +48,11 @@ Result
 
     voicegraph's first audio p50 per round: 963 / 830 / 965 ms (the load moved during the run;
     Pipecat's cumulative p50 after rounds 1, 2, 3: 2940, 2692, 2692 ms).
+    A second run 20 minutes later, quieter (load average ~3), 2 rounds (16 turns each)::
+
+        voicegraph  -          600 / 600     600 / 604    601 / 604    768 / 981        784 / 1001
+        pipecat     265 / 290  778 / 1057    777 / 1048   778 / 1057   1297 / 2088      1297 / 2088
+
     Both stacks understood every line (Pipecat's transcripts chose the same rule as ours).
 
     What each time is made of. voicegraph: the 600 ms silence window from the speech stop
@@ -57,8 +62,8 @@ Result
     paced playout (~20 ms). Pipecat: Silero confirms the stop at ~270 ms (``stop_secs``
     0.2 + 32 ms chunks) and Smart Turn then judges the turn complete, but the turn is only
     released with its transcript: segmented Whisper decodes the whole utterance after the
-    stop, so the turn is decided at ~1.2 s; its Piper service synthesises the whole first
-    sentence (5-30 words) before the first audio, +1.5 s here, growing with the sentence.
+    stop, so the turn is decided at 0.8-1.2 s; its Piper service synthesises the whole first
+    sentence (5-30 words) before the first audio, +0.5-1.5 s here, growing with the sentence.
 """
 
 from __future__ import annotations
