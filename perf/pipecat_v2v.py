@@ -63,7 +63,8 @@ Result
     0.2 + 32 ms chunks) and Smart Turn then judges the turn complete, but the turn is only
     released with its transcript: segmented Whisper decodes the whole utterance after the
     stop, so the turn is decided at 0.8-1.2 s; its Piper service synthesises the whole first
-    sentence (5-30 words) before the first audio, +0.5-1.5 s here, growing with the sentence.
+    sentence (5-30 words) before the first audio, +0.5-1.5 s here (so it grows with that
+    sentence's length; not broken down by length here).
 """
 
 from __future__ import annotations
