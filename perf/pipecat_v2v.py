@@ -60,7 +60,7 @@ Result
     final already there (0-90 ms), the rules brain (< 1 ms), one Piper synthesis of the
     reply's 4-8 word first piece (~300 ms under this load, 130-150 ms on a quiet machine),
     paced playout (~20 ms). Pipecat: Silero confirms the stop at ~270 ms (``stop_secs``
-    0.2 + 32 ms chunks) and Smart Turn then judges the turn complete, but the turn is only
+    0.2 + 32 ms chunks) and Smart Turn is asked then (its log said COMPLETE on a 2-line trial), but the turn is only
     released with its transcript: segmented Whisper decodes the whole utterance after the
     stop, so the turn is decided at 0.8-1.2 s; its Piper service synthesises the whole first
     sentence (5-30 words) before the first audio, +0.5-1.5 s here (so it grows with that
