@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "sidecars_live": ("sidecars_live.py", [], ["--turns", "500", "--calls", "20", "--load-turns", "3",
                                                "--interval-s", "0.1", "--drain-turns", "500"]),
     "sidecars_history": ("sidecars_history.py", [], ["--calls", "10", "--turns", "3", "--turn-ms", "100"]),
+    "pipecat_v2v": ("pipecat_v2v.py", [], ["--rounds", "1", "--lines", "2"]),
 }
 
 

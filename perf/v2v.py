@@ -147,10 +147,11 @@ def turn_marks(turn: dict[str, Any]) -> dict[str, float | None]:
     return {"end_of_turn": end_of_turn, **{k: latency.get(k) for k in STAGES[1:]}}
 
 
-async def run_mode(path: Path, calls: int, turns: int) -> list[dict[str, Any]]:
-    """Run ``calls`` calls at once, each speaking enough lines for ``turns`` turns in all."""
+async def run_mode(path: Path, calls: int, turns: int, *, lines: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run ``calls`` calls at once, each speaking enough lines for ``turns`` turns in all
+    (cycling through ``lines``, default every caller line of :data:`REPLIES`)."""
     per_call = math.ceil(turns / calls)
-    lines = [line for line, _, _ in REPLIES]
+    lines = lines or [line for line, _, _ in REPLIES]
 
     async def one(i: int) -> dict[str, Any]:
         graph = build_graph(load_pipeline(path, env={}))

@@ -35,6 +35,7 @@ from pipeline.graph import Graph
 from pipeline.runner import CallResult, CallRunner
 from processors.sidecars.services import DataTier, attach_call, data_tier_from_env, install
 from processors.sidecars.tap import CallMeta
+from transports.local.script import parse_line
 
 from .report import CallRecorder
 from .runtime import run
@@ -111,6 +112,13 @@ def check_call(graph: Graph, options: CallOptions) -> None:
         raise CallOptionError(f"{' and '.join(speech_only)} {verb} a speech pipeline: the caller of '{graph.name}' "
                               f"({type(caller).__name__}) cannot play audio or talk over the bot")
     script = options.say or tuple(getattr(caller, "script", ()))
+    if not options.typed:
+        for line in script:
+            if isinstance(line, str) and line.strip():
+                try:
+                    parse_line(line)
+                except ValueError as exc:
+                    raise CallOptionError(str(exc)) from None
     greeting = any(getattr(node.settings, "greeting", "") for node in graph.nodes.values())
     check_interrupt(options, script=script, greeting=greeting)
 

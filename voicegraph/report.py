@@ -7,6 +7,7 @@ prints and the perf suite reads::
 
     {"call_id": ..., "turns": [{"turn", "caller_text", "heard_text", "bot_text",
       "bot_audio_ms", "bot_heard_text", "interrupted", "barge_in_ms",
+      "end_of_turn_ms", "end_reason", "preemptive": {"started", "used"},
       "latency_ms": {"stt_final", "llm_first_token", "tts_first_audio", "first_audio_out"},
       "route", "model", "deployment", "failovers", "tool_calls",
       "agent", "handoffs", "action", "safety"}]}
@@ -21,6 +22,15 @@ turn (from ``AgentSwitch`` events; null for other brains), ``handoffs`` the swit
 the turn (``{"from", "to", "reason", "announced"}``), ``action`` a call action it asked
 for (``{"action", "reason", "agent"}``) and ``safety`` what was screened out
 (``{"flag", "matched", "source"}``).
+
+``end_of_turn_ms`` is how long the endpointing took to decide the turn was over: from
+the end of the caller's last speech to the turn's end, on the call's audio clock (null
+when the turn was cut at its maximum length while the caller still spoke, and on text
+calls); ``end_reason`` is why it ended (``silence``: the silence window ran out;
+``model``: the end-of-turn model judged it complete and cut the wait short;
+``max_duration``: the longest turn). ``preemptive`` says whether the brain started an
+answer on the interim transcript as the caller stopped (``started``) and whether that
+answer was the one said (``used``; otherwise it was dropped unheard).
 
 Latencies are cumulative from the turn's anchor: the end of the caller's speech when a
 VAD reported it, else (text calls) the moment the final transcript was made.
@@ -45,14 +55,19 @@ from pipeline.frames import (
     FlushStart,
     Frame,
     LLMToken,
+    MetricsEvent,
     ModelTurn,
     OutputAudio,
     SafetyFlag,
     ToolCall,
     TTSText,
+    TurnEnd,
+    UserStartedSpeaking,
     UserStoppedSpeaking,
 )
 from pipeline.graph import Graph
+from processors.audio.vad_node import VADProcessor
+from processors.llm.brain import PREEMPTIVE_STARTED, PREEMPTIVE_USED
 
 __all__ = ["CallRecorder", "TurnRecord", "format_report"]
 
@@ -76,6 +91,11 @@ class TurnRecord:
     tts_first_ns: int | None = None
     audio_out_ns: int | None = None
     barge_in_ms: float | None = None
+    speech_end_ms: float | None = None  # audio clock: the end of the caller's last speech
+    turn_end_ms: float | None = None  # audio clock: the endpointing's decision
+    end_reason: str | None = None
+    preemptive_started: bool = False
+    preemptive_used: bool = False
     route: str | None = None
     model: str | None = None
     deployment: str | None = None
@@ -107,6 +127,12 @@ class TurnRecord:
             "first_audio_out": since(self.audio_out_ns),
         }
 
+    def end_of_turn_ms(self) -> float | None:
+        """End of the caller's speech -> turn decided (audio clock), or None."""
+        if self.speech_end_ms is None or self.turn_end_ms is None:
+            return None
+        return round(self.turn_end_ms - self.speech_end_ms, 1)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "turn": self.turn,
@@ -118,6 +144,9 @@ class TurnRecord:
             "interrupted": self.interrupted,
             "latency_ms": self.latency_ms(),
             "barge_in_ms": None if self.barge_in_ms is None else round(self.barge_in_ms, 1),
+            "end_of_turn_ms": self.end_of_turn_ms(),
+            "end_reason": self.end_reason,
+            "preemptive": {"started": self.preemptive_started, "used": self.preemptive_used},
             "route": self.route,
             "model": self.model,
             "deployment": self.deployment,
@@ -151,6 +180,9 @@ class CallRecorder:
             mine = tuple(kind for kind, who in owner.items() if who == name)
             if mine:
                 graph.probe(name, partial(self._on_frame, mine, node.duplex))
+        for node in graph.nodes.values():
+            if isinstance(node, VADProcessor):
+                graph.probe(node.name, self._on_turn_end)
         graph.watch_events(self._on_event)
 
     def turn(self, turn: int) -> TurnRecord:
@@ -158,6 +190,12 @@ class CallRecorder:
         if rec is None:
             rec = self.turns[turn] = TurnRecord(turn)
         return rec
+
+    def _on_turn_end(self, frame: Frame) -> None:
+        if type(frame) is TurnEnd and frame.turn:
+            rec = self.turn(frame.turn)
+            rec.turn_end_ms = frame.at_ms
+            rec.end_reason = frame.reason
 
     def _on_frame(self, produced: tuple[type, ...], from_caller: bool, frame: Frame) -> None:
         if type(frame) is AudioFormat:
@@ -187,7 +225,18 @@ class CallRecorder:
     def _on_event(self, event: EventFrame) -> None:
         kind = type(event)
         if kind is UserStoppedSpeaking and event.turn:
-            self.turn(event.turn).speech_end_ns = event.ts
+            assert isinstance(event, UserStoppedSpeaking)
+            rec = self.turn(event.turn)
+            rec.speech_end_ns = event.ts
+            rec.speech_end_ms = event.at_ms
+        elif kind is UserStartedSpeaking and event.turn:
+            self.turn(event.turn).speech_end_ms = None  # resumed: that stop did not end the turn
+        elif kind is MetricsEvent and event.turn:
+            assert isinstance(event, MetricsEvent)
+            if event.name == PREEMPTIVE_STARTED:
+                self.turn(event.turn).preemptive_started = True
+            elif event.name == PREEMPTIVE_USED:
+                self.turn(event.turn).preemptive_used = bool(event.value)
         elif kind is FlushStart and event.turn in self.turns:
             rec = self.turns[event.turn]
             # A flush decided as the answer ended (the caller had talked over its last
@@ -259,6 +308,12 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"  interrupted : the caller heard \"{t['bot_heard_text']}\"")
         if t["bot_audio_ms"]:
             lines.append(f"  bot audio   : {t['bot_audio_ms']:.0f} ms")
+        if t.get("end_reason"):
+            decided = "" if t["end_of_turn_ms"] is None else f"{t['end_of_turn_ms']:.0f} ms after the speech, "
+            lines.append(f"  turn ended  : {decided}{t['end_reason']}")
+        preemptive = t.get("preemptive") or {}
+        if preemptive.get("started"):
+            lines.append(f"  preemptive  : {'used' if preemptive['used'] else 'dropped (the turn went on)'}")
         if t.get("agent"):
             moves = "".join(f", {h['from']} -> {h['to']} ({h['reason']})" for h in t.get("handoffs", []))
             lines.append(f"  agent       : {t['agent']}{moves}")

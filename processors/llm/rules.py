@@ -55,6 +55,7 @@ class RulesBrain(BrainProcessor):
     """Answers each final transcript by the first matching rule, streaming word tokens."""
 
     consumes: tuple[type[DataFrame], ...] = (FinalTranscript, Speak, DTMF)
+    preemptable = True  # an answer is a pure function of the words
     Settings = RulesBrainSettings
     settings: RulesBrainSettings
 

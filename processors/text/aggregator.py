@@ -17,7 +17,11 @@ piece is complete, so the first piece must be short whatever the first sentence'
 A word break is decided only once two more whole words follow it, so the rest of the
 sentence never starts as a dangling single word (and a sentence that ends within those
 two words is emitted whole). Every later piece ends at a sentence end (``.`` ``?`` ``!``
-``…`` or a newline), where the voice's prosody needs the whole sentence.
+``…`` or a newline), where the voice's prosody needs the whole sentence, unless the
+sentence runs on past :data:`LATER_UNIT_MAX_WORDS` words: then it is cut like a first
+piece, at a clause end or a natural break in its last few words before that limit (one
+enormous unpunctuated reply would otherwise be synthesised in one go while the line
+falls silent after the first piece).
 
 A boundary is punctuation *followed by whitespace*, which rules out splitting inside
 ``100,000``, ``3.14``, ``10:30``, ``example.com/a?b=c`` and ``jane.doe@example.com``
@@ -48,7 +52,8 @@ import logging
 import re
 from typing import Final
 
-__all__ = ["ABBREVIATIONS", "BREAK_WORDS", "SentenceAggregator", "ends_sentence", "split_sentences"]
+__all__ = ["ABBREVIATIONS", "BREAK_WORDS", "LATER_UNIT_MAX_WORDS", "SentenceAggregator", "ends_sentence",
+           "split_sentences"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +103,11 @@ _DOTTED: Final = re.compile(r"^(?:[a-z]{1,3}\.){2,}$")
 _LIST_NUMBER: Final = re.compile(r"^\d{1,2}$")
 _LEADING: Final = "\"'([{\u2018\u201c\u00ab"
 _BOUNDARY_CHARS: Final = frozenset(".!?…,;:\u2014\u2013-" + _CLOSERS)
+
+
+#: A later piece longer than this (~12 s of speech, well under a second of Piper) is cut at
+#: a clause end or a natural break, so one synthesis never holds the line for long.
+LATER_UNIT_MAX_WORDS: Final = 40
 
 
 class SentenceAggregator:
@@ -189,32 +199,39 @@ class SentenceAggregator:
         segment = buffer[:index]
         if _SENTENCE_END.search(segment):
             return _has_letter(buffer, index) and not _ends_with_abbreviation(segment)
-        if not self._emitted and self._min_words and _CLAUSE_END.search(segment):
-            return len(segment.split()) >= self._min_words
+        if self._min_words and _CLAUSE_END.search(segment):
+            return len(segment.split()) >= self._window()[0]
         return False
+
+    def _window(self) -> tuple[int, int]:
+        """Fewest and most words of the piece being built when cut short of a sentence end."""
+        if not self._emitted:
+            return self._min_words, self._max_words
+        return LATER_UNIT_MAX_WORDS - (self._max_words - self._min_words), LATER_UNIT_MAX_WORDS
 
     def _word_break(self, index: int) -> int | None:
         """Where a first piece with no clause punctuation ends, given the whole words of
         ``_buffer[:index]``: the index of the whitespace after its last word, or None."""
-        if self._emitted or not self._max_words:
+        if not self._max_words:
             return None
+        least, most = self._window()
         words = list(_WORD.finditer(self._buffer, 0, index))
         count = len(words)
-        if count < self._min_words + 2:
+        if count < least + 2:
             return None
         # Words k and k+1 follow a break after word k (1-based), so nothing dangles.
         k = count - 2
-        if k <= self._max_words:
+        if k <= most:
             after, last = words[k].group(), words[k - 1].group()
             if after.lower() in BREAK_WORDS and _is_content(last) and not _is_range(last, after, words[k + 1].group()):
                 return words[k - 1].end()
-        if k != self._max_words:
+        if k != most:
             return None
         # A long run with no break word: end after its last content word.
-        for word in reversed(words[self._min_words - 1 : self._max_words]):
+        for word in reversed(words[least - 1 : most]):
             if _is_content(word.group()):
                 return word.end()
-        return words[self._max_words - 1].end()
+        return words[most - 1].end()
 
 
 def split_sentences(text: str) -> list[str]:
