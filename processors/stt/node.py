@@ -27,7 +27,7 @@ connection settings from ``AZURE_SPEECH_*``): every frame of the line is pushed 
 arrives, its results come back on the loop and ``azure_turns.AzureTurns`` maps its phrases
 to our turns; transcripts go out through the node's own queue. The audio of the open turn
 (pre-roll included) is kept until its final, so when the service fails mid-call the node
-opens the ``fallback`` engine (at the next frame), feeds it that audio, and carries on
+opens the ``fallback`` engine (in its worker, woken by an empty audio frame), feeds it that audio, and carries on
 with it for the rest of the call: the turn is not lost.
 """
 
@@ -201,7 +201,7 @@ class STTProcessor(Processor):
         speech = AzureSpeechSettings.from_env(overrides={"language": s.language} if s.language else None)
         self.azure = AzureRecognizer(speech, self._azure_result, sample_rate=AZURE_RATE,
                                      segmentation_silence_ms=s.segmentation_silence_ms, phrases=s.phrases)
-        self._turns = AzureTurns(self._emit, final_timeout_ms=s.final_timeout_ms, preroll_ms=s.preroll_ms,
+        self._turns = AzureTurns(self._send_transcript, final_timeout_ms=s.final_timeout_ms, preroll_ms=s.preroll_ms,
                                  interim=s.interim)
         self._bytes_per_ms = AZURE_RATE * 2 / 1000
         try:
@@ -210,13 +210,16 @@ class STTProcessor(Processor):
             self.azure = self._turns = None
             raise
 
-    def _emit(self, frame: Frame) -> None:
+    def _send_transcript(self, frame: Frame) -> None:
         self.enqueue(frame)
 
     def _azure_result(self, result: AzureResult) -> None:
         """On the loop: a result of the recogniser (see AzureRecognizer)."""
         if result.kind == "failed":
-            self._azure_failed = True  # the fallback opens at the next frame, in the worker
+            # The fallback opens in the worker, in order with the audio: an empty frame wakes
+            # it even when no more audio comes (the caller went quiet).
+            self._azure_failed = True
+            self.enqueue(InputAudio(b""))
         elif self._turns is not None:
             self._turns.result(result)
 

@@ -43,8 +43,9 @@ FaultKind = Literal["auth", "throttle", "disconnect", "garbage", "expire", "erro
 FAULT_KINDS: tuple[FaultKind, ...] = ("auth", "throttle", "disconnect", "garbage", "expire", "error")
 """``auth``: 401 at the upgrade. ``throttle``: 429 at the upgrade. ``disconnect``: the
 connection is dropped after ``after_ms`` of a turn's audio. ``garbage``: a frame that is
-not a USP message is sent after ``after_ms``. ``expire``: the token expires after
-``after_ms`` (the connection closes as the service does with an expired token).
+not a USP message is sent after ``after_ms``. ``expire``: after ``after_ms`` the
+connection's token expires (with a key: the key is rotated) and the connection closes, so
+the SDK's reconnect gets a 401.
 ``error``: the turn ends with an error message after ``after_ms``."""
 
 Route_ = Literal["recognition", "synthesis", "any"]
