@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from transports.acs.sessions import CallSessions
 from . import __version__
 from .paths import pipelines_dir
 
-__all__ = ["PipelineCheck", "Readiness", "check_pipelines", "create_app"]
+__all__ = ["PipelineCheck", "Readiness", "acs_pipeline", "check_pipelines", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +162,37 @@ class Readiness:
         return JSONResponse(body, status_code=200 if result.ready else 503)
 
 
+SPEECH_ENV = "VOICEGRAPH_SPEECH"
+
+
+def acs_pipeline(folder: Path, env: Mapping[str, str] | None = None) -> Path:
+    """The pipeline the ACS media socket runs: ``acs.yaml`` (the embedded engines), or
+    ``acs_azure.yaml`` when ``VOICEGRAPH_SPEECH=azure``.
+
+    An explicit switch rather than the mere presence of ``AZURE_SPEECH_*``, so a key left in
+    the environment never moves calls to a paid service by surprise. With ``azure`` the
+    Azure settings are checked here, once: a mistake is logged at start-up (calls would
+    then run on the STT node's fallback engine).
+
+    Raises:
+        ConfigError: ``VOICEGRAPH_SPEECH`` is set to something else than ``embedded`` or ``azure``.
+    """
+    env = os.environ if env is None else env
+    speech = env.get(SPEECH_ENV, "embedded").strip().lower() or "embedded"
+    if speech == "embedded":
+        return folder / "acs.yaml"
+    if speech != "azure":
+        raise ConfigError(f"{SPEECH_ENV}={env.get(SPEECH_ENV)!r}: must be 'embedded' or 'azure'")
+    from processors.azure_speech.config import AzureSpeechSettings
+
+    try:
+        settings = AzureSpeechSettings.from_env(env)
+        logger.info("ACS calls recognise speech on Azure AI Speech at %s", settings.describe())
+    except ConfigError as exc:
+        logger.error("%s=azure but %s: calls will use the embedded fallback engine", SPEECH_ENV, exc)
+    return folder / "acs_azure.yaml"
+
+
 def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: CallControl | None = None,
                verifier: RequestVerifier | None = None) -> Starlette:
     """Build the app; ``config`` defaults to the project's ``config/`` folder.
@@ -170,7 +201,8 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     lifespan (a server, or ``with TestClient(app)``). ``app.state.acs_sessions`` is the
     registry of ACS calls; ``app.state.acs_control`` acts on them (answer, dial, hang up,
     transfer, record; configured by the environment unless ``control`` is given, whose
-    ``sessions`` are then the app's). The media socket runs the ``acs.yaml`` pipeline.
+    ``sessions`` are then the app's). The media socket runs the ``acs.yaml`` pipeline
+    (``acs_azure.yaml`` with ``VOICEGRAPH_SPEECH=azure``: :func:`acs_pipeline`).
     ACS's requests (callbacks, media upgrades) are checked by ``verifier``, by default
     :func:`~transports.acs.auth.verifier_from_env` (closed with the lifespan; one key cache
     and one replay cache for both routes). ``VOICEGRAPH_ACS_NO_AUTH=1`` turns the checks off.
@@ -200,7 +232,7 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     check: RequestVerifier = verifier or own_verifier or NoAuth()
     callbacks = CallbacksEndpoint(sessions, None if isinstance(check, NoAuth) else check)
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), EventsWebhook(acs).route(), callbacks.route(),
-              media_route(sessions, folder / "acs.yaml", verifier=check), *CallsApi(acs).routes()]
+              media_route(sessions, acs_pipeline(folder), verifier=check), *CallsApi(acs).routes()]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.readiness = readiness
     app.state.acs_sessions = sessions

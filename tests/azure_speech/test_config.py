@@ -99,3 +99,31 @@ def test_entra_config_carries_the_token() -> None:
     with pytest.raises(ConfigError, match="needs a token"):
         speech_config(s)
     assert speech_config(s, token="aad#/subscriptions/s/x#t").authorization_token == "aad#/subscriptions/s/x#t"
+
+
+def test_acs_pipeline_switches_by_environment(caplog: pytest.LogCaptureFixture) -> None:
+    from pathlib import Path
+
+    from voicegraph.app import acs_pipeline
+
+    folder = Path("config/pipelines")
+    assert acs_pipeline(folder, {}) == folder / "acs.yaml"
+    assert acs_pipeline(folder, {"VOICEGRAPH_SPEECH": "embedded"}) == folder / "acs.yaml"
+    env = {"VOICEGRAPH_SPEECH": "azure", "AZURE_SPEECH_HOST": "ws://127.0.0.1:5070"}
+    assert acs_pipeline(folder, env) == folder / "acs_azure.yaml"
+    caplog.clear()
+    assert acs_pipeline(folder, {"VOICEGRAPH_SPEECH": "Azure"}) == folder / "acs_azure.yaml"
+    assert "VOICEGRAPH_SPEECH=azure but Azure Speech is not configured" in caplog.text
+    with pytest.raises(ConfigError, match="VOICEGRAPH_SPEECH='cloud': must be 'embedded' or 'azure'"):
+        acs_pipeline(folder, {"VOICEGRAPH_SPEECH": "cloud"})
+
+
+def test_the_azure_pipelines_validate() -> None:
+    from pathlib import Path
+
+    from pipeline.config import load_pipeline
+
+    root = Path(__file__).resolve().parents[2] / "config" / "pipelines"
+    for name in ("azure.yaml", "acs_azure.yaml"):
+        stt = next(n for n in load_pipeline(root / name).nodes if n.name == "stt")
+        assert (stt.settings.engine, stt.settings.fallback) == ("azure", "whisper")
