@@ -19,8 +19,13 @@ is the bridge:
   recogniser, replaying the audio pushed since the last final (``max_restarts`` times);
   anything else is reported as a ``failed`` result, and the STT node falls back to its
   embedded engine for the rest of the call.
-- **Tokens.** With Entra ID the token is refreshed on the recogniser before it expires
-  (``refresh_token``); the SDK uses the new one when it next connects.
+- **Tokens.** With Entra ID the recogniser is made with the token source's current token;
+  when it expires the service refuses the SDK's next connection (401) and the restart above
+  takes a fresh one (``EntraToken`` renews it five minutes before expiry). Setting
+  ``authorization_token`` on a running recogniser was not picked up by the SDK's own
+  reconnect against the peer (1.53), so the restart is the mechanism relied on.
+- **Reconnects need audio.** After a reconnect the SDK resumes the session only as new
+  audio arrives; a phone line's 20 ms frames (silence included) keep it going.
 
 Nothing here knows about turns: the node (``processors.stt.node``) maps phrases to the
 caller's turns.
@@ -159,12 +164,6 @@ class AzureRecognizer:
         recognizer = self._recognizer
         if recognizer is not None:
             await asyncio.get_running_loop().run_in_executor(None, _add_phrases, recognizer, list(phrases))
-
-    async def refresh_token(self) -> None:
-        """Give the recogniser a fresh token for its next connection (Entra ID)."""
-        if self._token is None or self._recognizer is None:
-            return
-        self._recognizer.authorization_token = await self._token()
 
     async def close(self) -> None:
         """End the audio and stop recognising (off the loop); results stop."""

@@ -199,7 +199,14 @@ class STTProcessor(Processor):
 
         s = self.settings
         speech = AzureSpeechSettings.from_env(overrides={"language": s.language} if s.language else None)
-        self.azure = AzureRecognizer(speech, self._azure_result, sample_rate=AZURE_RATE,
+        token = None
+        if speech.auth == "entra":
+            from processors.azure_speech.config import EntraToken
+
+            assert speech.resource_id is not None
+            resource_id = speech.resource_id
+            token = shared(("azure-speech-token", resource_id), lambda: EntraToken(resource_id)).get
+        self.azure = AzureRecognizer(speech, self._azure_result, sample_rate=AZURE_RATE, token=token,
                                      segmentation_silence_ms=s.segmentation_silence_ms, phrases=s.phrases)
         self._turns = AzureTurns(self._send_transcript, final_timeout_ms=s.final_timeout_ms, preroll_ms=s.preroll_ms,
                                  interim=s.interim)

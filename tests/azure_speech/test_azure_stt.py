@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -112,6 +113,17 @@ async def test_wrong_key_is_reported_as_failed(make_peer: PeerFactory) -> None:
     assert "401" in failed[0].error and rec.failed
 
 
+async def line_silence(rec: AzureRecognizer, results: Results, done: Callable[[], bool]) -> None:
+    """Keep the line open as a phone line does: 20 ms of silence every 20 ms until ``done()``.
+
+    The SDK resumes a reconnected session only as new audio arrives; a real line never stops.
+    """
+    async with asyncio.timeout(TIMEOUT):
+        while not done():
+            rec.push(silence(20))
+            await asyncio.sleep(0.02)  # the line's pace, not a synchronisation
+
+
 class Sink(Collector):
     def __init__(self) -> None:
         super().__init__(name="sink")
@@ -211,3 +223,25 @@ async def test_unconfigured_azure_falls_back_at_setup(monkeypatch: pytest.Monkey
     finals = [f for f in sink.frames if isinstance(f, FinalTranscript)]
     assert len(finals) == 1 and wer(AGENT, finals[0].text) <= 0.3
     assert node.engine is not None and node.engine.name == "pocketsphinx"
+
+
+
+async def test_restart_then_a_dropped_connection_still_recognises(make_peer: PeerFactory) -> None:
+    """A recogniser restarted on a 401 recovers from a later dropped connection like the first one."""
+    peer, host = await make_peer(key="no-key-is-used-here", tokens={"token-2"})
+    issued = iter(["token-1", "token-2"])
+
+    async def token() -> str:
+        return next(issued)
+
+    peer.inject(Fault("disconnect", after_ms=1200))
+    results = Results()
+    rec = AzureRecognizer(AzureSpeechSettings(auth="host", host=host), results, token=token)
+    await rec.start()
+    for chunk in frames(utterance(CLAIM) + silence(700)):
+        rec.push(chunk)
+    await line_silence(rec, results, lambda: bool(results.finals()))
+    await rec.close()
+    assert rec.restarts == 1 and peer.counters.refused == {401: 1}
+    assert peer.counters.connections["recognition"] == 2
+    assert wer(CLAIM, results.finals()[0]) <= 0.3
