@@ -245,3 +245,31 @@ async def test_restart_then_a_dropped_connection_still_recognises(make_peer: Pee
     assert rec.restarts == 1 and peer.counters.refused == {401: 1}
     assert peer.counters.connections["recognition"] == 2
     assert wer(CLAIM, results.finals()[0]) <= 0.3
+
+
+async def test_unreachable_host_falls_back_and_the_turn_is_heard(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AZURE_SPEECH_HOST", f"ws://127.0.0.1:{port}")
+    monkeypatch.delenv("AZURE_SPEECH_KEY", raising=False)
+    node, sink = await run_node(STTSettings(engine="azure", fallback="pocketsphinx"), turn_script(AGENT))
+    finals = [f for f in sink.frames if isinstance(f, FinalTranscript)]
+    assert len(finals) == 1 and finals[0].turn == 1 and wer(AGENT, finals[0].text) <= 0.3, finals
+    assert node.azure is None and node.engine is not None and node.engine.name == "pocketsphinx"
+
+
+async def test_garbage_from_the_service_does_not_stick_the_turn(
+    make_peer: PeerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer, host = await make_peer(key=KEY)
+    peer.inject(Fault("garbage", after_ms=1200))
+    monkeypatch.setenv("AZURE_SPEECH_HOST", host)
+    monkeypatch.setenv("AZURE_SPEECH_KEY", KEY)
+    node, sink = await run_node(STTSettings(engine="azure"), turn_script(AGENT))
+    finals = [f for f in sink.frames if isinstance(f, FinalTranscript)]
+    # the SDK skips the frames that are not USP messages; the service's answer still arrives
+    assert [(f.text, f.turn) for f in finals] == [("Yes please transfer me to an agent.", 1)]
+    assert peer.counters.faults == ["recognition:garbage"] and node.azure is not None
