@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "ivr_turn": ("ivr_turn.py", [], ["--calls", "20"]),
     "orchestrator": ("orchestrator.py", [], ["--calls", "10"]),
     "end_of_turn": ("end_of_turn.py", [], ["--sentences", "2"]),
+    "azure_stt": ("azure_stt.py", [], ["--calls", "1", "10"]),
 }
 
 
