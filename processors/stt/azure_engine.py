@@ -93,7 +93,8 @@ class AzureRecognizer:
         on_result: Called on the event loop for each result.
         sample_rate: The rate of the PCM16 mono audio pushed (8000, 16000...).
         segmentation_silence_ms: Silence that ends a phrase (the service's default is 500).
-        phrases: A phrase list that biases recognition (names, policy words).
+        phrases: A phrase list that biases recognition (names, policy words); sent in each
+            turn's ``speech.context``.
         token: Gives a fresh authorization token (Entra ID); ``None`` for key/host auth.
         max_restarts: Restarts on authentication failure before giving up.
     """
@@ -113,7 +114,7 @@ class AzureRecognizer:
         self.sample_rate = sample_rate
         self._on_result = on_result
         self._segmentation_ms = segmentation_silence_ms
-        self._phrases = list(phrases)
+        self._phrases = tuple(phrases)
         self._token = token
         self._max_restarts = max_restarts
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -157,13 +158,6 @@ class AzureRecognizer:
             self._push.write(pcm)
         self._replay += pcm
         self._pushed_bytes += len(pcm)
-
-    async def add_phrases(self, phrases: Sequence[str]) -> None:
-        """Add phrases to the running recogniser's phrase list (an agent's names, at run time)."""
-        self._phrases.extend(phrases)
-        recognizer = self._recognizer
-        if recognizer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, _add_phrases, recognizer, list(phrases))
 
     async def close(self) -> None:
         """End the audio and stop recognising (off the loop); results stop."""

@@ -273,3 +273,21 @@ async def test_garbage_from_the_service_does_not_stick_the_turn(
     # the SDK skips the frames that are not USP messages; the service's answer still arrives
     assert [(f.text, f.turn) for f in finals] == [("Yes please transfer me to an agent.", 1)]
     assert peer.counters.faults == ["recognition:garbage"] and node.azure is not None
+
+
+async def test_connection_is_warm_before_the_caller_speaks(make_peer: PeerFactory) -> None:
+    """The recogniser connects at start (the call's set-up), not at the caller's first audio,
+    and its phrase list and segmentation silence reach the service."""
+    peer, host = await make_peer(key=KEY)
+    results = Results()
+    rec = AzureRecognizer(AzureSpeechSettings(auth="host", host=host, key=KEY), results,
+                          phrases=("Contoso", "policy number"), segmentation_silence_ms=700)
+    await rec.start()
+    await peer.wait_for(lambda p: p.counters.connections["recognition"] == 1)
+    assert rec.pushed_ms == 0
+    for chunk in frames(utterance(AGENT) + silence(1000)):
+        rec.push(chunk)
+    await results.wait(lambda: bool(results.finals()))
+    await rec.close()
+    assert peer.contexts[0] == {"segmentation_ms": 700, "phrases": ["Contoso", "policy number"]}
+    assert peer.counters.connections["recognition"] == 1

@@ -25,7 +25,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -114,6 +114,7 @@ class SpeechPeer:
         self.counters = Counters()
         self.phrases: list[str] = []  # every speech.phrase text sent, in order
         self.requests: list[dict[str, str]] = []  # path, query, auth kind of each upgrade
+        self.contexts: list[dict[str, Any]] = []  # per recognition turn: segmentation_ms, phrases
         self._changed = asyncio.Condition()
         self.app = Starlette(routes=[
             WebSocketRoute("/speech/recognition/{mode}/cognitiveservices/v1", self._recognition),

@@ -8,11 +8,10 @@ peer answers, echoing ``X-RequestId``::
     turn.start  speech.startDetected  (speech.hypothesis* speech.phrase)*  speech.endDetected  turn.end
 
 A phrase ends after ``segmentation_silence_ms`` of silence (the client's
-``Speech_SegmentationSilenceTimeoutMs``, sent in ``speech.context`` as
-``phraseDetection.interactive.segmentation.segmentationSilenceTimeoutMs`` or the
-conversation equivalent, wins over the peer's default). Offsets and durations are in 100 ns
-ticks from the start of the turn's audio. ``?format=detailed`` gets ``NBest`` entries with
-a confidence, otherwise ``DisplayText``.
+``Speech_SegmentationSilenceTimeoutMs``, sent in ``speech.context``, wins over the peer's
+default). The phrase list the client sent is recorded (``SpeechPeer.contexts``), not used.
+Offsets and durations are in 100 ns ticks from the start of the turn's audio.
+``?format=detailed`` gets ``NBest`` entries with a confidence, otherwise ``DisplayText``.
 
 Silence is told from speech by level (20 ms frames under -45 dBFS are silence): the peer
 stands in for the service's segmentation, it does not try to equal it. The words come from
@@ -98,13 +97,29 @@ def _dbfs(frame: bytes) -> float:
 
 
 def _segmentation_ms(context: Any, default: int) -> int:
-    """The client's segmentation silence timeout from ``speech.context``, if it sent one."""
-    detection = context.get("phraseDetection", {}) if isinstance(context, dict) else {}
-    for mode in ("interactive", "conversation", "dictation"):
-        value = detection.get(mode, {}).get("segmentation", {}).get("segmentationSilenceTimeoutMs")
-        if isinstance(value, int) and 100 <= value <= 5000:
-            return value
+    """The client's segmentation silence timeout from ``speech.context``, if it sent one.
+
+    The Python SDK 1.53 sends ``{"phraseDetection": {"mode": "CONVERSATION", "CONVERSATION":
+    {"segmentation": {"segmentationSilenceTimeoutMs": 700, "mode": "Custom"}}}}``: the block
+    is named by the mode; any case is accepted.
+    """
+    detection = context.get("phraseDetection") if isinstance(context, dict) else None
+    if not isinstance(detection, dict):
+        return default
+    for key, block in detection.items():
+        if key.lower() in ("interactive", "conversation", "dictation") and isinstance(block, dict):
+            segmentation = block.get("segmentation")
+            value = segmentation.get("segmentationSilenceTimeoutMs") if isinstance(segmentation, dict) else None
+            if isinstance(value, int) and 100 <= value <= 5000:
+                return value
     return default
+
+
+def _phrases(context: Any) -> list[str]:
+    """The phrase list (``dgi.Groups[].Items[].Text``) the client sent in ``speech.context``."""
+    groups = context.get("dgi", {}).get("Groups", []) if isinstance(context, dict) else []
+    return [item["Text"] for group in groups if isinstance(group, dict)
+            for item in group.get("Items", []) if isinstance(item, dict) and isinstance(item.get("Text"), str)]
 
 
 class _Connection:
@@ -174,6 +189,7 @@ class _Connection:
         self.request_id = message.request_id
         self._new_turn_state()
         self.segmentation_ms = _segmentation_ms(context, self.segmentation_ms)
+        self.peer.contexts.append({"segmentation_ms": self.segmentation_ms, "phrases": _phrases(context)})
         self.fault = self.peer.take_fault("recognition", ("disconnect", "garbage", "expire", "error"))
         self.peer.counters.turns["recognition"] += 1
         await self._send("turn.start", {"context": {"serviceTag": self.request_id}})
