@@ -41,7 +41,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pipeline.errors import ConfigError, FrameError, ServiceError
+from pipeline.errors import ConfigError, FatalError, FrameError, ServiceError
 from pipeline.frames import (
     AudioFormat,
     ControlFrame,
@@ -237,7 +237,8 @@ class STTProcessor(Processor):
         self.azure = self._turns = None
         self._azure_failed = False
         if self.settings.fallback == "none":
-            raise ServiceError("STT engine 'azure' failed mid-call and no fallback is set")
+            await azure.close()
+            raise FatalError("STT engine 'azure' failed mid-call and no fallback is set: the call cannot hear")
         logger.warning("STT: azure failed mid-call; '%s' takes over with %d ms of the open turn",
                        self.settings.fallback, len(self._turn_audio) / self._bytes_per_ms)
         await azure.close()

@@ -291,3 +291,21 @@ async def test_connection_is_warm_before_the_caller_speaks(make_peer: PeerFactor
     await rec.close()
     assert peer.contexts[0] == {"segmentation_ms": 700, "phrases": ["Contoso", "policy number"]}
     assert peer.counters.connections["recognition"] == 1
+
+
+async def test_failure_without_fallback_ends_the_call_clearly(
+    make_peer: PeerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer, host = await make_peer(key=KEY)
+    peer.inject(Fault("expire", after_ms=1200))
+    monkeypatch.setenv("AZURE_SPEECH_HOST", host)
+    monkeypatch.setenv("AZURE_SPEECH_KEY", KEY)
+    sink = Sink()
+    graph = Graph("azure-stt")
+    graph.chain(Line(turn_script(CLAIM), sink, hold=False), STTProcessor(STTSettings(engine="azure", fallback="none")),
+                sink)
+    result = await run_call(graph, timeout=90)
+    assert result.reason == "fatal", result
+    assert [e.message for e in result.errors if e.fatal] == [
+        "FatalError: STT engine 'azure' failed mid-call and no fallback is set: the call cannot hear"]
+    assert not [f for f in sink.frames if isinstance(f, FinalTranscript)]
