@@ -175,3 +175,16 @@ async def test_faults_route(make_peer: PeerFactory) -> None:
         assert (await client.delete("/peer/faults")).status_code == 204
         state = await client.get("/peer/state")
         assert state.json()["pending_faults"] == 0 and state.json()["connections"]["recognition"] == 0
+
+
+@pytest.mark.parametrize(("text", "lexical", "display"), [
+    ("i want to file a claim", "i want to file a claim", "I want to file a claim."),
+    (" I went to file a claim for my car accident. ", "i went to file a claim for my car accident",
+     "I went to file a claim for my car accident."),
+    ("Is it open?", "is it open", "Is it open?"),
+    ("  ", "", ""),
+])
+def test_lexical_and_display_forms(text: str, lexical: str, display: str) -> None:
+    from processors.azure_speech.peer.recognition import forms
+
+    assert forms(text) == (lexical, display)

@@ -44,7 +44,7 @@ from .wire import Message, new_request_id, parse_binary, parse_text, text_messag
 if TYPE_CHECKING:
     from .app import Fault, SpeechPeer
 
-__all__ = ["serve"]
+__all__ = ["forms", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,19 @@ def _wav_format(data: bytes) -> tuple[int, bytes]:
             return rate, data[pos + 8 :]
         pos += 8 + size
     raise ProtocolError("WAVE header has no data chunk")
+
+
+def forms(text: str) -> tuple[str, str]:
+    """The service's two forms of an engine's text: lexical (lower case, no punctuation:
+    ``i want to file a claim``) and display (capitalised, ending in punctuation:
+    ``I want to file a claim.``). Whisper punctuates, pocketsphinx does not."""
+    words = text.split()
+    lexical = " ".join(w for w in (word.strip(".,!?;:\"").lower() for word in words) if w)
+    if not lexical:
+        return "", ""
+    display = " ".join(words)
+    display = display[0].upper() + display[1:]
+    return lexical, display if display[-1] in ".!?" else display + "."
 
 
 def _dbfs(frame: bytes) -> float:
@@ -238,7 +251,7 @@ class _Connection:
         chunk, self.batch = bytes(self.batch), bytearray()
         assert self.stream is not None
         hyp = await self.loop.run_in_executor(None, self.stream.feed, chunk)
-        text = " ".join(hyp.text.split()) if hyp is not None else ""
+        text = forms(hyp.text)[0] if hyp is not None else ""  # hypotheses are lexical, as the service's
         if text and text != self.hypothesis:
             if self.first_hypothesis and self.peer.settings.first_hypothesis_ms:
                 await asyncio.sleep(self.peer.settings.first_hypothesis_ms / 1000)
@@ -257,13 +270,12 @@ class _Connection:
         self.in_phrase, self.hypothesis = False, ""
         if self.peer.settings.final_ms:
             await asyncio.sleep(self.peer.settings.final_ms / 1000)
-        lexical = " ".join(hyp.text.split())
+        lexical, display = forms(hyp.text)
         offset = self.phrase_start_ms * TICKS_PER_MS
         duration = (self.audio_ms - self.silence_ms - self.phrase_start_ms) * TICKS_PER_MS
         if not lexical:
             await self._send("speech.phrase", {"RecognitionStatus": "NoMatch", "Offset": offset, "Duration": duration})
             return
-        display = lexical[0].upper() + lexical[1:] + "."
         self.peer.phrases.append(display)
         body: dict[str, Any] = {"RecognitionStatus": "Success", "Offset": offset, "Duration": duration}
         if self.detailed:
