@@ -44,9 +44,13 @@ from typing import Any, Literal
 from pipeline.errors import ServiceError
 from processors.azure_speech.config import AzureSpeechSettings, speech_config
 
-__all__ = ["AzureRecognizer", "AzureResult", "TokenSource"]
+__all__ = ["MAX_REPLAY_MS", "AzureRecognizer", "AzureResult", "TokenSource"]
 
 logger = logging.getLogger(__name__)
+
+MAX_REPLAY_MS = 30_000
+"""Replay kept at most: the service finalises a phrase after its segmentation silence (or
+~20 s of continuous speech); a longer wait without a final is silence with no phrase."""
 
 TokenSource = Callable[[], Awaitable[str]]
 """An async callable giving the current authorization token (``EntraToken.get``)."""
@@ -125,7 +129,7 @@ class AzureRecognizer:
         self._bytes_per_ms = sample_rate * 2 / 1000
         self._pushed_bytes = 0
         self._replay = bytearray()  # audio pushed since the last final
-        self._replay_start_ms = 0
+        self._replay_start_ms = 0.0
         self._restarting = False
         self._task: asyncio.Task[None] | None = None
         self.restarts = 0
@@ -158,6 +162,9 @@ class AzureRecognizer:
             self._push.write(pcm)
         self._replay += pcm
         self._pushed_bytes += len(pcm)
+        excess = len(self._replay) - int(MAX_REPLAY_MS * self._bytes_per_ms)
+        if excess > 0:  # no final for that long (silence): the oldest audio is not worth keeping
+            self._forget_until(self._replay_start_ms + excess / self._bytes_per_ms)
 
     async def close(self) -> None:
         """End the audio and stop recognising (off the loop); results stop."""
@@ -233,12 +240,12 @@ class AzureRecognizer:
         else:
             self._on_result(AzureResult("interim", text, start, end))
 
-    def _forget_until(self, end_ms: int) -> None:
-        """Drop replay audio the service has finalised (up to ``end_ms``)."""
+    def _forget_until(self, end_ms: float) -> None:
+        """Drop replay audio up to call-audio time ``end_ms`` (finalised by the service)."""
         cut = int((end_ms - self._replay_start_ms) * self._bytes_per_ms) & ~1
         if cut > 0:
             del self._replay[:cut]
-            self._replay_start_ms = end_ms
+            self._replay_start_ms += cut / self._bytes_per_ms
 
     def _canceled(self, reason: str, code: str, details: str) -> None:
         if reason != "Error":
@@ -268,7 +275,7 @@ class AzureRecognizer:
                 await loop.run_in_executor(None, _stop, held)
             assert self._token is not None
             token = await self._token()
-            self._base_ms = self._replay_start_ms
+            self._base_ms = round(self._replay_start_ms)
             replay, pushed = bytes(self._replay), self._pushed_bytes
             await loop.run_in_executor(None, self._open, token, replay)
             late = self._pushed_bytes - pushed  # pushed while the new recogniser started

@@ -309,3 +309,15 @@ async def test_failure_without_fallback_ends_the_call_clearly(
     assert [e.message for e in result.errors if e.fatal] == [
         "FatalError: STT engine 'azure' failed mid-call and no fallback is set: the call cannot hear"]
     assert not [f for f in sink.frames if isinstance(f, FinalTranscript)]
+
+
+def test_replay_is_bounded_when_no_final_comes() -> None:
+    """Audio kept for a restart stays within MAX_REPLAY_MS however long the line is silent."""
+    from processors.stt.azure_engine import MAX_REPLAY_MS
+
+    rec = AzureRecognizer(AzureSpeechSettings(auth="host", host="ws://127.0.0.1:9"), lambda r: None)
+    for _ in range(40 * 50):  # 40 s of 20 ms frames, never started: nothing reaches an SDK
+        rec.push(silence(20))
+    assert rec.pushed_ms == 40_000
+    assert len(rec._replay) == MAX_REPLAY_MS * 32
+    assert rec._replay_start_ms == 10_000
