@@ -23,6 +23,9 @@ Method
       ``idle_lag_ms``: the same with no call running (the shared machine's own noise).
     * CPU: this process's CPU seconds over the run, divided by the calls and the run's
       seconds (``cpu_pct_per_call``: percent of one core per concurrent recogniser).
+    * Set-up (``start_ms``): ``AzureRecognizer.start()`` (create the recogniser, connect,
+      start continuous recognition: the SDK connects here, not at the first audio), the
+      first in the process and the median of the next nine.
     * Memory: ``VmRSS`` before the first recogniser and its peak during the run (sampled
       every 10 ms by the lag task), per call; ``Threads`` from ``/proc/self/status``.
 
@@ -210,6 +213,20 @@ async def run_calls(n: int, speakers: int) -> dict[str, Any]:
     }
 
 
+async def start_times(host: str, runs: int = 10) -> dict[str, float]:
+    """How long ``AzureRecognizer.start()`` takes (create, connect, start): a call's set-up."""
+    from processors.azure_speech.config import AzureSpeechSettings
+
+    times = []
+    for _ in range(runs):
+        rec = azure_engine.AzureRecognizer(AzureSpeechSettings(auth="host", host=host), lambda r: None)
+        t0 = time.perf_counter()
+        await rec.start()
+        times.append((time.perf_counter() - t0) * 1000)
+        await rec.close()
+    return {"start_ms_first": times[0], "start_ms_median": statistics.median(times[1:])}
+
+
 async def baseline_lag(seconds: float = 3.0) -> dict[str, float]:
     """The same 10 ms ticker with no call running: the machine's own noise."""
     loop = asyncio.get_running_loop()
@@ -249,6 +266,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         utterance(SENTENCE, pad_ms=0)  # synthesise before measuring
         result: dict[str, Any] = {}
         result.update(await baseline_lag())
+        result.update(await start_times(os.environ["AZURE_SPEECH_HOST"]))
         for n in args.calls:
             result.update(await run_calls(n, args.speakers))
         return result

@@ -216,8 +216,15 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     async def readyz(request: Request) -> JSONResponse:
         return readiness.response()
 
+    media_pipeline = acs_pipeline(folder)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if media_pipeline.name == "acs_azure.yaml":
+            from processors.stt.azure_engine import warm_up
+
+            # The Speech SDK's first recogniser costs ~0.35 s: paid here, not by the first call.
+            await asyncio.get_running_loop().run_in_executor(None, warm_up)
         async with asyncio.TaskGroup() as tasks:
             watcher = tasks.create_task(readiness.watch(), name="readiness")
             yield
@@ -232,7 +239,7 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     check: RequestVerifier = verifier or own_verifier or NoAuth()
     callbacks = CallbacksEndpoint(sessions, None if isinstance(check, NoAuth) else check)
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), EventsWebhook(acs).route(), callbacks.route(),
-              media_route(sessions, acs_pipeline(folder), verifier=check), *CallsApi(acs).routes()]
+              media_route(sessions, media_pipeline, verifier=check), *CallsApi(acs).routes()]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.readiness = readiness
     app.state.acs_sessions = sessions

@@ -113,7 +113,7 @@ def _load(name: EngineName) -> STTEngine:
 
 @dataclass(frozen=True, kw_only=True)
 class STTSettings:
-    """Which local recogniser, and how audio is fed to it."""
+    """Which recogniser, and how audio is fed to it."""
 
     engine: Annotated[Literal["pocketsphinx", "whisper", "azure"], Doc(
         "whisper (tiny.en decoded incrementally: hears real 8 kHz phone speech, WER ~0.06), "
@@ -122,7 +122,7 @@ class STTSettings:
     )] = "pocketsphinx"
     fallback: Annotated[Literal["pocketsphinx", "whisper", "none"], Doc(
         "engine used when the chosen one fails to load or (azure) fails mid-call (logged); "
-        "none: the call fails to start"
+        "none: the call fails to start (or, azure failing mid-call, ends)"
     )] = "pocketsphinx"
     preroll_ms: Annotated[int, Range(ge=0), Doc(
         "audio kept from before the VAD declared speech (cover the VAD start window)"
@@ -147,7 +147,7 @@ class STTSettings:
 
 
 class STTProcessor(Processor):
-    """Recognises each user turn with a local engine (see module docstring)."""
+    """Recognises each user turn with a local engine or Azure AI Speech (see module docstring)."""
 
     consumes = (InputAudio,)
     produces = (InterimTranscript, FinalTranscript)

@@ -127,3 +127,27 @@ def test_the_azure_pipelines_validate() -> None:
     for name in ("azure.yaml", "acs_azure.yaml"):
         stt = next(n for n in load_pipeline(root / name).nodes if n.name == "stt")
         assert (stt.settings.engine, stt.settings.fallback) == ("azure", "whisper")
+
+
+def test_app_warms_the_sdk_at_start_when_speech_is_azure(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from starlette.testclient import TestClient
+
+    from processors.stt import azure_engine
+    from voicegraph.app import create_app
+
+    warmed: list[str] = []
+    monkeypatch.setattr(azure_engine, "warm_up", lambda: warmed.append("sdk"))
+    monkeypatch.setenv("VOICEGRAPH_ACS_NO_AUTH", "1")
+    config = Path(str(tmp_path))
+    (config / "pipelines").mkdir()
+    monkeypatch.delenv("VOICEGRAPH_SPEECH", raising=False)
+    with TestClient(create_app(config, poll_s=3600)) as client:
+        assert client.get("/healthz").status_code == 200
+    assert warmed == []
+    monkeypatch.setenv("VOICEGRAPH_SPEECH", "azure")
+    monkeypatch.setenv("AZURE_SPEECH_HOST", "ws://127.0.0.1:5070")
+    with TestClient(create_app(config, poll_s=3600)) as client:
+        assert client.get("/healthz").status_code == 200
+    assert warmed == ["sdk"]
