@@ -45,6 +45,7 @@ from pipeline.errors import ConfigError, FatalError, FrameError, ServiceError
 from pipeline.frames import (
     AudioFormat,
     ControlFrame,
+    ErrorEvent,
     FinalTranscript,
     Frame,
     InputAudio,
@@ -174,6 +175,7 @@ class STTProcessor(Processor):
         self._turns: AzureTurns | None = None
         self._turn_audio = bytearray()  # azure: the open turn's audio, replayed on fallback
         self._azure_failed = False
+        self._azure_error = ""
 
     async def setup(self) -> None:
         name = self.settings.engine
@@ -226,6 +228,7 @@ class STTProcessor(Processor):
             # The fallback opens in the worker, in order with the audio: an empty frame wakes
             # it even when no more audio comes (the caller went quiet).
             self._azure_failed = True
+            self._azure_error = result.error
             self.enqueue(InputAudio(b""))
         elif self._turns is not None:
             self._turns.result(result)
@@ -236,6 +239,9 @@ class STTProcessor(Processor):
         assert azure is not None and turns is not None
         self.azure = self._turns = None
         self._azure_failed = False
+        failure = ServiceError(f"azure speech failed mid-call: {self._azure_error}")
+        # On the bus as a non-fatal error, as any node's failure: the call's report shows it.
+        self.emit(ErrorEvent(node=self.name, message=str(failure), fatal=False, error=failure, turn=turns.turn))
         if self.settings.fallback == "none":
             await azure.close()
             raise FatalError("STT engine 'azure' failed mid-call and no fallback is set: the call cannot hear")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from pipeline.errors import ServiceError
 from pipeline.frames import AudioFormat, FinalTranscript, Frame, InputAudio, InterimTranscript, TurnEnd, TurnStart
 from pipeline.graph import Graph
 from pipeline.processor import Processor
@@ -177,13 +178,15 @@ def turn_script(text: str) -> list[Frame]:
     return out
 
 
-async def run_node(settings: STTSettings, script: list[Frame], *, hold: bool = False) -> tuple[STTProcessor, Sink]:
+async def run_node(settings: STTSettings, script: list[Frame], *, hold: bool = False,
+                   errors: int = 0) -> tuple[STTProcessor, Sink]:
     sink = Sink()
     node = STTProcessor(settings)
     graph = Graph("azure-stt")
     graph.chain(Line(script, sink, hold=hold), node, sink)
     result = await run_call(graph, timeout=90)
-    assert result.errors == ()
+    assert len(result.errors) == errors, result.errors
+    sink.errors = list(result.errors)  # type: ignore[attr-defined]
     return node, sink
 
 
@@ -208,10 +211,13 @@ async def test_failure_mid_turn_falls_back_without_losing_the_turn(
     peer.inject(Fault("expire", after_ms=1200))  # the key is rotated mid-utterance: reconnect is a 401
     monkeypatch.setenv("AZURE_SPEECH_HOST", host)
     monkeypatch.setenv("AZURE_SPEECH_KEY", KEY)
-    node, sink = await run_node(STTSettings(engine="azure", fallback="pocketsphinx"), turn_script(CLAIM))
+    node, sink = await run_node(STTSettings(engine="azure", fallback="pocketsphinx"), turn_script(CLAIM), errors=1)
     finals = [f for f in sink.frames if isinstance(f, FinalTranscript)]
     assert len(finals) == 1 and finals[0].turn == 1
     assert wer(CLAIM, finals[0].text) <= 0.3, finals[0].text  # pocketsphinx heard the whole turn
+    (error,) = sink.errors  # type: ignore[attr-defined]
+    assert isinstance(error.error, ServiceError) and not error.fatal and error.node == node.name
+    assert error.message.startswith("azure speech failed mid-call: AuthenticationFailure: WebSocket upgrade failed")
     assert node.azure is None and node.engine is not None and node.engine.name == "pocketsphinx"
     assert peer.counters.refused == {401: 1}
 
@@ -255,9 +261,10 @@ async def test_unreachable_host_falls_back_and_the_turn_is_heard(monkeypatch: py
         port = probe.getsockname()[1]
     monkeypatch.setenv("AZURE_SPEECH_HOST", f"ws://127.0.0.1:{port}")
     monkeypatch.delenv("AZURE_SPEECH_KEY", raising=False)
-    node, sink = await run_node(STTSettings(engine="azure", fallback="pocketsphinx"), turn_script(AGENT))
+    node, sink = await run_node(STTSettings(engine="azure", fallback="pocketsphinx"), turn_script(AGENT), errors=1)
     finals = [f for f in sink.frames if isinstance(f, FinalTranscript)]
     assert len(finals) == 1 and finals[0].turn == 1 and wer(AGENT, finals[0].text) <= 0.3, finals
+    assert "ConnectionFailure" in sink.errors[0].message  # type: ignore[attr-defined]
     assert node.azure is None and node.engine is not None and node.engine.name == "pocketsphinx"
 
 
@@ -306,6 +313,8 @@ async def test_failure_without_fallback_ends_the_call_clearly(
                 sink)
     result = await run_call(graph, timeout=90)
     assert result.reason == "fatal", result
+    warned = [e.message for e in result.errors if not e.fatal]
+    assert len(warned) == 1 and warned[0].startswith("azure speech failed mid-call: AuthenticationFailure: ")
     assert [e.message for e in result.errors if e.fatal] == [
         "FatalError: STT engine 'azure' failed mid-call and no fallback is set: the call cannot hear"]
     assert not [f for f in sink.frames if isinstance(f, FinalTranscript)]
