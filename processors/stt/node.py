@@ -27,8 +27,9 @@ connection settings from ``AZURE_SPEECH_*``): every frame of the line is pushed 
 arrives, its results come back on the loop and ``azure_turns.AzureTurns`` maps its phrases
 to our turns; transcripts go out through the node's own queue. The audio of the open turn
 (pre-roll included) is kept until its final, so when the service fails mid-call the node
-opens the ``fallback`` engine (in its worker, woken by an empty audio frame), feeds it that audio, and carries on
-with it for the rest of the call: the turn is not lost.
+posts the failure (a non-fatal ``ErrorEvent`` with a ``ServiceError``), opens the
+``fallback`` engine in its worker (woken by an empty audio frame), feeds it that audio and
+carries on with it for the rest of the call: the turn is not lost.
 """
 
 from __future__ import annotations
