@@ -6,7 +6,8 @@ a handoff without shared context starts it afresh). The tools offered are the ag
 (from the tool store, arguments checked before they run) plus one handoff tool per
 target in its ``handoffs`` (``handoff_to_<target>``, described by when to use it).
 
-The loop is the LLM brain's: tokens leave as they arrive; tool calls are run (through
+Each request goes through the LLM brain's :meth:`~processors.llm.llm_node.LLMBrain.ask_model`
+(the orchestrator is an LLM brain): tokens leave as they arrive; tool calls are run (through
 the orchestrator's :class:`~agents.tools.runner.CallTools`) and their results sent back,
 at most ``max_tool_rounds`` times, the last round offering no tools. A handoff tool ends
 the turn for this agent at once with a :class:`~agents.engine.Reply` naming the target
@@ -22,13 +23,13 @@ still unanswered (a handoff), the agent's answer to them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ServiceError
-from processors.llm.llm_node import EmptyReply
-from processors.llm.router import NoDeploymentAnswered, TurnFeatures
+from processors.llm.llm_node import EmptyReply, ModelRequest
+from processors.llm.router import TurnFeatures
 from processors.llm.tools import ToolArgumentsError, ToolCallRequest, parse_arguments, tool_schema
 
 from .engine import AgentState, Reply, ToolRunner, TurnInput
@@ -98,47 +99,31 @@ class LLMEngine:
     async def _loop(self, agent: AgentSpec, state: AgentState, tools: ToolRunner, turn: int,
                     chars: int) -> AsyncIterator[str | Reply]:
         host = self.host
-        router = host.router
-        if router is None:
-            raise ServiceError("the LLM engine has no router (setup did not run)")
         settings = host.settings
         schemas = self._schemas(agent)
         messages: list[dict[str, Any]] = [{"role": "system", "content": host.system_prompt(agent, state)},
                                           *host.context(state)]
         features = TurnFeatures(agent=agent.name, intent=str(state.memory.get("intent", "")), tools=bool(schemas),
                                 chars=chars)
+        route = (agent.route, f"agent {agent.name}'s route") if agent.route else None
         spoken = False
         ran: list[dict[str, Any]] = []
         for round_ in range(settings.max_tool_rounds + 1):
-            record = router.choose(features)
-            if agent.route:
-                record.route, record.why = agent.route, f"agent {agent.name}'s route"
             offered = schemas if round_ < settings.max_tool_rounds else []
-            try:
-                routed = await router.open(record, messages, clock=host.ctx.clock, tools=offered,
-                                           temperature=settings.temperature, max_tokens=settings.max_tokens)
-            except NoDeploymentAnswered:
-                host.report_model(turn, record, None)
-                raise
-            said: list[str] = []
-            try:
-                async for delta in routed:
-                    if delta.text:
-                        said.append(delta.text)
-                        yield delta.text
-            finally:
-                await routed.aclose()
-                host.report_model(turn, record, routed)
-            spoken = spoken or bool(said)
-            calls = routed.stream.tool_calls.calls()
+            request = ModelRequest()
+            async with contextlib.aclosing(host.ask_model(request, turn, features, messages, offered,
+                                                          route=route)) as pieces:
+                async for piece in pieces:
+                    yield piece
+            spoken = spoken or bool(request.said)
+            calls = request.calls
             if not calls:
                 if not spoken:
-                    raise EmptyReply(f"deployment {record.deployment!r} answered with no text and no tool call")
+                    raise EmptyReply(f"deployment {request.deployment!r} answered with no text and no tool call")
                 if ran:
                     yield Reply(tool_calls=ran)
                 return
-            messages.append({"role": "assistant", "content": "".join(said) or None,
-                             "tool_calls": [call.message() for call in calls]})
+            messages.append(request.assistant_message())
             for call in calls:
                 if call.name.startswith(HANDOFF_PREFIX):
                     target = call.name[len(HANDOFF_PREFIX):]

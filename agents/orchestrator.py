@@ -44,7 +44,6 @@ from pipeline.errors import ConfigError, ServiceError
 from pipeline.frames import DTMF, AgentSwitch, CallAction, EventFrame, FinalTranscript, SafetyFlag, Speak, Start
 from pipeline.settings import Doc, Range
 from processors.llm.llm_node import LLMBrain, LLMBrainSettings
-from processors.llm.router import RoutedStream, RouteRecord
 
 from .engine import AgentEngine, AgentState, Reply, TurnInput
 from .llm_engine import LLMEngine
@@ -180,10 +179,6 @@ class Orchestrator(LLMBrain):
         """The history as heard, from the turn the agent's context starts at."""
         start = int(state.memory.get("context_from", 0))
         return [{"role": m.role, "content": m.content} for m in self.conversation.history if m.turn >= start]
-
-    def report_model(self, turn: int, record: RouteRecord, routed: RoutedStream | None) -> None:
-        """A model request of ``turn``: the ``ModelTurn`` event and metrics."""
-        self._report(turn, record, routed)
 
     # -- frames -----------------------------------------------------------------------------
 

@@ -43,8 +43,6 @@ Result
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -62,6 +60,7 @@ from agents.engine import AgentState, Reply, TurnInput  # noqa: E402
 from agents.ivr import IVREngine, normalize  # noqa: E402
 from agents.spec import AgentSpec, parse_agent  # noqa: E402
 from agents.tools import domain  # noqa: E402
+from perf.figures import run_and_print  # noqa: E402
 
 
 def _merge(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,17 +151,7 @@ def cli() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=200, help="demo calls played")
     parser.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args()
-    try:
-        import uvloop
-
-        result = uvloop.run(main(args))
-    except ImportError:  # pragma: no cover
-        result = asyncio.run(main(args))
-    for key, value in result.items():
-        print(f"{key:24} {value:10.1f}" if isinstance(value, float) else f"{key:24} {value:>10}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    run_and_print(main, parser.parse_args())
     return 0
 
 

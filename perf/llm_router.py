@@ -91,6 +91,9 @@ import httpx2
 import openai
 from openai.types.chat import ChatCompletionChunk
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from perf.figures import run_and_print
 from pipeline.context import CallContext
 from pipeline.frames import ControlFrame, DataFrame, FinalTranscript, Frame, LLMToken, ResponseEnd, TTSText
 from pipeline.graph import Graph
@@ -341,17 +344,7 @@ def cli() -> int:
     parser.add_argument("--turns", type=int, default=200, help="turns measured per configuration")
     parser.add_argument("--tokens", type=int, default=30, help="tokens of the long answer")
     parser.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args()
-    try:
-        import uvloop
-
-        result = uvloop.run(main(args))
-    except ImportError:  # pragma: no cover
-        result = asyncio.run(main(args))
-    for key, value in result.items():
-        print(f"{key:42} {value:12.1f}" if isinstance(value, float) else f"{key:42} {value:>12}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    run_and_print(main, parser.parse_args(), width=42, digits=12)
     return 0
 
 

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -75,6 +74,7 @@ from agents.orchestrator import Orchestrator, OrchestratorSettings  # noqa: E402
 from agents.registry import AgentRegistry  # noqa: E402
 from agents.spec import AgentSpec  # noqa: E402
 from agents.tools import domain  # noqa: E402
+from perf.figures import run_and_print  # noqa: E402
 from pipeline.context import CallContext  # noqa: E402
 from pipeline.frames import ControlFrame, DataFrame, FinalTranscript, LLMToken, ResponseEnd  # noqa: E402
 from pipeline.graph import Graph  # noqa: E402
@@ -214,17 +214,7 @@ def cli() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=100, help="demo calls per brain")
     parser.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args()
-    try:
-        import uvloop
-
-        result = uvloop.run(main(args))
-    except ImportError:  # pragma: no cover
-        result = asyncio.run(main(args))
-    for key, value in result.items():
-        print(f"{key:24} {value:10.1f}" if isinstance(value, float) else f"{key:24} {value:>10}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    run_and_print(main, parser.parse_args())
     return 0
 
 

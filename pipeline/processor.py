@@ -191,6 +191,11 @@ class Processor:
         for deliver in self._outputs:
             await deliver(frame)
 
+    def feeders(self) -> list[Processor]:
+        """The nodes that push to this one (known once the graph is wired for a call)."""
+        return [feeder for deliver in self._upstream
+                if isinstance(feeder := getattr(deliver, "__self__", None), Processor)]
+
     async def push_upstream(self, frame: Frame) -> None:
         """Send a frame to the nodes feeding this one."""
         for deliver in self._upstream:

@@ -71,11 +71,24 @@ def plan_acs_call(options: CallOptions) -> AcsCallPlan:
     """Check ``options`` for a call over ACS and derive the server's pipeline and the
     caller's settings (blocking: it loads the pipeline). ``CallOptionError`` if the
     pipeline cannot be called over ACS."""
-    graph = build_graph(load_pipeline(options.pipeline))
-    greeting = any(getattr(node.settings, "greeting", "") for node in graph.nodes.values())
-    lines = tuple(options.say)
-    line = next((n for n in graph.nodes.values() if isinstance(n, AcsMediaTransport)), None)
+    from agents.orchestrator import Orchestrator
+
+    from .call import scenario_lines, with_scenario
+
+    spec = load_pipeline(options.pipeline)
     raw = yaml.safe_load(Path(options.pipeline).read_text(encoding="utf-8"))
+    lines = tuple(options.say)
+    if options.scenario is not None:  # the server's orchestrators run the scenario; its demo caller speaks
+        spec = with_scenario(spec, options.scenario)
+        for node in spec.nodes:
+            if node.name in raw["nodes"] and getattr(node.settings, "scenario", None) == options.scenario:
+                raw["nodes"][node.name]["scenario"] = options.scenario
+        lines = lines or scenario_lines(spec)
+    graph = build_graph(spec)
+    # The bot speaks first with a greeting, or an orchestrator (its entry agent introduces itself).
+    greeting = any(getattr(node.settings, "greeting", "") or isinstance(node, Orchestrator)
+                   for node in graph.nodes.values())
+    line = next((n for n in graph.nodes.values() if isinstance(n, AcsMediaTransport)), None)
     if line is not None:
         caller = AcsCallerSettings(sample_rate=line.sample_rate)
     else:
@@ -159,6 +172,13 @@ async def run_acs_call_report(plan: AcsCallPlan, options: CallOptions) -> dict[s
     result = session.result or CallResult(call_id=call_id, reason="cancelled", duration_s=0.0)
     report["pipeline"] = session.graph.name if session.graph is not None else ""
     report["ended"] = result.reason
+    acted = next((t["action"]["action"] for t in report["turns"] if t.get("action")), None)
+    if (acted is not None and result.reason == "cancelled" and session.ended_reason in _AGENT_ENDINGS
+            and all(line.ended_ns for line in caller.lines)):
+        # The agent ended the call (a goodbye and a hang-up, or a transfer) once the caller had
+        # said everything: the call's normal end, not a failure.
+        report["ended"] = acted
+        result = replace(result, reason="eos")
     report["via"] = "acs"
     report["wire"] = wire
     if caller.ear.late_frames:
@@ -167,6 +187,10 @@ async def run_acs_call_report(plan: AcsCallPlan, options: CallOptions) -> dict[s
         errors.append(f"wire: the caller could not read {caller.messages_refused} messages from the server")
     report["errors"] = call_errors(report, result, options) + errors
     return report
+
+
+#: How a session ends when an agent's call action ended it (transports.acs.control / callbacks).
+_AGENT_ENDINGS = frozenset({"hung up", "transferred to another participant"})
 
 
 def _record(recorders: dict[int, CallRecorder], session: CallSession) -> None:

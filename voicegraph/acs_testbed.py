@@ -54,7 +54,7 @@ from transports.acs.peer.rest import AcsRestPeer
 from transports.acs.peer.signer import OPENID_PATH
 from transports.acs.sessions import CallSession, CallSessions
 
-from .app import create_app
+from .app import acs_pipelines, create_app
 
 __all__ = ["AcsTestbed", "RingRefused", "listening_socket", "serving"]
 
@@ -103,12 +103,15 @@ class AcsTestbed:
     ``control`` (our call actions), ``verifier`` (our check of ACS's JWTs), ``sender``
     (the peer's Event Grid)."""
 
-    def __init__(self, config: Path, media: MediaHook, *, sample_rate: int = 16000) -> None:
+    def __init__(self, config: Path, media: MediaHook, *, sample_rate: int = 16000,
+                 transfer_target: str | None = None) -> None:
         if sample_rate not in _FORMATS:
             raise ValueError(f"ACS streams 16000 or 24000 Hz, not {sample_rate}")
         self.config = config
         self.media = media
         self.sample_rate = sample_rate
+        #: Where our server transfers callers when an agent asks (``VOICEGRAPH_ACS_TRANSFER_TARGET``).
+        self.transfer_target = transfer_target
         #: The peer's access key (base64, as in a connection string): the SDK signs with it.
         self.key = base64.b64encode(secrets.token_bytes(32)).decode()
         self.sender = EventGridSender()
@@ -151,7 +154,9 @@ class AcsTestbed:
             client = CallAutomationClient(self.peer_url, AzureKeyCredential(self.key))
             self._stack.push_async_callback(client.close)
             self._control = CallControl(CallSessions(), public_url=self.url, client=client,
-                                        audio_format=_FORMATS[self.sample_rate])
+                                        audio_format=_FORMATS[self.sample_rate],
+                                        transfer_target=self.transfer_target,
+                                        pipelines=acs_pipelines(self.config / "pipelines") or ("acs",))
             self._control.sessions.watch(self.started.append)
             # ACS's JWTs checked as in production: keys from the peer's OpenID configuration, for its resource id.
             self.verifier = AcsJwtVerifier(peer.resource_id, openid_url=self.peer_url + OPENID_PATH)

@@ -1,7 +1,10 @@
 """The ASGI application: health, readiness, and ACS phone calls: the Event Grid webhook
 (``/acs/events``), the call callbacks (``/acs/callbacks``), the media WebSocket
 (``/acs/media``) and the call actions (``/acs/calls``), sharing one registry of calls and
-one Call Automation client per app (closed with the lifespan).
+one Call Automation client per app (closed with the lifespan). A call runs ``acs.yaml``
+(``acs_azure.yaml`` with ``VOICEGRAPH_SPEECH=azure``: :func:`acs_pipeline`)
+unless it was dialled with another pipeline's name (any pipeline of the folder with an
+``acs_media`` line); an agent's transfer or hang-up is carried out on the ACS call.
 
 ``/healthz`` answers while the process lives. ``/readyz`` answers 200 only when every
 pipeline under ``config/pipelines`` loads and validates (so a bad deploy never takes
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -46,7 +50,7 @@ from transports.acs.sessions import CallSessions
 from . import __version__
 from .paths import pipelines_dir
 
-__all__ = ["PipelineCheck", "Readiness", "acs_pipeline", "check_pipelines", "create_app"]
+__all__ = ["PipelineCheck", "Readiness", "acs_pipeline", "acs_pipelines", "check_pipelines", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -162,12 +166,30 @@ class Readiness:
         return JSONResponse(body, status_code=200 if result.ready else 503)
 
 
+def acs_pipelines(folder: Path) -> tuple[str, ...]:
+    """The pipelines of ``folder`` an ACS call can run (an ``acs_media`` node), ``acs`` first.
+
+    Read from the YAML without building anything (blocking; at app creation). A file that
+    does not parse is left out here; ``/readyz`` reports it.
+    """
+    names: list[str] = []
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else ():
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        nodes = raw.get("nodes") if isinstance(raw, dict) else None
+        if isinstance(nodes, dict) and any(isinstance(n, dict) and n.get("use") == "acs_media" for n in nodes.values()):
+            names.append(path.stem)
+    return tuple(sorted(names, key=lambda name: name != "acs"))
+
+
 SPEECH_ENV = "VOICEGRAPH_SPEECH"
 
 
 def acs_pipeline(folder: Path, env: Mapping[str, str] | None = None) -> Path:
-    """The pipeline the ACS media socket runs: ``acs.yaml`` (the embedded engines), or
-    ``acs_azure.yaml`` when ``VOICEGRAPH_SPEECH=azure``.
+    """The default pipeline of ACS calls: ``acs.yaml`` (the embedded engines), or
+    ``acs_azure.yaml`` when ``VOICEGRAPH_SPEECH=azure``; the other stays dialable by name.
 
     An explicit switch rather than the mere presence of ``AZURE_SPEECH_*``, so a key left in
     the environment never moves calls to a paid service by surprise. With ``azure`` the
@@ -233,13 +255,15 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
             if own_verifier is not None:
                 await own_verifier.aclose()
 
-    acs = control if control is not None else CallControl(CallSessions())
+    default = media_pipeline.stem  # first: what inbound calls, and calls dialled without a name, run
+    pipelines = (default, *(name for name in acs_pipelines(folder) if name != default))
+    acs = control if control is not None else CallControl(CallSessions(), pipelines=pipelines)
     sessions = acs.sessions
     own_verifier = verifier_from_env() if verifier is None else None
     check: RequestVerifier = verifier or own_verifier or NoAuth()
-    callbacks = CallbacksEndpoint(sessions, None if isinstance(check, NoAuth) else check)
+    callbacks = CallbacksEndpoint(sessions, None if isinstance(check, NoAuth) else check, on_media_failed=acs.end_call)
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), EventsWebhook(acs).route(), callbacks.route(),
-              media_route(sessions, media_pipeline, verifier=check), *CallsApi(acs).routes()]
+              media_route(sessions, media_pipeline, verifier=check, act=acs.act), *CallsApi(acs).routes()]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.readiness = readiness
     app.state.acs_sessions = sessions

@@ -226,8 +226,8 @@ def _call_conflict(args: argparse.Namespace) -> str:
         return "--text (typed lines) and --say (spoken lines) cannot be combined"
     if args.text and (args.wav is not None or args.interrupt_after is not None):
         return "--text lines are typed: --wav and --interrupt-after need a spoken call (--say)"
-    if args.scenario is not None and args.via != "local":
-        return "--scenario runs on the local pipeline; --via acs places the acs pipeline's call"
+    if args.scenario is not None and args.via == "acs" and args.text:
+        return "--via acs places a spoken call: give the caller's lines with --say (or none: the scenario's demo)"
     return ""
 
 

@@ -32,9 +32,10 @@ what was passed over, the time to first token and the usage; ``MetricsEvent``s c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,9 +45,9 @@ from pipeline.settings import Doc, Range
 
 from .brain import BrainProcessor, BrainSettings
 from .router import ModelRouter, NoDeploymentAnswered, RoutedStream, RouteRecord, TurnFeatures, load_models
-from .tools import Tool, ToolOutcome, parse_arguments, run_tool, tool_schema
+from .tools import Tool, ToolCallRequest, ToolOutcome, parse_arguments, run_tool, tool_schema
 
-__all__ = ["EmptyReply", "LLMBrain", "LLMBrainSettings", "shared_router"]
+__all__ = ["EmptyReply", "LLMBrain", "LLMBrainSettings", "ModelRequest", "shared_router"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,20 @@ _REPO = Path(__file__).resolve().parents[2]
 
 class EmptyReply(ServiceError):
     """The model answered with neither text nor a tool call."""
+
+
+@dataclass(slots=True)
+class ModelRequest:
+    """What one request of a tool loop got back (filled by :meth:`LLMBrain.ask_model`)."""
+
+    said: list[str] = field(default_factory=list)
+    calls: list[ToolCallRequest] = field(default_factory=list)
+    deployment: str = ""
+
+    def assistant_message(self) -> dict[str, Any]:
+        """The assistant's message asking for the tool calls, for the next request."""
+        return {"role": "assistant", "content": "".join(self.said) or None,
+                "tool_calls": [call.message() for call in self.calls]}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,45 +153,29 @@ class LLMBrain(BrainProcessor):
         return self._answer(text, turn)
 
     async def _answer(self, text: str, turn: int) -> AsyncIterator[str]:
-        router = self.router
-        if router is None:
-            raise ServiceError("the LLM brain has no router (setup did not run)")
         settings = self.settings
         schemas = [tool_schema(tool) for tool in self.tools.values()]
         messages: list[dict[str, Any]] = list(self.conversation.messages())
         features = self.features(text)
         spoken = False
         for round_ in range(settings.max_tool_rounds + 1):
-            record = router.choose(features)
-            if settings.route:
-                record.route, record.why = settings.route, "fixed by the node's settings"
             offered = schemas if round_ < settings.max_tool_rounds else []
-            try:
-                routed = await router.open(record, messages, clock=self.ctx.clock, tools=offered,
-                                           temperature=settings.temperature, max_tokens=settings.max_tokens)
-            except NoDeploymentAnswered:
-                self._report(turn, record, None)
-                raise
-            said: list[str] = []
-            try:
-                async for delta in routed:
-                    if delta.text:
-                        said.append(delta.text)
-                        yield delta.text
-            finally:
-                await routed.aclose()  # at once, also when abandoned: the server stops generating
-                self._report(turn, record, routed)
-            calls = routed.stream.tool_calls.calls()
+            request = ModelRequest()
+            route = (settings.route, "fixed by the node's settings") if settings.route else None
+            async with contextlib.aclosing(self.ask_model(request, turn, features, messages, offered,
+                                                          route=route)) as pieces:
+                async for piece in pieces:
+                    yield piece
+            said, calls = request.said, request.calls
             if not calls:
                 if not said and not spoken:
-                    raise EmptyReply(f"deployment {record.deployment!r} answered with no text and no tool call")
+                    raise EmptyReply(f"deployment {request.deployment!r} answered with no text and no tool call")
                 return
             spoken = spoken or bool(said)
             if not offered:
                 raise ServiceError(f"the model still calls tools after {settings.max_tool_rounds} rounds")
             arguments = [parse_arguments(call) for call in calls]
-            messages.append({"role": "assistant", "content": "".join(said) or None,
-                             "tool_calls": [call.message() for call in calls]})
+            messages.append(request.assistant_message())
             timeout_s = settings.tool_timeout_ms / 1000
             work = asyncio.ensure_future(asyncio.gather(*(
                 run_tool(self.tools.get(call.name), call, args, clock=self.ctx.clock, timeout_s=timeout_s)
@@ -197,6 +196,36 @@ class LLMBrain(BrainProcessor):
                                    result="" if outcome.error is not None else outcome.content,
                                    error=outcome.error or "", turn=turn))
         raise ServiceError("unreachable: the last round offers no tools")  # pragma: no cover
+
+    async def ask_model(self, request: ModelRequest, turn: int, features: TurnFeatures,
+                        messages: list[dict[str, Any]], tools: list[dict[str, Any]], *,
+                        route: tuple[str, str] | None = None) -> AsyncGenerator[str, None]:
+        """One request of a turn's tool loop: choose the route (``route``: a fixed one and
+        why), stream the answer's text as it comes, report the model turn, and leave the
+        text and tool calls in ``request``. Close it (``aclosing``) to close the stream at once."""
+        router = self.router
+        if router is None:
+            raise ServiceError(f"{self.name}: no model router (setup did not run)")
+        record = router.choose(features)
+        if route is not None:
+            record.route, record.why = route
+        settings = self.settings
+        try:
+            routed = await router.open(record, messages, clock=self.ctx.clock, tools=tools,
+                                       temperature=settings.temperature, max_tokens=settings.max_tokens)
+        except NoDeploymentAnswered:
+            self._report(turn, record, None)
+            raise
+        request.deployment = record.deployment
+        try:
+            async for delta in routed:
+                if delta.text:
+                    request.said.append(delta.text)
+                    yield delta.text
+        finally:
+            await routed.aclose()  # at once, also when abandoned: the server stops generating
+            self._report(turn, record, routed)
+        request.calls = routed.stream.tool_calls.calls()
 
     async def _done_within(self, work: asyncio.Future[Any], ms: float) -> bool:
         """Wait for ``work`` at most ``ms`` on the call's clock; True if it is done."""

@@ -224,18 +224,13 @@ _FIXED_TEXTS = ("greeting", "apology", "filler")
 
 
 def _upstream_nodes(node: Processor) -> list[Processor]:
-    """Every node that feeds ``node`` in its wired graph, nearest first.
-
-    The graph wires each edge's ``src.on_upstream`` into ``dst._upstream``, so a node
-    finds its feeders without a reference to the graph.
-    """
+    """Every node that feeds ``node`` in its wired graph, nearest first."""
     found: list[Processor] = []
     frontier = [node]
     while frontier:
         current = frontier.pop(0)
-        for deliver in current._upstream:
-            feeder = getattr(deliver, "__self__", None)
-            if isinstance(feeder, Processor) and feeder is not node and feeder not in found:
+        for feeder in current.feeders():
+            if feeder is not node and feeder not in found:
                 found.append(feeder)
                 frontier.append(feeder)
     return found

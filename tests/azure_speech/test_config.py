@@ -142,12 +142,18 @@ def test_app_warms_the_sdk_at_start_when_speech_is_azure(tmp_path: object, monke
     monkeypatch.setenv("VOICEGRAPH_ACS_NO_AUTH", "1")
     config = Path(str(tmp_path))
     (config / "pipelines").mkdir()
+    root = Path(__file__).resolve().parents[2] / "config" / "pipelines"
+    for name in ("acs.yaml", "acs_azure.yaml"):
+        (config / "pipelines" / name).write_text((root / name).read_text())
     monkeypatch.delenv("VOICEGRAPH_SPEECH", raising=False)
-    with TestClient(create_app(config, poll_s=3600)) as client:
+    app = create_app(config, poll_s=3600)
+    with TestClient(app) as client:
         assert client.get("/healthz").status_code == 200
-    assert warmed == []
+    assert warmed == [] and app.state.acs_control.pipelines == ("acs", "acs_azure")
     monkeypatch.setenv("VOICEGRAPH_SPEECH", "azure")
     monkeypatch.setenv("AZURE_SPEECH_HOST", "ws://127.0.0.1:5070")
-    with TestClient(create_app(config, poll_s=3600)) as client:
+    app = create_app(config, poll_s=3600)
+    with TestClient(app) as client:
         assert client.get("/healthz").status_code == 200
-    assert warmed == ["sdk"]
+    # inbound calls (and calls dialled without a pipeline) run acs_azure; acs stays dialable
+    assert warmed == ["sdk"] and app.state.acs_control.pipelines == ("acs_azure", "acs")

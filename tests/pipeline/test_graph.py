@@ -390,3 +390,18 @@ def test_a_tap_joined_and_left_during_a_call_keeps_the_edge_indexes_in_step() ->
     graph.leave_tap(late)
     assert graph.successors("hop") == ["sink"] and graph.predecessors("late") == []
     assert [(e.src, e.dst) for e in graph.edges] == [("src", "hop"), ("hop", "sink")]
+
+
+def test_a_wired_node_knows_its_feeders_and_a_tap_is_not_one() -> None:
+    graph = Graph("g")
+    src, hop, sink = Src(name="src"), Hop(name="hop"), Collector(name="sink")
+    other = Src(name="other")
+    graph.add(other)
+    graph.chain(src, hop, sink)
+    graph.link(other, hop)
+    tap = Collector(name="tap")
+    graph.tap(hop, tap)
+    assert hop.feeders() == []  # not wired for a call yet
+    graph.wire(CallContext(clock=VirtualClock()))
+    assert hop.feeders() == [src, other] and sink.feeders() == [hop] and src.feeders() == []
+    assert tap.feeders() == []  # a tap only watches: it pushes nothing back upstream

@@ -108,3 +108,37 @@ def test_an_unknown_via_is_refused_by_the_parser(capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit) as info:
         main(["call", "--via", "sip"])
     assert info.value.code == 2 and "invalid choice: 'sip'" in capsys.readouterr().err
+
+
+SCENARIO = """\
+name: front_desk
+description: "The front desk (the custom agent template)."
+entry: custom_template
+agents: [custom_template]
+intents: {}
+demo: ["What are your opening hours?", "No, that's all. Goodbye."]
+"""
+
+
+def test_a_scenario_over_acs_whose_agent_hangs_up_after_the_demo_ends_normally(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--scenario with --via acs: the scenario's demo caller phones the server's agents; the
+    agent's goodbye and hang-up is carried out on the ACS call and is the call's normal end."""
+    (tmp_path / "scenarios").mkdir()
+    scenario = tmp_path / "scenarios" / "front_desk.yaml"
+    scenario.write_text(SCENARIO)
+    pipeline = tmp_path / "desk.yaml"
+    pipeline.write_text(LOCAL.replace("name: acs_cli_test", "name: desk")
+                        .replace("stt: {use: stt, engine: pocketsphinx}", "stt: {use: stt, engine: whisper}")
+                        .split("  brain:")[0] + "  brain: {use: orchestrator, engine: ivr}\n"
+                        + "  sentences:" + LOCAL.split("  sentences:")[1])
+    assert main(["call", "--via", "acs", "--scenario", str(scenario), "--pipeline", str(pipeline), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["errors"] == [] and report["ended"] == "hangup"
+    greeting, hours, goodbye = report["turns"]
+    assert greeting["agent"] == "custom_template" and "opening hours" in greeting["bot_text"]
+    assert hours["caller_text"] == "What are your opening hours?" and "nine in the morning" in hours["bot_text"]
+    assert goodbye["action"] == {"action": "hangup", "reason": "", "agent": "custom_template"}
+    assert goodbye["bot_heard_text"].endswith("Goodbye.") and not goodbye["interrupted"]
+    assert [c["type"] for c in report["wire"]["callbacks"]][-1] == "CallDisconnected"
+    assert report["wire"]["closed_by"] in ("acs", "server")  # the bot hung up, not the caller

@@ -117,8 +117,8 @@ def test_text_lines_make_a_typed_call_with_the_agent_fields_per_turn(capsys: pyt
     (["--scenario", "insurance", "--text", "hi", "--pipeline", "scenario"],
      "error: --text lines are typed, but the caller of 'scenario' (SpeechCaller) speaks: use --say on a speech "
      "pipeline, or a text pipeline\n"),
-    (["--scenario", "insurance", "--via", "acs"],
-     "error: --scenario runs on the local pipeline; --via acs places the acs pipeline's call\n"),
+    (["--scenario", "insurance", "--via", "acs", "--text", "hello"],
+     "error: --via acs places a spoken call: give the caller's lines with --say (or none: the scenario's demo)\n"),
 ])
 def test_bad_scenario_options_exit_2_before_the_call(
         argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

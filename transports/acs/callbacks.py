@@ -23,7 +23,9 @@ ignored):
 - ``CallDisconnected``: the call ends: its graph is cancelled, its session forgotten;
 - ``CallTransferAccepted``: the caller went to someone else and the bot left: the call ends;
 - ``MediaStreamingFailed``, ``CreateCallFailed``, ``AnswerFailed``: the call ends with an
-  error naming ACS's result (code, subcode, message), logged as an error;
+  error naming ACS's result (code, subcode, message), logged as an error; after a media
+  failure the ACS call itself is hung up too (``on_media_failed``): the caller would
+  otherwise stay on a line where nobody answers;
 - ``ParticipantsUpdated``: the participants are replaced only by a higher ``sequenceNumber``
   (events arrive out of order);
 - ``RecordingStateChanged``: the recording id and state, unless an event with a later
@@ -37,8 +39,10 @@ checks, for local development only; that is logged as a warning when the endpoin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -153,12 +157,16 @@ class CallbacksEndpoint:
     """``POST /acs/callbacks`` for the calls of ``sessions`` (see module docstring).
 
     ``verifier`` checks each request's JWT; ``None`` turns the JWT and token checks off
-    (the development switch).
+    (the development switch). ``on_media_failed(call_id, error)`` hangs up a call whose
+    media failed (the app passes :meth:`~transports.acs.control.CallControl.end_call`).
     """
 
-    def __init__(self, sessions: CallSessions, verifier: RequestVerifier | None) -> None:
+    def __init__(self, sessions: CallSessions, verifier: RequestVerifier | None, *,
+                 on_media_failed: Callable[[str, str], Awaitable[object]] | None = None) -> None:
         self.sessions = sessions
         self.verifier = verifier
+        self.on_media_failed = on_media_failed
+        self._tasks: set[asyncio.Task[object]] = set()
         if verifier is None:
             logger.warning("%s=1: %s ACCEPTS CALLBACKS WITHOUT A JWT OR CALLBACK TOKEN; anyone who can reach it "
                            "can end or alter calls. For local development only.", NO_AUTH_ENV, CALLBACKS_PATH)
@@ -235,6 +243,10 @@ class CallbacksEndpoint:
             error = f"{_FAILURES[event.kind]}: {event.result() or 'no result information'}"
             logger.error("call %s: %s", call_id, error)
             self.sessions.end(session, _FAILURES[event.kind], error=error)
+            if event.kind == "MediaStreamingFailed" and self.on_media_failed is not None:
+                task = asyncio.ensure_future(self.on_media_failed(call_id, error))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         elif event.kind == "ParticipantsUpdated":
             sequence: int = data["sequenceNumber"]
             if sequence > session.participants_sequence:

@@ -25,6 +25,11 @@ Targets (:func:`parse_target`) are E.164 phone numbers (``+15551234567``) or ACS
 communication user ids (``8:acs:<resource>_<user>``). A phone target needs a caller id
 to show: ``source``, or ``VOICEGRAPH_ACS_CALLER_ID``.
 
+Agents act on their call through :meth:`CallControl.act` (``transfer`` goes to
+``VOICEGRAPH_ACS_TRANSFER_TARGET``, a phone number or ACS user id: the human team's line;
+``hangup`` ends the call), carried out by :mod:`transports.acs.actions` once the bot's
+last words have played.
+
 Configuration (environment, each injectable): the public base URL
 ``VOICEGRAPH_PUBLIC_URL``; the client from ``ACS_CONNECTION_STRING`` or ``ACS_ENDPOINT`` +
 ``ACS_KEY`` (made on first use, so a worker without ACS still serves everything else).
@@ -75,6 +80,7 @@ __all__ = [
     "ENDPOINT_ENV",
     "KEY_ENV",
     "PUBLIC_URL_ENV",
+    "TRANSFER_TARGET_ENV",
     "API_KEY_ENV",
     "CALLS_PATH",
     "CallControl",
@@ -94,6 +100,7 @@ CONNECTION_STRING_ENV = "ACS_CONNECTION_STRING"
 ENDPOINT_ENV = "ACS_ENDPOINT"
 KEY_ENV = "ACS_KEY"
 CALLER_ID_ENV = "VOICEGRAPH_ACS_CALLER_ID"
+TRANSFER_TARGET_ENV = "VOICEGRAPH_ACS_TRANSFER_TARGET"
 API_KEY_ENV = "VOICEGRAPH_API_KEY"
 #: Where the call actions are served.
 CALLS_PATH = "/acs/calls"
@@ -167,14 +174,22 @@ class CallControl:
 
     ``public_url`` defaults to ``VOICEGRAPH_PUBLIC_URL``, ``client`` to
     :func:`client_from_env` (made on first use; :meth:`aclose` closes a client made here,
-    not one that was given), ``caller_id`` to ``VOICEGRAPH_ACS_CALLER_ID``. ``pipelines``
-    are the pipeline names a dialled call may ask for; the first is the default.
+    not one that was given), ``caller_id`` to ``VOICEGRAPH_ACS_CALLER_ID``,
+    ``transfer_target`` (where agents transfer callers) to ``VOICEGRAPH_ACS_TRANSFER_TARGET``.
+    ``pipelines`` are the pipeline names a call may run; the first is the default.
     """
 
     def __init__(self, sessions: CallSessions, *, public_url: str | None = None,
                  client: CallAutomationClient | None = None, caller_id: str | None = None,
                  audio_format: AudioFormat = AudioFormat.PCM16_K_MONO, timeout_s: float = 10.0,
-                 pipelines: Collection[str] = ("acs",)) -> None:
+                 pipelines: Collection[str] = ("acs",), transfer_target: str | None = None) -> None:
+        if transfer_target is None:
+            transfer_target = os.environ.get(TRANSFER_TARGET_ENV) or None
+        if transfer_target is not None:
+            try:
+                parse_target(transfer_target)
+            except ControlError as exc:
+                raise ValueError(f"{TRANSFER_TARGET_ENV}: {exc.message}") from None
         if public_url is None:
             public_url = os.environ.get(PUBLIC_URL_ENV) or None
         if caller_id is None:
@@ -189,6 +204,7 @@ class CallControl:
         self.audio_format = audio_format
         self.timeout_s = timeout_s
         self.pipelines = tuple(pipelines)
+        self.transfer_target = transfer_target
         self._client = client
         self._own_client = False
 
@@ -238,6 +254,18 @@ class CallControl:
         logger.info("call %s: hung up", call_connection_id)
         self.sessions.end(session, "hung up")
 
+    async def end_call(self, call_connection_id: str, why: str) -> bool:
+        """Hang up a call our side can no longer serve (its media failed), whether or not
+        its session is still live; a failure is logged, never raised. True if ACS took it."""
+        try:
+            client = self._configured(f"hang up call {call_connection_id}")
+            async with self._acs(f"hang up call {call_connection_id} ({why})"):
+                await client.get_call_connection(call_connection_id).hang_up(is_for_everyone=True)
+        except ControlError:
+            return False  # logged by _fail
+        logger.info("call %s: hung up (%s)", call_connection_id, why)
+        return True
+
     async def transfer(self, call_connection_id: str, target: str) -> None:
         """Transfer the caller to ``target`` (a human); the bot leaves the call when ACS
         posts ``CallTransferAccepted``."""
@@ -247,6 +275,19 @@ class CallControl:
         async with self._acs(f"transfer call {call_connection_id} to {target}"):
             await client.get_call_connection(call_connection_id).transfer_call_to_participant(transferee)
         logger.info("call %s: transfer to %s requested", call_connection_id, target)
+
+    async def act(self, call_connection_id: str, action: str, reason: str = "") -> None:
+        """Carry out an agent's call action: ``"hangup"``, or ``"transfer"`` to
+        :attr:`transfer_target` (a 503 :class:`ControlError` when none is configured)."""
+        if action == "hangup":
+            await self.hang_up(call_connection_id)
+        elif action == "transfer":
+            if self.transfer_target is None:
+                raise _fail(503, f"no transfer target: set {TRANSFER_TARGET_ENV} to the phone number or ACS user "
+                                 "id of the human team")
+            await self.transfer(call_connection_id, self.transfer_target)
+        else:
+            raise _fail(400, f"unknown call action {action!r:.40}: transfer or hangup")
 
     async def start_recording(self, call_connection_id: str) -> str:
         """Start recording the call; returns the recording id (kept on the session)."""

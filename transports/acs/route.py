@@ -31,6 +31,15 @@ block the loop that carries the other calls), the socket is attached to the grap
 result is logged, the session ended, and the socket closed if it is still open. The
 ``x-ms-call-connection-id`` and ``x-ms-call-correlation-id`` headers are logged with it.
 
+**Which pipeline.** ``pipeline`` is the default pipeline file; a call whose session names
+another pipeline (a dialled call's ``"pipeline"``, checked against the control plane's list)
+runs ``<that name>.yaml`` from the same folder.
+
+**Call actions.** With ``act`` (the control plane's :meth:`~transports.acs.control.CallControl.act`),
+an agent's ``CallAction`` (transfer to a human, hang up) is carried out on the ACS call once
+the bot's last words have played (:mod:`transports.acs.actions`); without it, it is only
+recorded.
+
 **A reconnection.** If the socket drops (a close other than 1000), the call waits for ACS
 to reconnect (:class:`~transports.acs.media.AcsMediaTransport`, ``reconnect_window_s``).
 ACS reconnects to the same URL, so the call's token stays valid while the call is live
@@ -56,6 +65,7 @@ from pipeline.context import CallContext
 from pipeline.errors import ConfigError, FatalError
 from pipeline.graph import Graph
 from pipeline.runner import CallRunner
+from transports.acs.actions import ActionHandler, CallActions
 from transports.acs.auth import AuthError, NoAuth, RequestVerifier, verifier_from_env
 from transports.acs.media import AcsMediaTransport, StarletteMediaSocket
 from transports.acs.sessions import CallSession, CallSessions, CallState
@@ -120,9 +130,10 @@ def _header(websocket: WebSocket, name: str) -> str:
 
 
 def media_route(sessions: CallSessions, pipeline: Path, *, verifier: RequestVerifier | None = None,
-                limits: MediaLimits | None = None) -> WebSocketRoute:
+                limits: MediaLimits | None = None, act: ActionHandler | None = None) -> WebSocketRoute:
     """The ``/acs/media`` route: each socket admitted by ``verifier`` and ``sessions`` runs a
-    call of ``pipeline`` (see module docstring).
+    call of ``pipeline`` (or of the pipeline its session names), with its call actions
+    carried out by ``act`` (see module docstring).
 
     ``verifier`` defaults to :func:`~transports.acs.auth.verifier_from_env`; an app passes
     the one it shares with its callbacks route, and closes it (``aclose``) at shutdown.
@@ -158,7 +169,7 @@ def media_route(sessions: CallSessions, pipeline: Path, *, verifier: RequestVeri
                 return
             try:
                 logger.info("call %s: media socket from %s", session.call_connection_id, who)
-                await _serve(websocket, sessions, session, pipeline)
+                await _serve(websocket, sessions, session, _pipeline_of(session, pipeline), act)
             finally:
                 sessions.end(session, "media socket gone")
         finally:
@@ -214,7 +225,15 @@ async def _reconnect(websocket: WebSocket, session: CallSession, who: str) -> No
     await socket.wait_closed()
 
 
-async def _serve(websocket: WebSocket, sessions: CallSessions, session: CallSession, pipeline: Path) -> None:
+def _pipeline_of(session: CallSession, default: Path) -> Path:
+    """The pipeline file the call runs: the session's (a name beside ``default``), else ``default``."""
+    if session.pipeline is None or session.pipeline == default.stem:
+        return default
+    return default.with_name(f"{session.pipeline}.yaml")
+
+
+async def _serve(websocket: WebSocket, sessions: CallSessions, session: CallSession, pipeline: Path,
+                 act: ActionHandler | None = None) -> None:
     """Run one accepted call to its end (see module docstring)."""
     call_id = session.call_connection_id
     await websocket.accept()
@@ -231,7 +250,11 @@ async def _serve(websocket: WebSocket, sessions: CallSessions, session: CallSess
         return
     line = _media_node(graph)
     line.attach(socket)
-    runner = CallRunner(graph, CallContext(call_id))
+    ctx = CallContext(call_id)
+    actions = CallActions(call_id, ctx, act) if act is not None else None
+    if actions is not None:
+        actions.watch(graph)
+    runner = CallRunner(graph, ctx)
     session.graph, session.runner, session.task = graph, runner, asyncio.current_task()
     sessions.starting(session)
     code, reason = _INTERNAL_ERROR, "the call failed to start"
@@ -249,6 +272,8 @@ async def _serve(websocket: WebSocket, sessions: CallSessions, session: CallSess
     except FatalError as exc:  # a node failed to start: the call never ran
         logger.error("call %s: could not start: %s", call_id, exc)
     finally:
+        if actions is not None:
+            await actions.aclose()
         # The socket the call ends on (a reconnection's, maybe), and the first one: a no-op if closed.
         for open_socket in {id(s): s for s in (line.socket, socket) if s is not None}.values():
             await open_socket.close(code, reason)

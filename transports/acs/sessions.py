@@ -86,8 +86,8 @@ class CallSession:
     call_connection_id: str
     #: ``inbound`` (answered) or ``outbound`` (dialled).
     direction: str = "inbound"
-    #: The pipeline the call runs (a name under ``config/pipelines``).
-    pipeline: str = "acs"
+    #: The pipeline the call runs (a name under ``config/pipelines``); None: the media route's default.
+    pipeline: str | None = None
     state: CallState = CallState.CONNECTING
     #: When the media token stops being accepted (the registry's clock, seconds).
     expires_at: float = 0.0
@@ -178,7 +178,7 @@ class CallSessions:
         self._connected = self._refused = self._expired = self._ended_count = 0
         self._watchers: list[Callable[[CallSession], None]] = []
 
-    def expect(self, call_connection_id: str, *, direction: str = "inbound", pipeline: str = "acs") -> str:
+    def expect(self, call_connection_id: str, *, direction: str = "inbound", pipeline: str | None = None) -> str:
         """Know the call from now on and issue the single-use media token its socket must bring.
 
         The call's callback token is issued with it (:attr:`CallSession.callback_token`).

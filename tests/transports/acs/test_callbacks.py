@@ -67,12 +67,18 @@ class Harness:
     def __init__(self, *, verifier: FakeVerifier | None = None) -> None:
         self.sessions = CallSessions()
         self.verifier = verifier if verifier is not None else FakeVerifier()
-        self.endpoint = CallbacksEndpoint(self.sessions, self.verifier)
+        self.hung_up: list[tuple[str, str]] = []
+        self.hung = asyncio.Event()
+        self.endpoint = CallbacksEndpoint(self.sessions, self.verifier, on_media_failed=self._hang_up)
         self.app = Starlette(routes=[self.endpoint.route()])
         self.media_token = self.sessions.expect("call-1")
         session = self.sessions.live("call-1")
         assert session is not None
         self.session = session
+
+    async def _hang_up(self, call_id: str, why: str) -> None:
+        self.hung_up.append((call_id, why))
+        self.hung.set()
 
     async def post(self, events: Any, *, token: str | None = None, raw: bytes | None = None,
                    authorization: str | None = GOOD) -> httpx.Response:
@@ -163,6 +169,9 @@ async def test_media_streaming_failed_ends_the_call_with_a_clear_error(caplog: p
     assert h.sessions.live("call-1") is None and h.session.result is not None
     ours = [r for r in caplog.records if r.name == "transports.acs.callbacks"]
     assert [r.getMessage() for r in ours] == [f"call call-1: {expected}"] and ours[0].exc_info is None
+    # ... and the ACS call is hung up too: the caller is not left on a line nobody answers.
+    await asyncio.wait_for(h.hung.wait(), 30)
+    assert h.hung_up == [("call-1", expected)]
 
 
 async def test_a_transfer_accepted_means_the_bot_left_the_call() -> None:
@@ -171,6 +180,7 @@ async def test_a_transfer_accepted_means_the_bot_left_the_call() -> None:
                         transferee={"rawId": "4:+15550100"})])
     assert h.sessions.live("call-1") is None
     assert h.session.ended_reason == "transferred to another participant" and h.session.error == ""
+    assert h.hung_up == []  # only a media failure hangs the ACS call up
 
 
 @pytest.mark.parametrize("kind", ["CreateCallFailed", "AnswerFailed"])

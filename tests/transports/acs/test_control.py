@@ -332,3 +332,20 @@ async def test_a_recording_action_must_be_start_or_stop(acs: tuple[FakeAcs, str]
     await control.dial("+15550100")
     response = await call_api(control, "/acs/calls/call-out-1:recording", {"action": "pause"})
     assert response.status_code == 400 and response.json() == {"error": 'action must be "start" or "stop", got \'pause\''}
+
+
+async def test_end_call_hangs_up_a_call_whose_session_is_gone_and_never_raises(
+        caplog: pytest.LogCaptureFixture) -> None:
+    unconfigured = CallControl(CallSessions(), public_url="https://bot.example")
+    with caplog.at_level(logging.WARNING, logger="transports.acs.control"):
+        assert await unconfigured.end_call("call-9", "media streaming failed") is False
+    assert any("ACS_CONNECTION_STRING" in r.getMessage() or "not configured" in r.getMessage()
+               for r in caplog.records if r.name == "transports.acs.control")
+
+
+async def test_end_call_terminates_a_call_that_is_no_longer_live_here(
+        acs: tuple[FakeAcs, str], control: CallControl) -> None:
+    session = await control.dial("+15550100")
+    control.sessions.end(session, "media streaming failed", error="media streaming failed: ...")
+    assert await control.end_call("call-out-1", "media streaming failed") is True
+    assert acs[0].requests[-1][:2] == ("POST", "/calling/callConnections/call-out-1:terminate")
