@@ -2,6 +2,7 @@
 (``/acs/events``), the call callbacks (``/acs/callbacks``), the media WebSocket
 (``/acs/media``) and the call actions (``/acs/calls``), sharing one registry of calls and
 one Call Automation client per app (closed with the lifespan). A call runs ``acs.yaml``
+(``acs_azure.yaml`` with ``VOICEGRAPH_SPEECH=azure``: :func:`acs_pipeline`)
 unless it was dialled with another pipeline's name (any pipeline of the folder with an
 ``acs_media`` line); an agent's transfer or hang-up is carried out on the ACS call.
 
@@ -26,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from transports.acs.sessions import CallSessions
 from . import __version__
 from .paths import pipelines_dir
 
-__all__ = ["PipelineCheck", "Readiness", "acs_pipelines", "check_pipelines", "create_app"]
+__all__ = ["PipelineCheck", "Readiness", "acs_pipeline", "acs_pipelines", "check_pipelines", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +185,37 @@ def acs_pipelines(folder: Path) -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda name: name != "acs"))
 
 
+SPEECH_ENV = "VOICEGRAPH_SPEECH"
+
+
+def acs_pipeline(folder: Path, env: Mapping[str, str] | None = None) -> Path:
+    """The default pipeline of ACS calls: ``acs.yaml`` (the embedded engines), or
+    ``acs_azure.yaml`` when ``VOICEGRAPH_SPEECH=azure``; the other stays dialable by name.
+
+    An explicit switch rather than the mere presence of ``AZURE_SPEECH_*``, so a key left in
+    the environment never moves calls to a paid service by surprise. With ``azure`` the
+    Azure settings are checked here, once: a mistake is logged at start-up (calls would
+    then run on the STT node's fallback engine).
+
+    Raises:
+        ConfigError: ``VOICEGRAPH_SPEECH`` is set to something else than ``embedded`` or ``azure``.
+    """
+    env = os.environ if env is None else env
+    speech = env.get(SPEECH_ENV, "embedded").strip().lower() or "embedded"
+    if speech == "embedded":
+        return folder / "acs.yaml"
+    if speech != "azure":
+        raise ConfigError(f"{SPEECH_ENV}={env.get(SPEECH_ENV)!r}: must be 'embedded' or 'azure'")
+    from processors.azure_speech.config import AzureSpeechSettings
+
+    try:
+        settings = AzureSpeechSettings.from_env(env)
+        logger.info("ACS calls recognise speech on Azure AI Speech at %s", settings.describe())
+    except ConfigError as exc:
+        logger.error("%s=azure but %s: calls will use the embedded fallback engine", SPEECH_ENV, exc)
+    return folder / "acs_azure.yaml"
+
+
 def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: CallControl | None = None,
                verifier: RequestVerifier | None = None, data_tier: DataTier | None = None) -> Starlette:
     """Build the app; ``config`` defaults to the project's ``config/`` folder.
@@ -192,7 +224,8 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     lifespan (a server, or ``with TestClient(app)``). ``app.state.acs_sessions`` is the
     registry of ACS calls; ``app.state.acs_control`` acts on them (answer, dial, hang up,
     transfer, record; configured by the environment unless ``control`` is given, whose
-    ``sessions`` are then the app's). The media socket runs the ``acs.yaml`` pipeline.
+    ``sessions`` are then the app's). The media socket runs the ``acs.yaml`` pipeline
+    (``acs_azure.yaml`` with ``VOICEGRAPH_SPEECH=azure``: :func:`acs_pipeline`).
     ACS's requests (callbacks, media upgrades) are checked by ``verifier``, by default
     :func:`~transports.acs.auth.verifier_from_env` (closed with the lifespan; one key cache
     and one replay cache for both routes). ``VOICEGRAPH_ACS_NO_AUTH=1`` turns the checks off.
@@ -211,10 +244,17 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     async def readyz(request: Request) -> JSONResponse:
         return readiness.response()
 
+    media_pipeline = acs_pipeline(folder)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         previous = install(tier)
         await tier.start()
+        if media_pipeline.name == "acs_azure.yaml":
+            from processors.stt.azure_engine import warm_up
+
+            # The Speech SDK's first recogniser costs ~0.35 s: paid here, not by the first call.
+            await asyncio.get_running_loop().run_in_executor(None, warm_up)
         async with asyncio.TaskGroup() as tasks:
             watcher = tasks.create_task(readiness.watch(), name="readiness")
             yield
@@ -225,7 +265,9 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
             if own_verifier is not None:
                 await own_verifier.aclose()
 
-    acs = control if control is not None else CallControl(CallSessions(), pipelines=acs_pipelines(folder) or ("acs",))
+    default = media_pipeline.stem  # first: what inbound calls, and calls dialled without a name, run
+    pipelines = (default, *(name for name in acs_pipelines(folder) if name != default))
+    acs = control if control is not None else CallControl(CallSessions(), pipelines=pipelines)
     sessions = acs.sessions
     own_verifier = verifier_from_env() if verifier is None else None
     # The worker's side-cars, started with the lifespan; a bad configuration is a ConfigError now.
@@ -233,7 +275,7 @@ def create_app(config: Path | None = None, *, poll_s: float = 2.0, control: Call
     check: RequestVerifier = verifier or own_verifier or NoAuth()
     callbacks = CallbacksEndpoint(sessions, None if isinstance(check, NoAuth) else check, on_media_failed=acs.end_call)
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), EventsWebhook(acs).route(), callbacks.route(),
-              media_route(sessions, folder / "acs.yaml", verifier=check, act=acs.act,
+              media_route(sessions, media_pipeline, verifier=check, act=acs.act,
                           data_tier=tier, live=tier.live), *CallsApi(acs).routes()]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.readiness = readiness

@@ -374,6 +374,12 @@ def _resource_id(text: str) -> str:
     return text
 
 
+def _speech_key(text: str) -> str:
+    if len(text) < 8 or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError("must be at least 8 characters without spaces")
+    return text
+
+
 def cmd_peer_acs(args: argparse.Namespace) -> int:
     """Serve the local ACS (Call Automation REST, OpenID/JWKS, /peer control routes)."""
     import base64
@@ -417,6 +423,23 @@ def cmd_peer_openai(args: argparse.Namespace) -> int:
           f"export OPENAI_BASE_URL={base}/v1\nexport OPENAI_API_KEY={args.api_key or 'any'}\n"
           f"# Azure OpenAI shape: AZURE_OPENAI_ENDPOINT={base} with any api-key; faults: POST {base}/peer/faults",
           flush=True)
+    uvicorn.run(peer.app, host=args.host, port=args.port, log_level=args.log_level.lower())
+    return 0
+
+
+def cmd_peer_speech(args: argparse.Namespace) -> int:
+    """Serve the local Azure AI Speech service (recognition and synthesis over the SDK's WebSocket)."""
+    import uvicorn
+
+    from processors.azure_speech.peer.app import PeerSettings, SpeechPeer
+
+    settings = PeerSettings(stt_engine=args.stt_engine, first_hypothesis_ms=round(args.first_hypothesis_ms),
+                            final_ms=round(args.final_ms), first_audio_ms=round(args.first_audio_ms))
+    peer = SpeechPeer(key=args.key, settings=settings)
+    host = f"ws://{args.host}:{args.port}"
+    print(f"# the local Azure AI Speech service, at {host}; point the azure engines at it with:\n"
+          f"export AZURE_SPEECH_HOST={host}\n" + (f"export AZURE_SPEECH_KEY={args.key}\n" if args.key else "")
+          + f"# faults: POST http://{args.host}:{args.port}/peer/faults; state: GET .../peer/state", flush=True)
     uvicorn.run(peer.app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
 
@@ -519,6 +542,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens-per-s", type=_number("a rate", low=0, high=100_000), metavar="N",
                    help="tokens per second after the first, 0: as fast as possible (overrides the script)")
     p.set_defaults(func=cmd_peer_openai)
+    p = peers.add_parser("speech", help="a local Azure AI Speech service: the Speech SDK's WebSocket protocol, "
+                                        "backed by the embedded STT/TTS, with injectable faults")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_port, required=True, help="TCP port 1..65535")
+    p.add_argument("--key", type=_speech_key, help="the subscription key clients must present (default: any)")
+    p.add_argument("--stt-engine", choices=("pocketsphinx", "whisper"), default="pocketsphinx",
+                   help="the embedded recogniser behind recognition")
+    ms = _number("a number of milliseconds", low=0, high=60_000)
+    p.add_argument("--first-hypothesis-ms", type=ms, default=0, metavar="MS",
+                   help="pause before a phrase's first partial")
+    p.add_argument("--final-ms", type=ms, default=0, metavar="MS", help="pause before each final")
+    p.add_argument("--first-audio-ms", type=ms, default=0, metavar="MS", help="pause before synthesis's first audio")
+    p.set_defaults(func=cmd_peer_speech)
     return parser
 
 

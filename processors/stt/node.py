@@ -21,6 +21,15 @@ gives its decoder back.
 
 Transcript times are call-audio times: ``TurnStart.stream_ms`` says where the turn starts
 in the call's audio, and the pre-roll fed ahead of it starts that much earlier.
+
+``engine: azure`` hosts a push-based service instead (``azure_engine.AzureRecognizer``,
+connection settings from ``AZURE_SPEECH_*``): every frame of the line is pushed to it as it
+arrives, its results come back on the loop and ``azure_turns.AzureTurns`` maps its phrases
+to our turns; transcripts go out through the node's own queue. The audio of the open turn
+(pre-roll included) is kept until its final, so when the service fails mid-call the node
+posts the failure (a non-fatal ``ErrorEvent`` with a ``ServiceError``), opens the
+``fallback`` engine in its worker (woken by an empty audio frame), feeds it that audio and
+carries on with it for the rest of the call: the turn is not lost.
 """
 
 from __future__ import annotations
@@ -33,11 +42,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pipeline.errors import FrameError, ServiceError
+from pipeline.errors import ConfigError, FatalError, FrameError, ServiceError
 from pipeline.frames import (
     AudioFormat,
     ControlFrame,
+    ErrorEvent,
     FinalTranscript,
+    Frame,
     InputAudio,
     InterimTranscript,
     TurnEnd,
@@ -48,6 +59,8 @@ from pipeline.offload import blocking_executor
 from pipeline.processor import Processor
 from pipeline.settings import Doc, Range
 
+from .azure_engine import AzureRecognizer, AzureResult
+from .azure_turns import AzureTurns
 from .engine import Hypothesis, RecognizerStream, STTEngine
 
 __all__ = ["STTProcessor", "STTSettings", "stt_engine_for"]
@@ -55,6 +68,7 @@ __all__ = ["STTProcessor", "STTSettings", "stt_engine_for"]
 logger = logging.getLogger(__name__)
 
 EngineName = Literal["pocketsphinx", "whisper"]
+AZURE_RATE = 16000  # the line after resample_in; the service also takes 8 kHz, unneeded here
 
 
 def stt_engine_for(name: EngineName) -> STTEngine:
@@ -101,14 +115,16 @@ def _load(name: EngineName) -> STTEngine:
 
 @dataclass(frozen=True, kw_only=True)
 class STTSettings:
-    """Which local recogniser, and how audio is fed to it."""
+    """Which recogniser, and how audio is fed to it."""
 
-    engine: Annotated[EngineName, Doc(
-        "whisper (tiny.en decoded incrementally: hears real 8 kHz phone speech, WER ~0.06) or "
-        "pocketsphinx (streaming and cheap, but WER ~0.9 on real narrowband speech)"
+    engine: Annotated[Literal["pocketsphinx", "whisper", "azure"], Doc(
+        "whisper (tiny.en decoded incrementally: hears real 8 kHz phone speech, WER ~0.06), "
+        "pocketsphinx (streaming and cheap, but WER ~0.9 on real narrowband speech) or "
+        "azure (Azure AI Speech via AZURE_SPEECH_*; falls back to 'fallback' if it fails)"
     )] = "pocketsphinx"
     fallback: Annotated[Literal["pocketsphinx", "whisper", "none"], Doc(
-        "engine used when the chosen one fails to load (logged); none: the call fails to start"
+        "engine used when the chosen one fails to load or (azure) fails mid-call (logged); "
+        "none: the call fails to start (or, azure failing mid-call, ends)"
     )] = "pocketsphinx"
     preroll_ms: Annotated[int, Range(ge=0), Doc(
         "audio kept from before the VAD declared speech (cover the VAD start window)"
@@ -121,10 +137,19 @@ class STTSettings:
         "0: decode on this process's executor threads; N: in N worker processes (procpool.py), "
         "so a decode holding the GIL never stalls the event loop"
     )] = 0
+    language: Annotated[str, Doc("azure: recognition language (BCP-47); empty: AZURE_SPEECH_LANGUAGE or en-US")] = ""
+    segmentation_silence_ms: Annotated[int, Range(ge=100, le=5000), Doc(
+        "azure: silence that ends a phrase; keep it under the VAD's turn silence so the "
+        "final is there when the turn ends"
+    )] = 500
+    phrases: Annotated[tuple[str, ...], Doc("azure: phrase list biasing recognition (names, product words)")] = ()
+    final_timeout_ms: Annotated[int, Range(ge=0, le=10000), Doc(
+        "azure: call audio after a turn ends without a final before it is completed from the last hypothesis"
+    )] = 1500
 
 
 class STTProcessor(Processor):
-    """Recognises each user turn with a local engine (see module docstring)."""
+    """Recognises each user turn with a local engine or Azure AI Speech (see module docstring)."""
 
     consumes = (InputAudio,)
     produces = (InterimTranscript, FinalTranscript)
@@ -147,14 +172,94 @@ class STTProcessor(Processor):
         self._decoding: Future[Hypothesis | None] | None = None  # the batch in the executor
         self._decoding_turn = 0
         self._last_interim = ""
+        self.azure: AzureRecognizer | None = None
+        self._turns: AzureTurns | None = None
+        self._turn_audio = bytearray()  # azure: the open turn's audio, replayed on fallback
+        self._azure_failed = False
+        self._azure_error = ""
 
     async def setup(self) -> None:
-        engine, self.stream = await self.run_blocking(
-            _open, self.settings.engine, self.settings.fallback, self.settings.processes)
+        name = self.settings.engine
+        if name == "azure":
+            try:
+                await self._start_azure()
+                return
+            except (ConfigError, ServiceError) as exc:
+                if self.settings.fallback == "none":
+                    raise ServiceError(f"STT engine 'azure' failed to start: {exc}") from exc
+                logger.warning("STT engine 'azure' failed to start (%s): using '%s' for this call",
+                               exc, self.settings.fallback)
+                name = self.settings.fallback
+        await self._open_embedded(name)
+
+    async def _open_embedded(self, name: EngineName) -> None:
+        engine, self.stream = await self.run_blocking(_open, name, self.settings.fallback, self.settings.processes)
         self.engine = engine
         self._bytes_per_ms = engine.sample_rate * 2 / 1000
 
+    async def _start_azure(self) -> None:
+        from processors.azure_speech.config import AzureSpeechSettings
+
+        s = self.settings
+        speech = AzureSpeechSettings.from_env(overrides={"language": s.language} if s.language else None)
+        token = None
+        if speech.auth == "entra":
+            from processors.azure_speech.config import EntraToken
+
+            assert speech.resource_id is not None
+            resource_id = speech.resource_id
+            token = shared(("azure-speech-token", resource_id), lambda: EntraToken(resource_id)).get
+        self.azure = AzureRecognizer(speech, self._azure_result, sample_rate=AZURE_RATE, token=token,
+                                     segmentation_silence_ms=s.segmentation_silence_ms, phrases=s.phrases)
+        self._turns = AzureTurns(self._send_transcript, final_timeout_ms=s.final_timeout_ms, preroll_ms=s.preroll_ms,
+                                 interim=s.interim)
+        self._bytes_per_ms = AZURE_RATE * 2 / 1000
+        try:
+            await self.azure.start()
+        except BaseException:
+            self.azure = self._turns = None
+            raise
+
+    def _send_transcript(self, frame: Frame) -> None:
+        self.enqueue(frame)
+
+    def _azure_result(self, result: AzureResult) -> None:
+        """On the loop: a result of the recogniser (see AzureRecognizer)."""
+        if result.kind == "failed":
+            # The fallback opens in the worker, in order with the audio: an empty frame wakes
+            # it even when no more audio comes (the caller went quiet).
+            self._azure_failed = True
+            self._azure_error = result.error
+            self.enqueue(InputAudio(b""))
+        elif self._turns is not None:
+            self._turns.result(result)
+
+    async def _fall_back(self) -> None:
+        """The service failed: carry on with the embedded engine, replaying the open turn."""
+        azure, turns = self.azure, self._turns
+        assert azure is not None and turns is not None
+        self.azure = self._turns = None
+        self._azure_failed = False
+        failure = ServiceError(f"azure speech failed mid-call: {self._azure_error}")
+        # On the bus as a non-fatal error, as any node's failure: the call's report shows it.
+        self.emit(ErrorEvent(node=self.name, message=str(failure), fatal=False, error=failure, turn=turns.turn))
+        if self.settings.fallback == "none":
+            await azure.close()
+            raise FatalError("STT engine 'azure' failed mid-call and no fallback is set: the call cannot hear")
+        logger.warning("STT: azure failed mid-call; '%s' takes over with %d ms of the open turn",
+                       self.settings.fallback, len(self._turn_audio) / self._bytes_per_ms)
+        await azure.close()
+        await self._open_embedded(self.settings.fallback)
+        if turns.turn:
+            self._turn = turns.turn
+            self._pending = bytearray(self._turn_audio)
+            if turns.waiting:
+                await self._finish()
+        self._turn_audio = bytearray()
+
     async def cleanup(self) -> None:
+        if self.azure is not None:
+            await self.azure.close()
         await self._settle()
         close = getattr(self.stream, "close", None)
         if close is not None:
@@ -162,6 +267,9 @@ class STTProcessor(Processor):
             await asyncio.wrap_future(blocking_executor().submit_cleanup(self.ctx.call_id, close))
 
     async def on_control(self, frame: ControlFrame) -> None:
+        if self._turns is not None:
+            await self._azure_control(frame)
+            return
         if type(frame) is AudioFormat and frame.stream == "in":
             assert self.engine is not None
             if frame.sample_rate != self.engine.sample_rate or frame.channels != 1:
@@ -174,10 +282,44 @@ class STTProcessor(Processor):
         elif type(frame) is TurnEnd and frame.turn == self._turn:
             await self._finish()
 
+    async def _azure_control(self, frame: ControlFrame) -> None:
+        turns = self._turns
+        assert turns is not None
+        if type(frame) is AudioFormat and frame.stream == "in":
+            if frame.sample_rate != AZURE_RATE or frame.channels != 1:
+                raise FrameError(f"azure is fed {AZURE_RATE} Hz mono audio, got {frame.sample_rate} Hz "
+                                 f"x{frame.channels}: put a 'resample' node before it")
+        elif type(frame) is TurnStart:
+            preroll = b"".join(self._preroll)
+            self._preroll.clear()
+            self._preroll_bytes = 0
+            self._turn_audio = bytearray(preroll)
+            self._turn_start_ms = frame.stream_ms - len(preroll) / self._bytes_per_ms
+            turns.begin(frame.turn, frame.stream_ms)
+        elif type(frame) is TurnEnd:
+            assert self.azure is not None
+            turns.end(frame.turn, self.azure.pushed_ms)
+
+    async def _azure_audio(self, pcm: bytes) -> None:
+        azure, turns = self.azure, self._turns
+        assert azure is not None and turns is not None
+        azure.push(pcm)
+        if turns.turn:
+            self._turn_audio += pcm
+        else:
+            self._turn_audio = bytearray()
+            self._remember(pcm)
+        turns.tick(azure.pushed_ms)
+        if self._azure_failed:
+            await self._fall_back()
+
     async def process(self, frame: InputAudio) -> None:
         pcm = frame.pcm
         if len(pcm) % 2:
             raise FrameError(f"audio frame of {len(pcm)} bytes is not whole PCM16 samples")
+        if self.azure is not None:
+            await self._azure_audio(pcm)
+            return
         if not self._turn:
             self._remember(pcm)
             if self._dropped:
@@ -187,6 +329,9 @@ class STTProcessor(Processor):
         await self._pump()
 
     def on_flush(self, turn: int) -> None:
+        if self._turns is not None:
+            self._turns.drop(turn)
+            return
         if self._turn and self._turn <= turn:
             self._drop_turn()
 

@@ -38,7 +38,7 @@ def test_a_name_found_nowhere_names_both_places(project: Path) -> None:
     with pytest.raises(ConfigError) as info:
         pipeline_path("nope")
     assert str(info.value) == (f"no pipeline named 'nope' in {project / 'config' / 'pipelines'} or {BUILTIN} "
-                               "(pipelines: acs, acs_media_only, local, local_llm, mine, scenario, scenario_text, text)")
+                               "(pipelines: acs, acs_azure, acs_media_only, azure, local, local_llm, mine, scenario, scenario_text, text)")
 
 
 def test_the_cli_reaches_builtin_pipelines_from_a_project(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
