@@ -1,0 +1,340 @@
+"""The peer's text-to-speech service: ``/cognitiveservices/websocket/v1`` as Azure serves it.
+
+What an official Speech SDK sends on one connection (logged from the Python SDK 1.53,
+checked against the JavaScript SDK's ``SynthesisAdapterBase``): ``speech.config`` once
+(the client's system and OS), then per clause ``synthesis.context`` (JSON: the output
+format, ``synthesis.audio.outputFormat`` such as ``raw-16khz-16bit-mono-pcm``, and which
+metadata it wants) and ``ssml`` (``application/ssml+xml``), both with the clause's
+``X-RequestId``; ``telemetry`` after each turn. The SDK keeps the connection across
+clauses, and closes it to stop a clause (``stop_speaking``).
+
+What the service answers, every message echoing the ``X-RequestId``: ``turn.start``
+(``{"context": {"serviceTag"}}``), ``response`` (``{"audio": {"type", "streamId"}}``:
+the JavaScript SDK only accepts audio whose ``X-StreamId`` matches it), binary ``audio``
+messages (2-byte header length, headers, PCM; a ``riff-*`` format starts with a WAV
+header), ``audio.metadata`` with ``SessionEnd`` when ``sessionEndEnabled``, ``turn.end``.
+A document the service refuses (not SSML, an unknown voice, an output format it cannot
+make) closes the connection with 1007 and a reason, which the SDKs report as
+``BadRequest``; a malformed frame closes it with 1007 too.
+
+The words are said by the embedded engine (Piper, or eSpeak NG for speed), off the loop,
+resampled to the asked rate and sent in ``chunk_ms`` pieces. A voice exists when it is
+named like Azure's neural voices (``en-US-JennyNeural``: language, region, a name ending
+in ``Neural``); any other name is "unsupported", as the service answers for a voice it
+does not have. Settings, faults and counters of this half of the peer are a
+:class:`SynthesisState`, one per ``SpeechPeer`` (:func:`synthesis_state`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import struct
+import uuid
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from pipeline.offload import blocking_executor
+from processors.azure_speech.ssml import SsmlError, parse_ssml
+
+from .wire import Message, WireError, decode, encode_binary, encode_text
+
+if TYPE_CHECKING:
+    from .app import SpeechPeer
+
+__all__ = ["SynthesisFaults", "SynthesisSettings", "SynthesisState", "serve", "synthesis_state"]
+
+logger = logging.getLogger(__name__)
+
+_VOICE = re.compile(r"^[a-z]{2,3}-[A-Z]{2}(?:-[A-Za-z]+)?-[A-Za-z0-9]+Neural$")
+_FORMAT = re.compile(r"^(raw|riff)-(8|16|24|48)khz-16bit-mono-pcm$")
+_BAD_REQUEST = 1007  # what the service closes with for a request it refuses
+
+
+@dataclass(slots=True)
+class SynthesisSettings:
+    """How the peer speaks.
+
+    Attributes:
+        engine: The embedded engine behind it (``espeak``: instant, for tests).
+        first_audio_ms: Wait before the first audio of a clause (the service's latency).
+        chunk_ms: Audio per ``audio`` message.
+        pace_ms: Wait between audio messages (0: as fast as the socket takes them).
+    """
+
+    engine: Literal["piper", "espeak"] = "piper"
+    first_audio_ms: float = 0.0
+    chunk_ms: int = 100
+    pace_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class SynthesisFaults:
+    """Faults to inject into the next clauses (tests, ``perf/``).
+
+    Attributes:
+        drop_after_chunks: Close the connection abruptly (1011) after this many audio
+            messages of a clause, every clause until cleared.
+        garbage_after_chunks: Send a frame no SDK can parse after this many audio
+            messages instead of the rest of the clause.
+        hold_after_chunks: Send this many audio messages, then wait until ``release``
+            is set before the rest (so a test sees the first audio arrive before the
+            clause is done, by order, not by timing).
+        release: Set to let a held clause go on.
+    """
+
+    drop_after_chunks: int | None = None
+    garbage_after_chunks: int | None = None
+    hold_after_chunks: int | None = None
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(slots=True)
+class SynthesisState:
+    """Settings, faults and counters of the peer's synthesis service."""
+
+    settings: SynthesisSettings = field(default_factory=SynthesisSettings)
+    faults: SynthesisFaults = field(default_factory=SynthesisFaults)
+    connections: int = 0
+    turns: int = 0  # clauses started (turn.start sent)
+    completed: int = 0  # clauses whose turn.end was sent
+    stopped: int = 0  # clauses the client closed the connection on before their end
+    refused: int = 0  # requests closed with 1007
+    chunks: int = 0  # audio messages sent
+    audio_bytes: int = 0  # audio sent (WAV headers included)
+    texts: list[str] = field(default_factory=list)  # what each clause said
+    voices: list[str] = field(default_factory=list)  # the voice of each clause
+    formats: list[str] = field(default_factory=list)  # the output format asked for each clause
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def wait_for(self, predicate: Callable[[SynthesisState], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate(self)`` holds (counters change under ``changed``)."""
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: predicate(self)), timeout)
+
+    async def _bump(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+
+_STATES: weakref.WeakKeyDictionary[object, SynthesisState] = weakref.WeakKeyDictionary()
+
+
+def synthesis_state(peer: SpeechPeer | object) -> SynthesisState:
+    """The synthesis settings, faults and counters of ``peer`` (made on first use)."""
+    state = _STATES.get(peer)
+    if state is None:
+        state = _STATES[peer] = SynthesisState()
+    return state
+
+
+async def serve(websocket: WebSocket, peer: SpeechPeer) -> None:
+    """Serve one synthesis connection until the client closes it (see the module docstring)."""
+    state = synthesis_state(peer)
+    if websocket.client_state is WebSocketState.CONNECTING:
+        await websocket.accept(subprotocol=_subprotocol(websocket))
+    state.connections += 1
+    await state._bump()
+    session = _Session(websocket, state)
+    try:
+        await session.run()
+    finally:
+        await state._bump()
+
+
+def _subprotocol(websocket: WebSocket) -> str | None:
+    asked = websocket.headers.get("sec-websocket-protocol", "")
+    return "USP" if "USP" in (p.strip() for p in asked.split(",")) else None
+
+
+class _Refused(Exception):
+    """A request the service refuses: the connection closes with 1007 and this reason."""
+
+
+class _Session:
+    """One connection: reads the client's messages, says each clause in a task of its own."""
+
+    def __init__(self, websocket: WebSocket, state: SynthesisState) -> None:
+        self.ws = websocket
+        self.state = state
+        self.contexts: dict[str, dict[str, object]] = {}  # X-RequestId -> synthesis.context
+        self.turn: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        try:
+            while True:
+                raw = await self._receive()
+                if raw is None:
+                    return
+                try:
+                    message = decode(raw)
+                    await self._handle(message)
+                except (WireError, _Refused) as exc:
+                    self.state.refused += 1
+                    logger.warning("speech peer: synthesis request refused: %s", exc)
+                    await self._close(_BAD_REQUEST, str(exc))
+                    return
+        finally:
+            if self.turn is not None and not self.turn.done():
+                self.turn.cancel()
+                self.state.stopped += 1
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.turn
+
+    async def _receive(self) -> str | bytes | None:
+        try:
+            message = await self.ws.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        text, data = message.get("text"), message.get("bytes")
+        return text if text is not None else data
+
+    async def _handle(self, message: Message) -> None:
+        path = message.path.lower()
+        if path == "synthesis.context":
+            self.contexts[message.request_id] = _json(message, "synthesis.context")
+        elif path == "ssml":
+            await self._start(message)
+        elif path not in ("speech.config", "telemetry"):
+            logger.info("speech peer: ignoring a %r message on the synthesis path", message.path)
+
+    async def _start(self, message: Message) -> None:
+        if not isinstance(message.body, str):
+            raise _Refused("an ssml message must be text")
+        request_id = message.request_id
+        if not request_id:
+            raise _Refused("an ssml message needs an X-RequestId")
+        if self.turn is not None and not self.turn.done():
+            raise _Refused("an ssml message arrived before the previous turn ended")
+        context = self.contexts.pop(request_id, None) or {}
+        rate, riff = _output_format(context)
+        try:
+            request = parse_ssml(message.body)
+        except SsmlError as exc:
+            raise _Refused(str(exc)) from None
+        for voice in request.voices:
+            if not _VOICE.match(voice):
+                raise _Refused(f"Unsupported voice {voice}.")
+        metadata = _dict(_dict(_dict(context.get("synthesis")).get("audio")).get("metadataOptions"))
+        self.state.voices.append(request.voices[0])
+        self.state.formats.append(_format_name(context))
+        self.state.texts.append(request.text)
+        self.turn = asyncio.create_task(self._say(request_id, request.text, rate, riff,
+                                                  session_end=bool(metadata.get("sessionEndEnabled"))))
+        self.turn.add_done_callback(_log_failure)
+
+    async def _say(self, request_id: str, text: str, rate: int, riff: bool, *, session_end: bool) -> None:
+        state, settings, faults = self.state, self.state.settings, self.state.faults
+        tag = uuid.uuid4().hex
+        stream_id = uuid.uuid4().hex.upper()
+        await self._send(encode_text("turn.start", request_id, json.dumps({"context": {"serviceTag": tag}})))
+        state.turns += 1
+        await state._bump()
+        await self._send(encode_text("response", request_id, json.dumps(
+            {"context": {"serviceTag": tag}, "audio": {"type": "inline", "streamId": stream_id}})))
+        try:
+            pcm = await blocking_executor().run(("speech-peer", request_id), _render, settings.engine, text, rate)
+        except Exception as exc:
+            logger.error("speech peer: %s could not say %r: %s", settings.engine, text[:60], exc)
+            await self._close(1011, f"synthesis failed: {exc}")
+            return
+        if settings.first_audio_ms:
+            await asyncio.sleep(settings.first_audio_ms / 1000)
+        step = max(2, rate * 2 * settings.chunk_ms // 1000)
+        pieces = [pcm[i:i + step] for i in range(0, len(pcm), step)]
+        if riff and pieces:
+            pieces[0] = _wav_header(rate, len(pcm)) + pieces[0]
+        for sent, piece in enumerate(pieces):
+            if sent == faults.drop_after_chunks:
+                await self._close(1011, "peer fault: connection dropped mid-stream")
+                return
+            if sent == faults.garbage_after_chunks:
+                await self._send(struct.pack(">H", 4000) + b"not a message")
+                return
+            if sent == faults.hold_after_chunks:
+                await faults.release.wait()
+            if sent and settings.pace_ms:
+                await asyncio.sleep(settings.pace_ms / 1000)
+            await self._send(encode_binary("audio", request_id, piece, **{"X-StreamId": stream_id}))
+            state.chunks += 1
+            state.audio_bytes += len(piece)
+            await state._bump()
+        if session_end:
+            ticks = len(pcm) // 2 * 10_000_000 // rate  # the audio's length in 100 ns units
+            await self._send(encode_text("audio.metadata", request_id, json.dumps(
+                {"Metadata": [{"Type": "SessionEnd", "Data": {"Offset": ticks}}]})))
+        await self._send(encode_text("turn.end", request_id, "{}"))
+        state.completed += 1
+        await state._bump()
+
+    async def _send(self, frame: str | bytes) -> None:
+        if isinstance(frame, str):
+            await self.ws.send_text(frame)
+        else:
+            await self.ws.send_bytes(frame)
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await self.ws.close(code, reason[:120])  # a close reason must fit in 123 bytes
+
+
+def _format_name(context: dict[str, object]) -> str:
+    return str(_dict(_dict(context.get("synthesis")).get("audio")).get("outputFormat") or "raw-16khz-16bit-mono-pcm")
+
+
+def _output_format(context: dict[str, object]) -> tuple[int, bool]:
+    """(rate, riff) of the format ``synthesis.context`` asks for (raw 16 kHz when none)."""
+    name = _format_name(context)
+    match = _FORMAT.match(name)
+    if match is None:
+        raise _Refused(f"Unsupported output format {name}: the peer makes 16-bit mono PCM (raw or riff)")
+    return int(match.group(2)) * 1000, match.group(1) == "riff"
+
+
+def _json(message: Message, what: str) -> dict[str, object]:
+    try:
+        body = json.loads(message.body)
+    except (ValueError, TypeError):
+        raise _Refused(f"{what} is not JSON") from None
+    if not isinstance(body, dict):
+        raise _Refused(f"{what} is not a JSON object")
+    return body
+
+
+def _dict(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
+
+
+def _render(engine: Literal["piper", "espeak"], text: str, rate: int) -> bytes:
+    """``text`` said by the embedded ``engine``, as PCM16 at ``rate`` (blocking)."""
+    import numpy as np
+    import soxr
+
+    from processors.tts.node import engine_for
+
+    voice = engine_for(engine)
+    pcm = b"".join(voice.synthesize(text))
+    if voice.sample_rate == rate or not pcm:
+        return pcm
+    samples = soxr.resample(np.frombuffer(pcm, dtype=np.int16), voice.sample_rate, rate)
+    return bytes(samples.astype(np.int16).tobytes())
+
+
+def _wav_header(rate: int, data_bytes: int) -> bytes:
+    """The 44-byte RIFF/WAVE header of PCM16 mono at ``rate``."""
+    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate,
+            rate * 2, 2, 16) + b"data" + struct.pack("<I", data_bytes))
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("speech peer: a synthesis turn failed: %r", exc)
