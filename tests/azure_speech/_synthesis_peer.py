@@ -25,7 +25,7 @@ async def synthesis_peer() -> AsyncIterator[tuple[SynthesisState, str]]:
     peer = _Peer()
 
     async def route(websocket: WebSocket) -> None:
-        await serve(websocket, peer)  # type: ignore[arg-type]
+        await serve(websocket, peer)
 
     app = Starlette(routes=[WebSocketRoute("/cognitiveservices/websocket/v1", route)])
     sock = socket.socket()

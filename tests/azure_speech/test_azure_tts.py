@@ -1,0 +1,189 @@
+"""The Azure TTS engine and the TTS node on it, through the real Speech SDK against the peer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+
+import azure.cognitiveservices.speech as speechsdk
+import pytest
+
+from pipeline import CallContext, Graph, run_call
+from pipeline.frames import AgentSwitch, AudioFormat, FlushStart, OutputAudio, TTSText
+from pipeline.testing import Collector, Feeder, run_processor
+from processors.azure_speech.peer.synthesis import SynthesisState
+from processors.azure_speech.ssml import Voice
+from processors.tts.azure_engine import AzureTTSEngine, AzureTTSError, AzureTTSSettings
+from processors.tts.engine import clean_text
+from processors.tts.node import TTSProcessor, TTSSettings
+
+from ._synthesis_peer import synthesis_peer
+
+SENTENCE = "I am sorry to hear about your accident, I can start a claim for you right away."
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[tuple[SynthesisState, str]]:
+    async with synthesis_peer() as served:
+        yield served
+
+
+@pytest.fixture
+def azure_env(monkeypatch: pytest.MonkeyPatch, peer: tuple[SynthesisState, str]) -> Iterator[SynthesisState]:
+    """The environment pointing the TTS node's Azure engine at the peer."""
+    monkeypatch.setenv("AZURE_SPEECH_HOST", peer[1])
+    monkeypatch.setenv("AZURE_SPEECH_KEY", "peer-key")
+    yield peer[0]
+
+
+def engine(host: str, voice: str = "en-US-JennyNeural", **settings: object) -> AzureTTSEngine:
+    return AzureTTSEngine(lambda: speechsdk.SpeechConfig(host=host, subscription="peer-key"), Voice(name=voice),
+                          AzureTTSSettings(**settings))  # type: ignore[arg-type]
+
+
+def audio_of(frames: Sequence[object], turn: int | None = None) -> bytes:
+    return b"".join(f.pcm for f in frames if isinstance(f, OutputAudio) and (turn is None or f.turn == turn))
+
+
+async def test_first_audio_arrives_before_the_clause_is_done(peer: tuple[SynthesisState, str]) -> None:
+    state, host = peer
+    state.settings.chunk_ms = 40
+    state.faults.hold_after_chunks = 1
+    tts = await asyncio.to_thread(engine, host)
+    stream = tts.stream(SENTENCE)
+    first = await anext(stream)
+    # The service holds the rest of the clause: the first piece got out on its own.
+    assert len(first) == 1280 and (state.chunks, state.completed) == (1, 0)
+    state.faults.release.set()
+    rest = [chunk async for chunk in stream]
+    assert len(first) + sum(map(len, rest)) == state.audio_bytes > 32000 * 2  # over two seconds at 16 kHz
+    assert (state.completed, state.formats, state.voices) == (1, ["raw-16khz-16bit-mono-pcm"], ["en-US-JennyNeural"])
+
+
+async def test_connection_is_reused_across_turns_and_24khz(peer: tuple[SynthesisState, str]) -> None:
+    state, host = peer
+    tts = await asyncio.to_thread(engine, host, sample_rate=24000)
+    assert tts.sample_rate == 24000
+    for text in ("One.", "Two.", "Three."):
+        audio = b"".join([chunk async for chunk in tts.stream(text)])
+        assert len(audio) > 0
+    assert (state.connections, state.completed, tts.created) == (1, 3, 1)
+    assert state.formats == ["raw-24khz-16bit-mono-pcm"] * 3
+
+
+async def test_closing_the_stream_stops_the_service(peer: tuple[SynthesisState, str]) -> None:
+    state, host = peer
+    state.settings.chunk_ms = 20
+    state.faults.hold_after_chunks = 2
+    tts = await asyncio.to_thread(engine, host)
+    stream = tts.stream(SENTENCE)
+    got = [await anext(stream), await anext(stream)]
+    await stream.aclose()  # what a FlushStart does through Processor.interruptible
+    await state.wait_for(lambda s: s.stopped == 1)
+    assert (state.chunks, state.completed, tts.stopped, sum(map(len, got))) == (2, 0, 1, 1280)
+    state.faults.hold_after_chunks = None
+    audio = b"".join([chunk async for chunk in tts.stream("Next turn.")])
+    assert len(audio) == state.audio_bytes - 1280
+    # The stopped clause's connection was closed by the SDK; the engine opened the next
+    # one ahead, on the same synthesizer.
+    assert (state.connections, state.completed, tts.created) == (2, 1, 1)
+
+
+async def test_hostile_text_reaches_the_service_as_text(peer: tuple[SynthesisState, str]) -> None:
+    state, host = peer
+    tts = await asyncio.to_thread(engine, host)
+    hostile = 'x < 5 & "y" ]]> </voice><voice name="en-US-GuyNeural">pwned'
+    audio = b"".join([chunk async for chunk in tts.stream(hostile)])
+    assert len(audio) > 0 and state.voices == ["en-US-JennyNeural"]
+    assert state.texts == [clean_text(hostile)] and "pwned" in state.texts[0]
+
+
+async def test_unknown_voice_is_refused_once(peer: tuple[SynthesisState, str]) -> None:
+    state, host = peer
+    tts = await asyncio.to_thread(engine, host, voice="en-US-NoSuchVoice")
+    for _ in range(2):
+        with pytest.raises(AzureTTSError, match="Unsupported voice en-US-NoSuchVoice") as caught:
+            _ = [chunk async for chunk in tts.stream("Hello.")]
+        assert caught.value.code == "BadRequest"
+    assert state.refused == 1  # the second clause was refused without asking the service
+
+
+async def test_flush_stops_azure_synthesis_in_the_node(azure_env: SynthesisState) -> None:
+    state = azure_env
+    state.settings.chunk_ms = 20
+    state.faults.hold_after_chunks = 3
+    node = TTSProcessor(TTSSettings(engine="azure", voice="en-US-AriaNeural", fallback=None), name="tts")
+    flushed = asyncio.Event()
+
+    class FlushOnFirstAudio(Collector):
+        async def process(self, frame):  # type: ignore[no-untyped-def]
+            await super().process(frame)
+            if isinstance(frame, OutputAudio) and not flushed.is_set():
+                flushed.set()
+                self.emit(FlushStart(turn=1))
+
+    sink = FlushOnFirstAudio()
+    graph = Graph()
+    second = "And this is the next answer."
+    feeder = Feeder([TTSText(SENTENCE, turn=1), TTSText(second, turn=2)])
+    graph.chain(feeder, node, sink)
+    async def release_after_stop() -> None:
+        await state.wait_for(lambda s: s.stopped == 1)
+        state.faults.hold_after_chunks = None
+        state.faults.release.set()
+
+    helper = asyncio.create_task(release_after_stop())
+    result = await run_call(graph, CallContext(), timeout=30)
+    await helper
+    assert result.reason == "eos" and result.errors == ()
+    assert len(audio_of(sink.frames, 1)) == 640  # the first chunk only: the flush stopped the rest
+    assert (state.texts, state.stopped) == ([SENTENCE, second], 1)
+    assert len(audio_of(sink.frames, 2)) == state.audio_bytes - 3 * 640  # the node went on with turn 2
+    assert [f for f in sink.controls if isinstance(f, AudioFormat)] == [AudioFormat(16000, stream="out")]
+
+
+async def test_agent_switch_changes_the_voice(azure_env: SynthesisState) -> None:
+    state = azure_env
+    settings = TTSSettings(engine="azure", voice="en-US-JennyNeural", fallback=None,
+                           azure=AzureTTSSettings(voices={"billing": "en-GB-RyanNeural"}))
+    node = TTSProcessor(settings, name="tts")
+
+    class SwitchAfterFirst(Collector):
+        async def process(self, frame):  # type: ignore[no-untyped-def]
+            await super().process(frame)
+            if isinstance(frame, OutputAudio) and frame.turn == 1 and not switched:
+                switched.append(frame)
+                self.emit(AgentSwitch(agent_from="main", agent_to="billing", turn=1))
+
+    switched: list[OutputAudio] = []
+    sink = SwitchAfterFirst()
+    graph = Graph()
+    graph.chain(Feeder([TTSText("Hello.", turn=1), TTSText("Billing here.", turn=2)]), node, sink)
+    result = await run_call(graph, CallContext(), timeout=30)
+    assert result.errors == ()
+    assert state.voices == ["en-US-JennyNeural", "en-GB-RyanNeural"]
+    assert len(audio_of(sink.frames, 2)) > 0
+
+
+@pytest.mark.parametrize("fault", ["drop", "voice"])
+async def test_failure_falls_back_without_losing_the_turn(azure_env: SynthesisState, fault: str) -> None:
+    state = azure_env
+    voice = "en-US-NoSuchVoice" if fault == "voice" else "en-US-JennyNeural"
+    if fault == "drop":
+        state.settings.chunk_ms = 20
+        state.faults.drop_after_chunks = 1
+    node = TTSProcessor(TTSSettings(engine="azure", voice=voice, fallback="espeak",
+                                    azure=AzureTTSSettings(retry_s=600)), name="tts")
+    out, result = await run_processor(node, [TTSText("Your claim is open.", turn=1),
+                                             TTSText("An agent will call you.", turn=2)])
+    assert result.errors == ()
+    texts = [f.text for f in out.frames if isinstance(f, TTSText)]
+    assert texts == ["Your claim is open.", "An agent will call you."]
+    espeak_rate = 22050
+    # Each clause spoken whole by eSpeak (the fallback); only the first reached the service.
+    for turn in (1, 2):
+        assert len(audio_of(out.frames, turn)) / (espeak_rate * 2) > 0.5
+    if fault == "voice":  # known bad: the second clause was not sent
+        assert (state.refused, state.texts) == (1, [])
+    else:  # a drop (1011) may be transient: each clause tries Azure first
+        assert state.texts == ["Your claim is open.", "An agent will call you."]
