@@ -289,7 +289,7 @@ class AzureTTSEngine:
         self.clauses = 0
         self.stopped = 0
         for _ in range(self.settings.warm):
-            self._put_idle(self._make())
+            self._put_idle(self._make(warm=True))
 
     def voice_named(self, name: str) -> Voice:
         """The default voice's delivery (style, rate, pitch, lang) with another voice name."""
@@ -389,11 +389,12 @@ class AzureTTSEngine:
             logger.error("%s", error)
         return error
 
-    def _make(self) -> _Synthesizer:
-        """A new synthesizer, connected (blocking: off the loop)."""
+    def _make(self, *, warm: bool = False) -> _Synthesizer:
+        """A new synthesizer (blocking: off the loop); ``warm``: connected ahead, else its
+        first clause connects (one wait either way, and a failure is told by the clause)."""
         # The pool gets it back from the SDK thread that raises a clause's last event.
         synth = _Synthesizer(self._config, self._released)
-        if not synth.connect(_CONNECT_TIMEOUT_S):
+        if warm and not synth.connect(_CONNECT_TIMEOUT_S):
             logger.warning("Azure TTS: no connection after %.0f s; the first clause will tell why",
                            _CONNECT_TIMEOUT_S)
         self.created += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Iterator, Sequence
 
 import azure.cognitiveservices.speech as speechsdk
@@ -187,3 +188,32 @@ async def test_failure_falls_back_without_losing_the_turn(azure_env: SynthesisSt
         assert (state.refused, state.texts) == (1, [])
     else:  # a drop (1011) may be transient: each clause tries Azure first
         assert state.texts == ["Your claim is open.", "An agent will call you."]
+
+
+async def test_unreachable_service_opens_the_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AZURE_SPEECH_HOST", f"ws://127.0.0.1:{port}")
+    monkeypatch.setenv("AZURE_SPEECH_KEY", "peer-key")
+    node = TTSProcessor(TTSSettings(engine="azure", fallback="espeak", azure=AzureTTSSettings(warm=0, retry_s=600)),
+                        name="tts")
+    out, result = await run_processor(node, [TTSText("Hello there.", turn=1), TTSText("Goodbye now.", turn=2)],
+                                      timeout=60)
+    assert result.errors == ()
+    for turn in (1, 2):
+        assert len(audio_of(out.frames, turn)) / (22050 * 2) > 0.4  # said by eSpeak
+    engine = node.engine
+    assert isinstance(engine, AzureTTSEngine)
+    # One clause tried the service; the breaker sent the second straight to the fallback.
+    assert (engine.clauses, engine.created) == (1, 1)
+
+
+async def test_cache_prefill_uses_the_blocking_form(azure_env: SynthesisState) -> None:
+    state = azure_env
+    node = TTSProcessor(TTSSettings(engine="azure", voice="en-US-JennyNeural", fallback=None, cache=True,
+                                    prefill=("Welcome to the claims line.",)), name="tts")
+    out, result = await run_processor(node, [TTSText("Welcome to the claims line.", turn=1)])
+    assert result.errors == ()
+    assert state.texts == ["Welcome to the claims line."]  # synthesised once, at set-up
+    assert node.cached_clauses == 1 and len(audio_of(out.frames, 1)) > 0
