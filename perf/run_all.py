@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "ivr_turn": ("ivr_turn.py", [], ["--calls", "20"]),
     "orchestrator": ("orchestrator.py", [], ["--calls", "10"]),
     "end_of_turn": ("end_of_turn.py", [], ["--sentences", "2"]),
+    "azure_tts": ("azure_tts.py", [], ["--clauses", "10", "--concurrent", "1", "10"]),
 }
 
 
