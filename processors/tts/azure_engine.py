@@ -117,6 +117,10 @@ class AzureTTSError(ServiceError):
         self.code = code
 
 
+_SILENT_SERVICE_S = 30.0
+"""The blocking form (a prefill, off the loop) gives up on a service silent this long; the
+SDK's own timeouts normally end a clause first."""
+
 _SETTLE_WAIT_S = 0.5
 """How long a clause waits for a synthesizer that is reconnecting after a stop before it
 makes a new one (reconnecting takes one connection set-up: ms locally, ~100 ms to Azure)."""
@@ -155,6 +159,12 @@ class _ThreadSink:
 
     def put(self, item: bytes | BaseException | None) -> None:
         self.queue.put(item)
+
+    def next(self, timeout: float) -> bytes | BaseException | None:
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return AzureTTSError(f"Azure TTS sent nothing for {timeout:.0f} s", "ServiceTimeout")
 
 
 class _Synthesizer:
@@ -340,7 +350,7 @@ class AzureTTSEngine:
         finished = False
         try:
             synth.begin(sink, ssml)
-            while (item := sink.queue.get(timeout=60)) is not None:
+            while (item := sink.next(_SILENT_SERVICE_S)) is not None:
                 if isinstance(item, BaseException):
                     finished = True
                     raise self._failed(item, self.voice)

@@ -10,7 +10,9 @@ import azure.cognitiveservices.speech as speechsdk
 import pytest
 
 from pipeline import CallContext, Graph, run_call
+from pipeline.errors import ConfigError
 from pipeline.frames import AgentSwitch, AudioFormat, FlushStart, OutputAudio, TTSText
+from pipeline.settings import coerce_settings
 from pipeline.testing import Collector, Feeder, run_processor
 from processors.azure_speech.peer.synthesis import SynthesisState
 from processors.azure_speech.ssml import Voice
@@ -217,3 +219,14 @@ async def test_cache_prefill_uses_the_blocking_form(azure_env: SynthesisState) -
     assert result.errors == ()
     assert state.texts == ["Welcome to the claims line."]  # synthesised once, at set-up
     assert node.cached_clauses == 1 and len(audio_of(out.frames, 1)) > 0
+
+
+@pytest.mark.parametrize(("raw", "named"), [
+    ({"engine": "azure", "azure": {"style": "very cheerful"}}, "style"),
+    ({"engine": "azure", "azure": {"voices": {"billing": 'x" y'}}}, "name"),
+    ({"engine": "azure", "azure": {"sample_rate": 11025}}, "sample_rate"),
+])
+def test_bad_azure_settings_fail_at_load(raw: dict[str, object], named: str) -> None:
+    with pytest.raises(ConfigError, match=named) as caught:
+        coerce_settings(TTSSettings, raw, file="azure.yaml", node="tts")
+    assert "node 'tts'" in str(caught.value)
