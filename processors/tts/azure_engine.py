@@ -77,6 +77,9 @@ class AzureTTSSettings:
         default_factory=lambda: MappingProxyType({}))
     warm: Annotated[int, Range(ge=0, le=64), Doc(
         "synthesizers connected ahead per worker, so the first clause pays no connection set-up")] = 1
+    timeout_s: Annotated[float, Range(gt=0), Doc(
+        "longest wait for the service's next audio of a clause (the first included) before the clause "
+        "goes to the fallback")] = 5.0
     retry_s: Annotated[float, Range(ge=0), Doc(
         "after a failure that will repeat (credentials, host, throttling), seconds spent on the fallback "
         "before Azure is tried again")] = 30.0
@@ -89,7 +92,8 @@ class AzureTTSSettings:
         """What tells two engines apart: these settings (not the voices per agent: they are
         per call) and the service the environment names (``AZURE_SPEECH_*``)."""
         service = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AZURE_SPEECH_")))
-        return self.style, self.rate, self.pitch, self.lang, self.sample_rate, self.warm, self.retry_s, service
+        return (self.style, self.rate, self.pitch, self.lang, self.sample_rate, self.warm, self.timeout_s, self.retry_s,
+                service)
 
 
 DEFAULT_VOICE = "en-US-JennyNeural"
@@ -117,10 +121,6 @@ class AzureTTSError(ServiceError):
         self.code = code
 
 
-_SILENT_SERVICE_S = 30.0
-"""The blocking form (a prefill, off the loop) gives up on a service silent this long; the
-SDK's own timeouts normally end a clause first."""
-
 _SETTLE_WAIT_S = 0.5
 """How long a clause waits for a synthesizer that is reconnecting after a stop before it
 makes a new one (reconnecting takes one connection set-up: ms locally, ~100 ms to Azure)."""
@@ -128,6 +128,10 @@ makes a new one (reconnecting takes one connection set-up: ms locally, ~100 ms t
 _CONNECT_TIMEOUT_S = 2.0
 """How long a new synthesizer waits for its connection (milliseconds on a LAN, a few
 hundred on a far region) before it is used anyway."""
+
+class _Silent(AzureTTSError):
+    """The service sent nothing in time: the clause is still open and must be stopped."""
+
 
 #: Error codes that will repeat for every clause until something changes outside.
 _BREAKING = frozenset({"AuthenticationFailure", "Forbidden", "TooManyRequests", "ConnectionFailure",
@@ -164,7 +168,7 @@ class _ThreadSink:
         try:
             return self.queue.get(timeout=timeout)
         except queue.Empty:
-            return AzureTTSError(f"Azure TTS sent nothing for {timeout:.0f} s", "ServiceTimeout")
+            return _Silent(f"Azure TTS sent nothing for {timeout:g} s", "ServiceTimeout")
 
 
 class _Synthesizer:
@@ -323,20 +327,29 @@ class AzureTTSEngine:
         finished = False
         try:
             synth.begin(sink, ssml)
-            while (item := await sink.queue.get()) is not None:
+            while (item := await self._next(sink, voice)) is not None:
                 if isinstance(item, BaseException):
                     finished = True
                     raise self._failed(item, voice)
                 yield item
             finished = True
         finally:
-            if not finished:
+            if not finished:  # closed early (a flush), or the service went silent
                 self.stopped += 1
                 with self._idle_guard:
                     self._settling += 1
                 if not synth.stop(sink):
                     with self._idle_guard:
                         self._settling -= 1
+
+    async def _next(self, sink: _LoopSink, voice: Voice) -> bytes | BaseException | None:
+        """The clause's next item; a service silent for ``timeout_s`` fails it (no stuck turn)."""
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                return await sink.queue.get()
+        except TimeoutError:
+            silent = AzureTTSError(f"Azure TTS sent nothing for {self.settings.timeout_s:g} s", "ServiceTimeout")
+            raise self._failed(silent, voice) from None
 
     def synthesize(self, text: str) -> Generator[bytes, None, None]:
         """The blocking form (``TTSEngine``), for cache prefill off the loop: same audio."""
@@ -350,9 +363,9 @@ class AzureTTSEngine:
         finished = False
         try:
             synth.begin(sink, ssml)
-            while (item := sink.next(_SILENT_SERVICE_S)) is not None:
+            while (item := sink.next(self.settings.timeout_s)) is not None:
                 if isinstance(item, BaseException):
-                    finished = True
+                    finished = not isinstance(item, _Silent)
                     raise self._failed(item, self.voice)
                 yield item
             finished = True

@@ -230,3 +230,15 @@ def test_bad_azure_settings_fail_at_load(raw: dict[str, object], named: str) -> 
     with pytest.raises(ConfigError, match=named) as caught:
         coerce_settings(TTSSettings, raw, file="azure.yaml", node="tts")
     assert "node 'tts'" in str(caught.value)
+
+
+async def test_a_silent_service_does_not_hold_the_turn(azure_env: SynthesisState) -> None:
+    state = azure_env
+    state.faults.hold_after_chunks = 0  # the service starts the turn, then sends no audio
+    node = TTSProcessor(TTSSettings(engine="azure", fallback="espeak", azure=AzureTTSSettings(timeout_s=0.3)),
+                        name="tts")
+    out, result = await run_processor(node, [TTSText("Are you still there?", turn=1)])
+    assert result.errors == ()
+    assert len(audio_of(out.frames, 1)) / (22050 * 2) > 0.4  # said by eSpeak
+    await state.wait_for(lambda s: s.stopped == 1)  # and the service was told to stop
+    assert (state.turns, state.chunks) == (1, 0)
