@@ -11,11 +11,21 @@ import pytest
 
 from pipeline import CallContext, Graph, run_call
 from pipeline.errors import ConfigError
-from pipeline.frames import AgentSwitch, AudioFormat, FlushStart, OutputAudio, TTSText
+from pipeline.frames import (
+    AgentSwitch,
+    AudioFormat,
+    FlushStart,
+    LLMToken,
+    OutputAudio,
+    ResponseEnd,
+    ResponseStart,
+    TTSText,
+)
 from pipeline.settings import coerce_settings
 from pipeline.testing import Collector, Feeder, run_processor
 from processors.azure_speech.peer.synthesis import SynthesisState
 from processors.azure_speech.ssml import Voice
+from processors.text.sentences_node import SentencesProcessor
 from processors.tts.azure_engine import AzureTTSEngine, AzureTTSError, AzureTTSSettings
 from processors.tts.engine import clean_text
 from processors.tts.node import TTSProcessor, TTSSettings
@@ -242,3 +252,40 @@ async def test_a_silent_service_does_not_hold_the_turn(azure_env: SynthesisState
     assert len(audio_of(out.frames, 1)) / (22050 * 2) > 0.4  # said by eSpeak
     await state.wait_for(lambda s: s.stopped == 1)  # and the service was told to stop
     assert (state.turns, state.chunks) == (1, 0)
+
+
+async def test_synthesis_starts_on_the_first_clause_while_the_llm_streams(azure_env: SynthesisState) -> None:
+    state = azure_env
+    first_audio = asyncio.Event()
+    order: list[str] = []
+    words = "I am sorry to hear about your accident, I can start a claim for you right away.".split()
+
+    class SlowLLM(Feeder):
+        """Streams the answer's tokens; holds the end until the caller hears the start."""
+
+        async def run(self) -> None:
+            await self.push(ResponseStart(turn=1))
+            for word in words[:7]:
+                await self.push(LLMToken(word + " ", turn=1))
+            await asyncio.wait_for(first_audio.wait(), 10)
+            order.append("llm continues")
+            for word in words[7:]:
+                await self.push(LLMToken(word + " ", turn=1))
+            await self.push(ResponseEnd(turn=1))
+
+    class Ear(Collector):
+        async def process(self, frame):  # type: ignore[no-untyped-def]
+            await super().process(frame)
+            if isinstance(frame, OutputAudio) and not first_audio.is_set():
+                order.append("first audio")
+                first_audio.set()
+
+    sink = Ear()
+    graph = Graph()
+    graph.chain(SlowLLM(), SentencesProcessor(name="sentences"), TTSProcessor(
+        TTSSettings(engine="azure", fallback=None, prefill_brain=False), name="tts"), sink)
+    result = await run_call(graph, CallContext(), timeout=30)
+    assert result.errors == ()
+    assert order == ["first audio", "llm continues"]
+    assert state.texts[0] == "I am sorry to hear" and len(state.texts) >= 2
+    assert " ".join(state.texts) == " ".join(words)
