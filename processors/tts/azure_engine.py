@@ -73,7 +73,7 @@ class AzureTTSSettings:
     lang: Annotated[str, Doc("xml:lang of the SSML (blank: from the voice name)")] = ""
     sample_rate: Annotated[LineRate, Doc("raw PCM rate asked of the service: the line's rate (16000 for ACS)")] = 16000
     voices: Annotated[Mapping[str, str], Doc(
-        "voice per agent (agent name -> voice), used after an AgentSwitch to that agent")] = field(
+        "voice per agent (agent name -> voice) after an AgentSwitch to it; else the agent file's voice")] = field(
         default_factory=lambda: MappingProxyType({}))
     warm: Annotated[int, Range(ge=0, le=64), Doc(
         "synthesizers connected ahead per worker, so the first clause pays no connection set-up")] = 1

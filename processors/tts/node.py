@@ -20,7 +20,8 @@ worker, the first included, greets from the cache.
 
 With ``engine: azure`` (``processors.tts.azure_engine``) the clause is synthesised by Azure
 AI Speech and streamed on the loop as the service sends it (no executor thread waits on
-the network); the voice follows the agent in charge (``azure.voices``, on ``AgentSwitch``),
+the network); the voice follows the agent in charge (on ``AgentSwitch``: ``azure.voices``
+of the agent, else the ``voice`` of its agent file),
 and a failure says the clause with ``fallback`` (Piper in ``config/pipelines/azure.yaml``).
 
 Silence at joins (``trim_joins``, see ``processors.tts.silence``): each unit's leading
@@ -177,8 +178,9 @@ class TTSProcessor(Processor):
         return self._agent_voice or self.settings.voice
 
     def on_event(self, event: EventFrame) -> None:
-        if isinstance(event, AgentSwitch):
-            self._agent_voice = self.settings.azure.voices.get(event.agent_to, "")
+        if isinstance(event, AgentSwitch) and self.settings.engine == "azure":
+            # Only Azure takes a voice per clause; a local engine keeps the pipeline's voice.
+            self._agent_voice = self.settings.azure.voices.get(event.agent_to, "") or event.voice
 
     async def process(self, frame: TTSText) -> None:
         turn = frame.turn
