@@ -180,6 +180,7 @@ class _Session:
                     self.state.refused += 1
                     logger.warning("speech peer: synthesis request refused: %s", exc)
                     await self._close(_BAD_REQUEST, str(exc))
+                    await self.state._bump()
                     return
         finally:
             if self.turn is not None and not self.turn.done():
