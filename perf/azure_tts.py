@@ -57,7 +57,7 @@ def serve_peer(port: int) -> None:
     from starlette.routing import WebSocketRoute
     from starlette.websockets import WebSocket
 
-    from processors.azure_speech.peer.synthesis import serve, synthesis_state
+    from processors.azure_speech.peer.synthesis import SYNTHESIS_PATHS, serve, synthesis_state
 
     class Peer:
         pass
@@ -68,7 +68,7 @@ def serve_peer(port: int) -> None:
     async def route(websocket: WebSocket) -> None:
         await serve(websocket, peer)
 
-    app = Starlette(routes=[WebSocketRoute("/cognitiveservices/websocket/v1", route)])
+    app = Starlette(routes=[WebSocketRoute(path, route) for path in SYNTHESIS_PATHS])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=1 << 20)
 
 

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from processors.azure_speech.peer.synthesis import SynthesisState, serve, synthesis_state
+from processors.azure_speech.peer.synthesis import SYNTHESIS_PATHS, SynthesisState, serve, synthesis_state
 from voicegraph.cli import main
 
 
@@ -32,7 +32,7 @@ def threaded_peer() -> Iterator[tuple[SynthesisState, str]]:
     async def route(websocket: WebSocket) -> None:
         await serve(websocket, peer)
 
-    app = Starlette(routes=[WebSocketRoute("/cognitiveservices/websocket/v1", route)])
+    app = Starlette(routes=[WebSocketRoute(path, route) for path in SYNTHESIS_PATHS])
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()

@@ -1,4 +1,5 @@
-"""The peer's text-to-speech service: ``/cognitiveservices/websocket/v1`` as Azure serves it.
+"""The peer's text-to-speech service: ``/cognitiveservices/websocket/v1`` as Azure serves it
+(and ``/tts/cognitiveservices/websocket/v1``, where the JavaScript SDK goes).
 
 What an official Speech SDK sends on one connection (logged from the Python SDK 1.53,
 checked against the JavaScript SDK's ``SynthesisAdapterBase``): ``speech.config`` once
@@ -49,9 +50,13 @@ from .wire import Message, WireError, decode, encode_binary, encode_text
 if TYPE_CHECKING:
     from .app import SpeechPeer
 
-__all__ = ["SynthesisFaults", "SynthesisSettings", "SynthesisState", "serve", "synthesis_state"]
+__all__ = ["SYNTHESIS_PATHS", "SynthesisFaults", "SynthesisSettings", "SynthesisState", "serve", "synthesis_state"]
 
 logger = logging.getLogger(__name__)
+
+SYNTHESIS_PATHS = ("/cognitiveservices/websocket/v1", "/tts/cognitiveservices/websocket/v1")
+"""Where the SDKs open synthesis given ``host=``: the Python (native) SDK uses the first,
+the JavaScript SDK the second (its ``SpeechSynthesisConnectionFactory``)."""
 
 _VOICE = re.compile(r"^[a-z]{2,3}-[A-Z]{2}(?:-[A-Za-z]+)?-[A-Za-z0-9]+Neural$")
 _FORMAT = re.compile(r"^(raw|riff)-(8|16|24|48)khz-16bit-mono-pcm$")
