@@ -53,6 +53,8 @@ from .engine import clean_text
 if TYPE_CHECKING:
     import azure.cognitiveservices.speech as speechsdk
 
+    from processors.azure_speech.config import EntraToken
+
 __all__ = ["DEFAULT_VOICE", "AzureTTSEngine", "AzureTTSError", "AzureTTSSettings", "load_azure"]
 
 logger = logging.getLogger(__name__)
@@ -101,16 +103,21 @@ DEFAULT_VOICE = "en-US-JennyNeural"
 
 def load_azure(voice: str, settings: AzureTTSSettings) -> AzureTTSEngine:
     """The engine for the TTS node: the voice and delivery of ``settings``, the service of
-    the environment (``processors.azure_speech.config``). Blocking: call it off the loop.
+    the environment (``processors.azure_speech.config``: a host, a key and region, or
+    Entra ID). Blocking (an Entra ID token is fetched here): call it off the loop.
 
     Raises:
         ConfigError: the voice settings or the environment are wrong (named).
     """
-    from processors.azure_speech.config import speech_config
+    from processors.azure_speech.config import AzureSpeechSettings, EntraToken, speech_config
 
+    service = AzureSpeechSettings.from_env()
+    token = EntraToken(service.resource_id) if service.auth == "entra" and service.resource_id else None
     spec = Voice(name=voice or DEFAULT_VOICE, lang=settings.lang, style=settings.style, rate=settings.rate,
                  pitch=settings.pitch)
-    return AzureTTSEngine(speech_config, spec, settings)
+    logger.info("Azure TTS: %s, voice %s, %d Hz", service.describe(), spec.name, settings.sample_rate)
+    return AzureTTSEngine(lambda: speech_config(service, token=token.fetch() if token else None), spec, settings,
+                          token=token)
 
 
 class AzureTTSError(ServiceError):
@@ -185,6 +192,7 @@ class _Synthesizer:
         self._release = release
         self._sink: _Sink | None = None
         self._reopening = False  # back to the pool once the new connection is up
+        self._token = ""
         #: Stopped by the engine and not yet back in the pool (it counts as settling).
         self.stopping = False
         self._guard = threading.Lock()  # sink swaps vs SDK threads; never held across I/O or the loop
@@ -205,6 +213,12 @@ class _Synthesizer:
         """
         self.connection.open(True)
         return self._connected.wait(timeout)
+
+    def authorize(self, token: str) -> None:
+        """Use ``token`` (Entra ID, ``aad#...``) from the next connection on."""
+        if token != self._token:
+            self._token = token
+            self.synthesizer.authorization_token = token
 
     def begin(self, sink: _Sink, ssml: str) -> None:
         with self._guard:
@@ -281,10 +295,11 @@ class AzureTTSEngine:
     name = "azure"
 
     def __init__(self, config: Callable[[], speechsdk.SpeechConfig], voice: Voice,
-                 settings: AzureTTSSettings | None = None) -> None:
+                 settings: AzureTTSSettings | None = None, *, token: EntraToken | None = None) -> None:
         import azure.cognitiveservices.speech as speechsdk
 
         self.settings = settings or AzureTTSSettings()
+        self._token = token
         self.sample_rate: int = self.settings.sample_rate
         self.voice = voice
         self._config = config()
@@ -323,6 +338,8 @@ class AzureTTSEngine:
         if ssml is None:
             return
         synth = await self._acquire()
+        if self._token is not None:  # Entra ID: a fresh token before it expires, never mid-clause
+            synth.authorize(await self._token.get())
         sink = _LoopSink(asyncio.get_running_loop())
         finished = False
         try:
@@ -359,6 +376,8 @@ class AzureTTSEngine:
         synth = self._take_idle()
         if synth is None:
             synth = self._make()
+        if self._token is not None:
+            synth.authorize(self._token.fetch())
         sink = _ThreadSink()
         finished = False
         try:

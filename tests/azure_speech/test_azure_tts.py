@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 
 import azure.cognitiveservices.speech as speechsdk
 import pytest
+from azure.core.credentials import AccessToken
 
 from pipeline import CallContext, Graph, run_call
 from pipeline.errors import ConfigError
@@ -23,6 +25,7 @@ from pipeline.frames import (
 )
 from pipeline.settings import coerce_settings
 from pipeline.testing import Collector, Feeder, run_processor
+from processors.azure_speech.config import AzureSpeechSettings, EntraToken, speech_config
 from processors.azure_speech.peer.synthesis import SynthesisState
 from processors.azure_speech.ssml import Voice
 from processors.text.sentences_node import SentencesProcessor
@@ -289,3 +292,37 @@ async def test_synthesis_starts_on_the_first_clause_while_the_llm_streams(azure_
     assert order == ["first audio", "llm continues"]
     assert state.texts[0] == "I am sorry to hear" and len(state.texts) >= 2
     assert " ".join(state.texts) == " ".join(words)
+
+
+class _Credential:
+    """A ``TokenCredential`` handing out numbered tokens that expire ``life_s`` after issue."""
+
+    def __init__(self, life_s: float) -> None:
+        self.life_s = life_s
+        self.issued = 0
+
+    def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+        self.issued += 1
+        return AccessToken(f"token-{self.issued}", int(time.time() + self.life_s))
+
+
+async def test_entra_token_is_refreshed_before_it_expires(peer: tuple[SynthesisState, str]) -> None:
+    state, host = peer
+    credential = _Credential(life_s=60)  # inside EntraToken's 300 s margin: stale at once, every time
+    token = EntraToken("/subscriptions/s/resourceGroups/g/providers/Microsoft.CognitiveServices/accounts/a",
+                       credential=credential)
+    service = AzureSpeechSettings(auth="host", host=host)
+    tts = await asyncio.to_thread(
+        AzureTTSEngine, lambda: speech_config(service, token=token.fetch()), Voice(name="en-US-JennyNeural"),
+        AzureTTSSettings(warm=0), token=token)
+    assert len(b"".join([chunk async for chunk in tts.stream("One.")])) > 0
+    state.faults.drop_after_chunks = 0  # the service drops the connection
+    with pytest.raises(AzureTTSError):
+        _ = [chunk async for chunk in tts.stream("Two.")]
+    state.faults.drop_after_chunks = None
+    assert len(b"".join([chunk async for chunk in tts.stream("Three.")])) > 0
+    # A token per clause (each found the last one within its margin of expiry), set on the
+    # synthesizer: the connection it opens next presents it; a live one goes on as it is.
+    assert credential.issued == 4
+    prefix = "token:aad#/subscriptions/s/resourceGroups/g/providers/Microsoft.CognitiveServices/accounts/a#"
+    assert state.credentials[0] == prefix + "token-2" and state.credentials[-1] == prefix + "token-4"

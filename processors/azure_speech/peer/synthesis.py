@@ -42,10 +42,11 @@ from typing import TYPE_CHECKING, Literal
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from pipeline.errors import ProtocolError
 from pipeline.offload import blocking_executor
 from processors.azure_speech.ssml import SsmlError, parse_ssml
 
-from .wire import Message, WireError, decode, encode_binary, encode_text
+from .wire import Message, binary_message, parse_binary, parse_text, text_message
 
 if TYPE_CHECKING:
     from .app import SpeechPeer
@@ -108,6 +109,8 @@ class SynthesisState:
     settings: SynthesisSettings = field(default_factory=SynthesisSettings)
     faults: SynthesisFaults = field(default_factory=SynthesisFaults)
     connections: int = 0
+    #: The credential each connection presented: ``key:<key>`` or ``token:<bearer token>``.
+    credentials: list[str] = field(default_factory=list)
     turns: int = 0  # clauses started (turn.start sent)
     completed: int = 0  # clauses whose turn.end was sent
     stopped: int = 0  # clauses the client closed the connection on before their end
@@ -146,12 +149,21 @@ async def serve(websocket: WebSocket, peer: SpeechPeer) -> None:
     if websocket.client_state is WebSocketState.CONNECTING:
         await websocket.accept(subprotocol=_subprotocol(websocket))
     state.connections += 1
+    state.credentials.append(_credential(websocket))
     await state._bump()
     session = _Session(websocket, state)
     try:
         await session.run()
     finally:
         await state._bump()
+
+
+def _credential(websocket: WebSocket) -> str:
+    key = websocket.headers.get("ocp-apim-subscription-key")
+    if key:
+        return f"key:{key}"
+    bearer = websocket.headers.get("authorization", "")
+    return f"token:{bearer.removeprefix('Bearer ').strip()}" if bearer else ""
 
 
 def _subprotocol(websocket: WebSocket) -> str | None:
@@ -179,9 +191,8 @@ class _Session:
                 if raw is None:
                     return
                 try:
-                    message = decode(raw)
-                    await self._handle(message)
-                except (WireError, _Refused) as exc:
+                    await self._handle(parse_text(raw) if isinstance(raw, str) else parse_binary(raw))
+                except (ProtocolError, _Refused) as exc:
                     self.state.refused += 1
                     logger.warning("speech peer: synthesis request refused: %s", exc)
                     await self._close(_BAD_REQUEST, str(exc))
@@ -207,7 +218,7 @@ class _Session:
     async def _handle(self, message: Message) -> None:
         path = message.path.lower()
         if path == "synthesis.context":
-            self.contexts[message.request_id] = _json(message, "synthesis.context")
+            self.contexts[message.request_id or ""] = _json(message, "synthesis.context")
         elif path == "ssml":
             await self._start(message)
         elif path not in ("speech.config", "telemetry"):
@@ -242,11 +253,12 @@ class _Session:
         state, settings, faults = self.state, self.state.settings, self.state.faults
         tag = uuid.uuid4().hex
         stream_id = uuid.uuid4().hex.upper()
-        await self._send(encode_text("turn.start", request_id, json.dumps({"context": {"serviceTag": tag}})))
+        await self._send(text_message("turn.start", json.dumps({"context": {"serviceTag": tag}}),
+                                      request_id=request_id))
         state.turns += 1
         await state._bump()
-        await self._send(encode_text("response", request_id, json.dumps(
-            {"context": {"serviceTag": tag}, "audio": {"type": "inline", "streamId": stream_id}})))
+        response = {"context": {"serviceTag": tag}, "audio": {"type": "inline", "streamId": stream_id}}
+        await self._send(text_message("response", json.dumps(response), request_id=request_id))
         try:
             pcm = await blocking_executor().run(("speech-peer", request_id), _render, settings.engine, text, rate)
         except Exception as exc:
@@ -270,15 +282,15 @@ class _Session:
                 await faults.release.wait()
             if sent and settings.pace_ms:
                 await asyncio.sleep(settings.pace_ms / 1000)
-            await self._send(encode_binary("audio", request_id, piece, **{"X-StreamId": stream_id}))
+            await self._send(binary_message("audio", piece, request_id=request_id, headers={"X-StreamId": stream_id}))
             state.chunks += 1
             state.audio_bytes += len(piece)
             await state._bump()
         if session_end:
             ticks = len(pcm) // 2 * 10_000_000 // rate  # the audio's length in 100 ns units
-            await self._send(encode_text("audio.metadata", request_id, json.dumps(
-                {"Metadata": [{"Type": "SessionEnd", "Data": {"Offset": ticks}}]})))
-        await self._send(encode_text("turn.end", request_id, "{}"))
+            await self._send(text_message("audio.metadata", json.dumps(
+                {"Metadata": [{"Type": "SessionEnd", "Data": {"Offset": ticks}}]}), request_id=request_id))
+        await self._send(text_message("turn.end", "{}", request_id=request_id))
         state.completed += 1
         await state._bump()
 
