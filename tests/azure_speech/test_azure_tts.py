@@ -326,3 +326,24 @@ async def test_entra_token_is_refreshed_before_it_expires(peer: tuple[SynthesisS
     assert credential.issued == 4
     prefix = "token:aad#/subscriptions/s/resourceGroups/g/providers/Microsoft.CognitiveServices/accounts/a#"
     assert state.credentials[0] == prefix + "token-2" and state.credentials[-1] == prefix + "token-4"
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({}, "Azure Speech is not configured: set AZURE_SPEECH_KEY + AZURE_SPEECH_REGION"),
+    ({"AZURE_SPEECH_KEY": "0123456789abcdef", "AZURE_SPEECH_REGION": "West Europe"}, "AZURE_SPEECH_REGION 'West"),
+    ({"AZURE_SPEECH_HOST": "http://127.0.0.1:1/path"}, "AZURE_SPEECH_HOST 'http://127.0.0.1:1/path' must be"),
+])
+async def test_bad_service_settings_fall_back_at_set_up(monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture,
+                                                        env: dict[str, str], named: str) -> None:
+    for name in ("HOST", "KEY", "REGION", "RESOURCE_ID", "LANGUAGE"):
+        monkeypatch.delenv(f"AZURE_SPEECH_{name}", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    node = TTSProcessor(TTSSettings(engine="azure", fallback="espeak"), name="tts")
+    out, result = await run_processor(node, [TTSText("Hello there.", turn=1)])
+    assert result.errors == ()
+    assert node.engine is not None and node.engine.name == "espeak"
+    assert len(audio_of(out.frames, 1)) / (22050 * 2) > 0.4
+    assert any(named in record.getMessage() and "azure engine failed to load" in record.getMessage()
+               for record in caplog.records)
