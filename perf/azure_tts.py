@@ -16,7 +16,8 @@ Method
       SDK callback stamps ``perf_counter_ns`` on a clause's first chunk, the sink stamps
       the first ``OutputAudio``; median/p95 over ``--clauses`` clauses, one at a time.
       ``first_audio_ms`` is the whole ``TTSText`` -> first ``OutputAudio`` for scale
-      (it includes the peer's eSpeak run and loopback, not ours).
+      (it includes the peer's eSpeak run and loopback, not ours). ``wake_floor_us``: a
+      plain thread's ``call_soon_threadsafe`` to the idle loop, the OS's share of it.
     * Loop lag (``lag_ms``): a probe asks to wake every 5 ms while the clauses stream.
     * Cost per synthesizer (``concurrency``): for N in ``--concurrent``, one engine with
       ``warm: N`` (N connected synthesizers); RSS growth per synthesizer after they
@@ -24,8 +25,30 @@ Method
       the SDK's threads included) per clause and wall time of the batch.
 
 Result
-    ``python perf/azure_tts.py`` (2 vCPUs shared with other jobs, Python 3.11, SDK 1.53):
-    see the closing note of issue 17 and ``perf/results/azure_tts.json``.
+    ``python perf/azure_tts.py`` (50 clauses of 3.5 s; 2 vCPUs shared with other jobs,
+    load ~2; Python 3.11, uvloop, SDK 1.53), with the peer sending each clause as one
+    burst (``--peer-pace-ms 0``, the issue's "delays at zero") and paced at 20 ms per 100 ms
+    message (``--peer-pace-ms 20``, closer to a voice streamed faster than real time):
+
+    ============================================  ==============  ==============
+    figure                                        burst           paced 20 ms
+    ============================================  ==============  ==============
+    hand-off -> frame, median / p95 (us)          234 / 1,721     138 / 251
+    plain thread -> loop wake, median / p95 (us)  56 / 127        72 / 246
+    TTSText -> first OutputAudio, median (ms)     17.5            18.7
+    loop lag while streaming, p99 / max (ms)      3.0 / 4.0       1.6 / 5.3
+    RSS per synthesizer, 1 / 10 / 50 (KiB)        404 / 324 / 302 400 / 349 / 323
+    CPU per clause, 1 / 10 / 50 (ms)              9.3 / 7.5 / 6.9 29.5 / 13.1 / 14.6
+    50 clauses at once, wall (ms)                 459             1,013
+    ============================================  ==============  ==============
+
+    The adapter adds ~70-180 us over the OS's own wake-up of the loop when audio comes at
+    a voice's pace. In a burst the SDK's thread raises one ``synthesizing`` event per
+    message back to back, each taking the GIL, and the loop's thread waits for the burst
+    (p95 1.7 ms): the cost is the SDK's, paid once per clause. A pooled synthesizer costs
+    ~0.3-0.4 MiB (its native threads and buffers); 50 connected synthesizers and their
+    clauses took the process from ~66 to ~115 MiB, and a clause ~7-30 ms of CPU (the SDK's
+    threads included), so the adapter is not what bounds the calls a worker holds.
 """
 
 from __future__ import annotations
@@ -50,7 +73,7 @@ TEXT = "Thank you for calling, I can help you with your claim today."
 PROBE_MS = 5.0
 
 
-def serve_peer(port: int) -> None:
+def serve_peer(port: int, pace_ms: float) -> None:
     """The child process: the synthesis service alone on ``port`` (eSpeak behind it)."""
     import uvicorn
     from starlette.applications import Starlette
@@ -64,6 +87,7 @@ def serve_peer(port: int) -> None:
 
     peer = Peer()
     synthesis_state(peer).settings.engine = "espeak"
+    synthesis_state(peer).settings.pace_ms = pace_ms
 
     async def route(websocket: WebSocket) -> None:
         await serve(websocket, peer)
@@ -73,11 +97,12 @@ def serve_peer(port: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def peer_process() -> AsyncIterator[str]:
+async def peer_process(pace_ms: float) -> AsyncIterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    child = await asyncio.create_subprocess_exec(sys.executable, __file__, "--serve-peer", str(port))
+    child = await asyncio.create_subprocess_exec(sys.executable, __file__, "--serve-peer", str(port),
+                                                 "--peer-pace-ms", str(pace_ms))
     try:
         for _ in range(200):  # wait for the port to accept (the child imports the SDK-free peer)
             try:
@@ -126,15 +151,29 @@ async def handoff(clauses: int) -> dict[str, Any]:
     from processors.tts import azure_engine
     from processors.tts.node import TTSProcessor, TTSSettings
 
-    handed: dict[int, int] = {}  # clause number -> first hand-off
-    current = [0]
-    original = azure_engine._Synthesizer._on_audio
+    handed: dict[int, int] = {}  # clause (1, 2, ...) -> its first hand-off
+    begun: list[Any] = []  # the clauses' sinks, in the order the clauses began
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    originals = (azure_engine._Synthesizer._on_audio, azure_engine._Synthesizer.begin,
+                 azure_engine._Synthesizer._on_completed)
 
     def stamped(self: Any, event: Any) -> None:
-        handed.setdefault(current[0], time.perf_counter_ns())
-        original(self, event)
+        if self._sink is not None and self._sink in begun:
+            handed.setdefault(begun.index(self._sink) + 1, time.perf_counter_ns())
+        originals[0](self, event)
+
+    def begin(self: Any, sink: Any, ssml: str) -> None:
+        begun.append(sink)
+        originals[1](self, sink, ssml)
+
+    def completed(self: Any, event: Any) -> None:
+        originals[2](self, event)
+        loop.call_soon_threadsafe(done.set)
 
     azure_engine._Synthesizer._on_audio = stamped  # type: ignore[method-assign]
+    azure_engine._Synthesizer.begin = begin  # type: ignore[method-assign]
+    azure_engine._Synthesizer._on_completed = completed  # type: ignore[method-assign]
     handoffs: list[float] = []
     firsts: list[float] = []
     probe = LagProbe()
@@ -148,28 +187,26 @@ async def handoff(clauses: int) -> dict[str, Any]:
                 seen[frame.turn] = now
                 handoffs.append((now - handed[frame.turn]) / 1000)
                 firsts.append((now - sent[frame.turn]) / 1e6)
-                first_audio.set()
 
     seen: dict[int, int] = {}
-    first_audio = asyncio.Event()
     sent: dict[int, int] = {}
 
     class Paced(Feeder):
         async def run(self) -> None:
             for turn in range(1, clauses + 1):
-                current[0] = turn
-                first_audio.clear()
+                done.clear()
                 sent[turn] = time.perf_counter_ns()
                 await self.push(TTSText(TEXT, turn=turn))
-                await first_audio.wait()
-                await asyncio.sleep(0.05)  # the clause finishes streaming: one clause at a time
+                await done.wait()  # one clause at a time: the next starts on an idle loop
 
     graph = Graph()
     graph.chain(Paced([]), node, Sink())
     result = await run_call(graph, CallContext("azure-tts-perf"), timeout=clauses * 10 + 30)
     probe.stop = True
     await lag_task
-    azure_engine._Synthesizer._on_audio = original  # type: ignore[method-assign]
+    azure_engine._Synthesizer._on_audio = originals[0]  # type: ignore[method-assign]
+    azure_engine._Synthesizer.begin = originals[1]  # type: ignore[method-assign]
+    azure_engine._Synthesizer._on_completed = originals[2]  # type: ignore[method-assign]
     assert not result.errors, result.errors
     return {
         "clauses": clauses,
@@ -177,6 +214,32 @@ async def handoff(clauses: int) -> dict[str, Any]:
         "first_audio_ms": {"median": statistics.median(firsts), "p95": pct(firsts, 95)},
         "lag_ms": {"p50": pct(probe.lags, 50), "p99": pct(probe.lags, 99), "max": max(probe.lags)},
     }
+
+
+async def wake_floor(samples: int) -> dict[str, float]:
+    """A plain thread's ``call_soon_threadsafe`` to the loop, for scale: the part of the
+    hand-off that is the OS waking the loop's thread, not the adapter."""
+    import threading
+
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    arrived = asyncio.Event()
+
+    def arrive(sent: int) -> None:
+        lags.append((time.perf_counter_ns() - sent) / 1000)
+        arrived.set()
+
+    for _ in range(samples):
+        arrived.clear()
+        def later() -> None:
+            time.sleep(0.005)
+            loop.call_soon_threadsafe(arrive, time.perf_counter_ns())
+
+        thread = threading.Thread(target=later)
+        thread.start()
+        await arrived.wait()
+        thread.join()
+    return {"median": statistics.median(lags), "p95": pct(lags, 95)}
 
 
 async def concurrency(n: int) -> dict[str, Any]:
@@ -212,10 +275,10 @@ async def concurrency(n: int) -> dict[str, Any]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    async with peer_process() as host:
+    async with peer_process(args.peer_pace_ms) as host:
         os.environ["AZURE_SPEECH_HOST"] = host
         os.environ.setdefault("AZURE_SPEECH_KEY", "perf")
-        out: dict[str, Any] = {"handoff": await handoff(args.clauses)}
+        out: dict[str, Any] = {"handoff": await handoff(args.clauses), "wake_floor_us": await wake_floor(args.clauses)}
         out["concurrency"] = [await concurrency(n) for n in args.concurrent]
     return out
 
@@ -225,10 +288,12 @@ if __name__ == "__main__":
     parser.add_argument("--clauses", type=int, default=50)
     parser.add_argument("--concurrent", type=int, nargs="*", default=[1, 10, 50])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--peer-pace-ms", type=float, default=0.0,
+                        help="the peer's wait between 100 ms audio messages (0: a burst, as fast as it can)")
     parser.add_argument("--serve-peer", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_peer:
-        serve_peer(args.serve_peer)
+        serve_peer(args.serve_peer, args.peer_pace_ms)
         sys.exit(0)
     with contextlib.suppress(ImportError):
         import uvloop
