@@ -8,8 +8,8 @@ Question
     and each clause in CPU, with 1, 10 and 50 clauses synthesised at once in one process?
 
 Method
-    The speech peer's synthesis service runs in a child process (``--serve-peer``, its
-    delays at zero, eSpeak NG behind it, 100 ms audio messages), so its CPU is not ours;
+    The speech peer (``SpeechPeer``) runs in a child process (``--serve-peer``, its
+    delays at zero, eSpeak NG behind synthesis, 100 ms audio messages), so its CPU is not ours;
     the adapter talks to it through the real SDK (``AZURE_SPEECH_HOST``).
 
     * Hand-off -> frame (``handoff_us``): ``Feeder -> tts(engine: azure) -> sink``; the
@@ -76,24 +76,14 @@ PROBE_MS = 5.0
 def serve_peer(port: int, pace_ms: float) -> None:
     """The child process: the synthesis service alone on ``port`` (eSpeak behind it)."""
     import uvicorn
-    from starlette.applications import Starlette
-    from starlette.routing import WebSocketRoute
-    from starlette.websockets import WebSocket
 
-    from processors.azure_speech.peer.synthesis import SYNTHESIS_PATHS, serve, synthesis_state
+    from processors.azure_speech.peer.app import SpeechPeer
+    from processors.azure_speech.peer.synthesis import synthesis_state
 
-    class Peer:
-        pass
-
-    peer = Peer()
+    peer = SpeechPeer()
     synthesis_state(peer).settings.engine = "espeak"
     synthesis_state(peer).settings.pace_ms = pace_ms
-
-    async def route(websocket: WebSocket) -> None:
-        await serve(websocket, peer)
-
-    app = Starlette(routes=[WebSocketRoute(path, route) for path in SYNTHESIS_PATHS])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=1 << 20)
+    uvicorn.run(peer.app, host="127.0.0.1", port=port, log_level="warning")
 
 
 @contextlib.asynccontextmanager

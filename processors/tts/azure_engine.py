@@ -19,8 +19,9 @@ clause cancelled.
 
 Failures raise :class:`AzureTTSError` (a ``ServiceError``) naming the SDK's error code,
 and the TTS node says the clause with its fallback engine (Piper), so the turn is not
-lost. A failure that will repeat (bad credentials, an unreachable host, throttling)
-opens a breaker for the worker: for ``retry_s`` every clause goes straight to the
+lost. A failure that will repeat (bad credentials, an unreachable host, throttling; a
+connection lost mid-clause, once audio came, is taken as a passing one) opens a breaker
+for the worker: for ``retry_s`` every clause goes straight to the
 fallback instead of paying a failed connection each. A voice the service does not
 know is remembered and refused at once the same way.
 
@@ -144,6 +145,9 @@ class _Silent(AzureTTSError):
 _BREAKING = frozenset({"AuthenticationFailure", "Forbidden", "TooManyRequests", "ConnectionFailure",
                        "ServiceTimeout", "ServiceUnavailable", "ServiceRedirectTemporary",
                        "ServiceRedirectPermanent"})
+
+#: Of those, the ones a reachable service may give once (a dropped connection, a stall).
+_TRANSIENT_AFTER_AUDIO = frozenset({"ConnectionFailure", "ServiceTimeout", "ServiceUnavailable"})
 
 
 class _Sink(Protocol):
@@ -341,13 +345,14 @@ class AzureTTSEngine:
         if self._token is not None:  # Entra ID: a fresh token before it expires, never mid-clause
             synth.authorize(await self._token.get())
         sink = _LoopSink(asyncio.get_running_loop())
-        finished = False
+        finished = heard = False
         try:
             synth.begin(sink, ssml)
-            while (item := await self._next(sink, voice)) is not None:
+            while (item := await self._next(sink, voice, heard)) is not None:
                 if isinstance(item, BaseException):
                     finished = True
-                    raise self._failed(item, voice)
+                    raise self._failed(item, voice, heard)
+                heard = True
                 yield item
             finished = True
         finally:
@@ -359,14 +364,14 @@ class AzureTTSEngine:
                     with self._idle_guard:
                         self._settling -= 1
 
-    async def _next(self, sink: _LoopSink, voice: Voice) -> bytes | BaseException | None:
+    async def _next(self, sink: _LoopSink, voice: Voice, heard: bool) -> bytes | BaseException | None:
         """The clause's next item; a service silent for ``timeout_s`` fails it (no stuck turn)."""
         try:
             async with asyncio.timeout(self.settings.timeout_s):
                 return await sink.queue.get()
         except TimeoutError:
             silent = AzureTTSError(f"Azure TTS sent nothing for {self.settings.timeout_s:g} s", "ServiceTimeout")
-            raise self._failed(silent, voice) from None
+            raise self._failed(silent, voice, heard) from None
 
     def synthesize(self, text: str) -> Generator[bytes, None, None]:
         """The blocking form (``TTSEngine``), for cache prefill off the loop: same audio."""
@@ -379,13 +384,14 @@ class AzureTTSEngine:
         if self._token is not None:
             synth.authorize(self._token.fetch())
         sink = _ThreadSink()
-        finished = False
+        finished = heard = False
         try:
             synth.begin(sink, ssml)
             while (item := sink.next(self.settings.timeout_s)) is not None:
                 if isinstance(item, BaseException):
                     finished = not isinstance(item, _Silent)
-                    raise self._failed(item, self.voice)
+                    raise self._failed(item, self.voice, heard)
+                heard = True
                 yield item
             finished = True
         finally:
@@ -417,10 +423,15 @@ class AzureTTSEngine:
         self.clauses += 1
         return build_ssml(text, voice)
 
-    def _failed(self, error: BaseException, voice: Voice) -> BaseException:
-        """Log ``error`` and arm the breaker (or remember the voice) when it will repeat."""
+    def _failed(self, error: BaseException, voice: Voice, heard: bool) -> BaseException:
+        """Log ``error`` and arm the breaker (or remember the voice) when it will repeat.
+
+        A connection lost after the clause's audio had begun (``heard``) proved the service
+        reachable: the next clause tries it again; one that never got going opens the breaker.
+        """
         code = getattr(error, "code", "")
-        if code in _BREAKING and self.settings.retry_s > 0:
+        transient = heard and code in _TRANSIENT_AFTER_AUDIO
+        if code in _BREAKING and not transient and self.settings.retry_s > 0:
             self._down_until = time.monotonic() + self.settings.retry_s
             self._down_reason = str(error)
             logger.error("%s; using the fallback for %.0f s", error, self.settings.retry_s)

@@ -1,45 +1,25 @@
-"""The speech peer's synthesis service on a free port of 127.0.0.1, for the TTS tests."""
+"""The speech peer on a free port of 127.0.0.1 for the TTS tests, eSpeak saying the words."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket
-
-from processors.azure_speech.peer.synthesis import SYNTHESIS_PATHS, SynthesisState, serve, synthesis_state
-
-
-class _Peer:
-    """Stands in for H1's SpeechPeer until app.py lands."""
+from processors.azure_speech.peer.app import SpeechPeer
+from processors.azure_speech.peer.synthesis import SynthesisState, synthesis_state
+from tests.azure_speech.conftest import serve
 
 
 @asynccontextmanager
-async def synthesis_peer() -> AsyncIterator[tuple[SynthesisState, str]]:
-    """Yields (the peer's synthesis state, its ``ws://`` host for ``SpeechConfig(host=...)``)."""
-    peer = _Peer()
-
-    async def route(websocket: WebSocket) -> None:
-        await serve(websocket, peer)
-
-    app = Starlette(routes=[WebSocketRoute(path, route) for path in SYNTHESIS_PATHS])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
+async def synthesis_peer(**kwargs: Any) -> AsyncIterator[tuple[SynthesisState, str]]:
+    """Yields (the peer's synthesis state, its ``ws://`` host for ``SpeechConfig(host=...)``);
+    ``state.peer`` is the ``SpeechPeer`` (settings, faults, counters). ``kwargs`` go to it."""
+    peer = SpeechPeer(**kwargs)
     state = synthesis_state(peer)
     state.settings.engine = "espeak"
     try:
-        yield state, f"ws://127.0.0.1:{sock.getsockname()[1]}"
+        async with serve(peer.app) as port:
+            yield state, f"ws://127.0.0.1:{port}"
     finally:
-        state.faults.release.set()
-        server.should_exit = True
-        server.force_exit = True
-        await task
-        sock.close()
+        state.release.set()

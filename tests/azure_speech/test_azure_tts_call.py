@@ -12,27 +12,17 @@ from collections.abc import Iterator
 
 import pytest
 import uvicorn
-from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket
 
-from processors.azure_speech.peer.synthesis import SYNTHESIS_PATHS, SynthesisState, serve, synthesis_state
+from processors.azure_speech.peer.app import SpeechPeer
+from processors.azure_speech.peer.synthesis import SynthesisState, synthesis_state
 from voicegraph.cli import main
-
-
-class _Peer:
-    """Stands in for the SpeechPeer (only its synthesis half is served here)."""
 
 
 @pytest.fixture
 def threaded_peer() -> Iterator[tuple[SynthesisState, str]]:
-    """The synthesis service in a thread of its own (``voicegraph call`` runs its own loop)."""
-    peer = _Peer()
-
-    async def route(websocket: WebSocket) -> None:
-        await serve(websocket, peer)
-
-    app = Starlette(routes=[WebSocketRoute(path, route) for path in SYNTHESIS_PATHS])
+    """The speech peer in a thread of its own (``voicegraph call`` runs its own loop)."""
+    peer = SpeechPeer(key="peer-key")
+    app = peer.app
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
@@ -54,7 +44,7 @@ def test_barge_in_stops_azure_synthesis_mid_clause(threaded_peer: tuple[Synthesi
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     state, host = threaded_peer
-    state.settings.pace_ms = 100  # 100 ms audio messages at the pace of speech, as a voice streams
+    state.peer.settings.pace = True  # 100 ms audio messages at the pace of speech
     monkeypatch.setenv("AZURE_SPEECH_HOST", host)
     monkeypatch.setenv("AZURE_SPEECH_KEY", "peer-key")
     monkeypatch.setenv("VOICEGRAPH__TTS__ENGINE", "azure")

@@ -10,6 +10,7 @@ from typing import Any
 import azure.cognitiveservices.speech as speechsdk
 import pytest
 
+from processors.azure_speech.peer.app import Fault, FaultKind
 from processors.azure_speech.peer.synthesis import SynthesisState, _render
 
 from ._synthesis_peer import synthesis_peer
@@ -74,7 +75,7 @@ async def test_speak_text_streams_the_peers_audio(peer: tuple[SynthesisState, st
     assert len(audio) == state.audio_bytes > 16000  # all the peer sent: over half a second of speech
     assert sum(pieces) == len(audio) and len(pieces) == chunks_of(audio, 16000) > 1
     assert (state.texts, state.voices) == (["Hello there, how can I help?"], [JENNY])
-    assert (state.connections, state.turns, state.completed, state.chunks) == (1, 1, 1, len(pieces))
+    assert (state.peer.counters.connections["synthesis"], state.peer.counters.turns["synthesis"], state.completed, state.chunks) == (1, 1, 1, len(pieces))
 
 
 async def test_connection_is_kept_across_clauses(peer: tuple[SynthesisState, str]) -> None:
@@ -83,7 +84,7 @@ async def test_connection_is_kept_across_clauses(peer: tuple[SynthesisState, str
     for text in ("One.", "Two.", "Three."):
         assert (await say(synth, text)).reason == speechsdk.ResultReason.SynthesizingAudioCompleted
     assert state.texts == ["One.", "Two.", "Three."]
-    assert (state.connections, state.completed) == (1, 3)
+    assert (state.peer.counters.connections["synthesis"], state.completed) == (1, 3)
 
 
 @pytest.mark.parametrize(("fmt", "rate", "riff"), [
@@ -138,17 +139,17 @@ async def test_refused_request_is_a_bad_request(peer: tuple[SynthesisState, str]
     details = result.cancellation_details
     assert details.error_code == speechsdk.CancellationErrorCode.BadRequest
     assert "1007" in details.error_details and detail in details.error_details
-    assert (state.refused, state.turns) == (1, 0)
+    assert (state.refused, state.peer.counters.turns["synthesis"]) == (1, 0)
     # The peer goes on: the same synthesizer reconnects and speaks.
     assert (await say(synth, "Still here.")).reason == speechsdk.ResultReason.SynthesizingAudioCompleted
-    assert state.connections == 2
+    assert state.peer.counters.connections["synthesis"] == 2
 
 
-@pytest.mark.parametrize("fault", ["drop_after_chunks", "garbage_after_chunks"])
-async def test_mid_stream_faults_cancel_the_clause(peer: tuple[SynthesisState, str], fault: str) -> None:
+@pytest.mark.parametrize("kind", ["disconnect", "garbage", "expire", "error"])
+async def test_mid_stream_faults_cancel_the_clause(peer: tuple[SynthesisState, str], kind: FaultKind) -> None:
     state, host = peer
-    state.settings.chunk_ms = 20
-    setattr(state.faults, fault, 2)
+    state.peer.settings.chunk_ms = 20
+    state.peer.inject(Fault(kind, after_ms=40, route="synthesis"))
     synth = synthesizer(host)
     chunks = Chunks(synth)
     result = await say(synth, "This sentence is cut short by the peer.")
@@ -158,15 +159,15 @@ async def test_mid_stream_faults_cancel_the_clause(peer: tuple[SynthesisState, s
     # not handed out yet when the connection breaks; nothing comes after.
     assert state.chunks == 2 and len(result.audio_data) in (0, 640, 1280)
     assert set(await chunks.until(len(result.audio_data))) <= {640}
-    setattr(state.faults, fault, None)
+    assert state.peer.counters.faults == [f"synthesis:{kind}"]
     assert (await say(synth, "Back again.")).reason == speechsdk.ResultReason.SynthesizingAudioCompleted
     assert state.completed == 1
 
 
 async def test_stop_speaking_stops_the_peer(peer: tuple[SynthesisState, str]) -> None:
     state, host = peer
-    state.settings.chunk_ms = 20
-    state.faults.hold_after_chunks = 1
+    state.peer.settings.chunk_ms = 20
+    state.hold_after_chunks = 1
     synth = synthesizer(host)
     first = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -178,4 +179,4 @@ async def test_stop_speaking_stops_the_peer(peer: tuple[SynthesisState, str]) ->
     assert result.reason == speechsdk.ResultReason.Canceled
     assert result.cancellation_details.reason == speechsdk.CancellationReason.CancelledByUser
     await state.wait_for(lambda s: s.stopped == 1)
-    assert (state.turns, state.completed, state.chunks) == (1, 0, 1)
+    assert (state.peer.counters.turns["synthesis"], state.completed, state.chunks) == (1, 0, 1)

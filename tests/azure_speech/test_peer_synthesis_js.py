@@ -49,7 +49,7 @@ async def test_the_javascript_sdk_streams_two_clauses_on_one_connection(peer: tu
     for result in results:  # every audio message reached the SDK's synthesizing event
         assert result["audio"] == sum(result["chunks"]) and len(result["chunks"]) == -(-result["audio"] // 3200)
     assert sum(r["audio"] for r in results) == state.audio_bytes
-    assert (list(state.texts), state.voices, state.connections) == (list(texts), ["en-GB-SoniaNeural"] * 2, 1)
+    assert (list(state.texts), state.voices, state.peer.counters.connections["synthesis"]) == (list(texts), ["en-GB-SoniaNeural"] * 2, 1)
     assert state.formats == ["raw-16khz-16bit-mono-pcm"] * 2
 
 
@@ -58,4 +58,4 @@ async def test_the_javascript_sdk_reports_an_unknown_voice(peer: tuple[Synthesis
     [result] = await js_say(host, "en-US-Nobody", "Hello.")
     assert result["reason"] == "Canceled" and result["audio"] == 0
     assert result["error"] == "Unsupported voice en-US-Nobody. websocket error code: 1007"
-    assert (state.refused, state.turns) == (1, 0)
+    assert (state.refused, state.peer.counters.turns["synthesis"]) == (1, 0)

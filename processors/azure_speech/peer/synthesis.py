@@ -19,11 +19,15 @@ make) closes the connection with 1007 and a reason, which the SDKs report as
 ``BadRequest``; a malformed frame closes it with 1007 too.
 
 The words are said by the embedded engine (Piper, or eSpeak NG for speed), off the loop,
-resampled to the asked rate and sent in ``chunk_ms`` pieces. A voice exists when it is
-named like Azure's neural voices (``en-US-JennyNeural``: language, region, a name ending
-in ``Neural``); any other name is "unsupported", as the service answers for a voice it
-does not have. Settings, faults and counters of this half of the peer are a
-:class:`SynthesisState`, one per ``SpeechPeer`` (:func:`synthesis_state`).
+resampled to the asked rate and sent in ``PeerSettings.chunk_ms`` pieces, after
+``first_audio_ms``, at real time when ``pace``. A voice exists when it is named like
+Azure's neural voices (``en-US-JennyNeural``: language, region, a name ending in
+``Neural``); any other name is "unsupported", as the service answers for a voice it does
+not have. The upgrade goes through ``SpeechPeer.admit`` (the key, injected 401 and 429);
+the peer's mid-turn faults (``disconnect``, ``garbage``, ``expire``, ``error``, after
+``after_ms`` of a clause's audio) act as in recognition. What synthesis adds (its engine,
+a test gate, what it said) is a :class:`SynthesisState`, one per peer
+(:func:`synthesis_state`).
 """
 
 from __future__ import annotations
@@ -49,9 +53,9 @@ from processors.azure_speech.ssml import SsmlError, parse_ssml
 from .wire import Message, binary_message, parse_binary, parse_text, text_message
 
 if TYPE_CHECKING:
-    from .app import SpeechPeer
+    from .app import Fault, SpeechPeer
 
-__all__ = ["SYNTHESIS_PATHS", "SynthesisFaults", "SynthesisSettings", "SynthesisState", "serve", "synthesis_state"]
+__all__ = ["SYNTHESIS_PATHS", "SynthesisSettings", "SynthesisState", "serve", "synthesis_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,55 +70,39 @@ _BAD_REQUEST = 1007  # what the service closes with for a request it refuses
 
 @dataclass(slots=True)
 class SynthesisSettings:
-    """How the peer speaks.
+    """What synthesis adds to the peer's ``PeerSettings`` (whose ``first_audio_ms``,
+    ``chunk_ms`` and ``pace`` it follows).
 
     Attributes:
-        engine: The embedded engine behind it (``espeak``: instant, for tests).
-        first_audio_ms: Wait before the first audio of a clause (the service's latency).
-        chunk_ms: Audio per ``audio`` message.
-        pace_ms: Wait between audio messages (0: as fast as the socket takes them).
+        engine: The embedded engine that says the words (``espeak``: instant, for tests).
+        pace_ms: Wait between audio messages when ``PeerSettings.pace`` is off: a voice
+            streamed faster than real time (0: each clause in one burst).
     """
 
     engine: Literal["piper", "espeak"] = "piper"
-    first_audio_ms: float = 0.0
-    chunk_ms: int = 100
     pace_ms: float = 0.0
 
 
 @dataclass(slots=True)
-class SynthesisFaults:
-    """Faults to inject into the next clauses (tests, ``perf/``).
+class SynthesisState:
+    """Synthesis settings, a test gate and what synthesis served; the peer's own
+    ``counters`` hold its connections and turns, its ``faults`` what to inject.
 
     Attributes:
-        drop_after_chunks: Close the connection abruptly (1011) after this many audio
-            messages of a clause, every clause until cleared.
-        garbage_after_chunks: Send a frame no SDK can parse after this many audio
-            messages instead of the rest of the clause.
-        hold_after_chunks: Send this many audio messages, then wait until ``release``
-            is set before the rest (so a test sees the first audio arrive before the
-            clause is done, by order, not by timing).
-        release: Set to let a held clause go on.
+        hold_after_chunks: Send this many audio messages of each clause, then wait for
+            ``release`` before the rest (a test then sees the first audio arrive before
+            the clause is done, by order, not by timing).
     """
 
-    drop_after_chunks: int | None = None
-    garbage_after_chunks: int | None = None
+    peer: SpeechPeer
+    settings: SynthesisSettings = field(default_factory=SynthesisSettings)
     hold_after_chunks: int | None = None
     release: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass(slots=True)
-class SynthesisState:
-    """Settings, faults and counters of the peer's synthesis service."""
-
-    settings: SynthesisSettings = field(default_factory=SynthesisSettings)
-    faults: SynthesisFaults = field(default_factory=SynthesisFaults)
-    connections: int = 0
     #: The credential each connection presented: ``key:<key>`` or ``token:<bearer token>``.
     credentials: list[str] = field(default_factory=list)
-    turns: int = 0  # clauses started (turn.start sent)
     completed: int = 0  # clauses whose turn.end was sent
     stopped: int = 0  # clauses the client closed the connection on before their end
-    refused: int = 0  # requests closed with 1007
+    refused: int = 0  # connections closed with 1007 (a request the service refuses)
     chunks: int = 0  # audio messages sent
     audio_bytes: int = 0  # audio sent (WAV headers included)
     texts: list[str] = field(default_factory=list)  # what each clause said
@@ -130,28 +118,32 @@ class SynthesisState:
     async def _bump(self) -> None:
         async with self.changed:
             self.changed.notify_all()
+        await self.peer.notify()
 
 
-_STATES: weakref.WeakKeyDictionary[object, SynthesisState] = weakref.WeakKeyDictionary()
+_STATES: weakref.WeakKeyDictionary[SpeechPeer, SynthesisState] = weakref.WeakKeyDictionary()
 
 
-def synthesis_state(peer: SpeechPeer | object) -> SynthesisState:
-    """The synthesis settings, faults and counters of ``peer`` (made on first use)."""
+def synthesis_state(peer: SpeechPeer) -> SynthesisState:
+    """The synthesis settings and records of ``peer`` (made on first use)."""
     state = _STATES.get(peer)
     if state is None:
-        state = _STATES[peer] = SynthesisState()
+        # A proxy: the state must not keep its (weakly keyed) peer alive.
+        state = _STATES[peer] = SynthesisState(weakref.proxy(peer))
     return state
 
 
 async def serve(websocket: WebSocket, peer: SpeechPeer) -> None:
-    """Serve one synthesis connection until the client closes it (see the module docstring)."""
+    """Serve one synthesis connection until the client closes it (see the module docstring).
+
+    The upgrade goes through ``peer.admit`` (the key, injected 401/429) unless the app
+    accepted the connection already.
+    """
     state = synthesis_state(peer)
-    if websocket.client_state is WebSocketState.CONNECTING:
-        await websocket.accept(subprotocol=_subprotocol(websocket))
-    state.connections += 1
+    if websocket.client_state is WebSocketState.CONNECTING and not await peer.admit(websocket, "synthesis"):
+        return
     state.credentials.append(_credential(websocket))
-    await state._bump()
-    session = _Session(websocket, state)
+    session = _Session(websocket, peer, state)
     try:
         await session.run()
     finally:
@@ -166,11 +158,6 @@ def _credential(websocket: WebSocket) -> str:
     return f"token:{bearer.removeprefix('Bearer ').strip()}" if bearer else ""
 
 
-def _subprotocol(websocket: WebSocket) -> str | None:
-    asked = websocket.headers.get("sec-websocket-protocol", "")
-    return "USP" if "USP" in (p.strip() for p in asked.split(",")) else None
-
-
 class _Refused(Exception):
     """A request the service refuses: the connection closes with 1007 and this reason."""
 
@@ -178,8 +165,9 @@ class _Refused(Exception):
 class _Session:
     """One connection: reads the client's messages, says each clause in a task of its own."""
 
-    def __init__(self, websocket: WebSocket, state: SynthesisState) -> None:
+    def __init__(self, websocket: WebSocket, peer: SpeechPeer, state: SynthesisState) -> None:
         self.ws = websocket
+        self.peer = peer
         self.state = state
         self.contexts: dict[str, dict[str, object]] = {}  # X-RequestId -> synthesis.context
         self.turn: asyncio.Task[None] | None = None
@@ -194,6 +182,7 @@ class _Session:
                     await self._handle(parse_text(raw) if isinstance(raw, str) else parse_binary(raw))
                 except (ProtocolError, _Refused) as exc:
                     self.state.refused += 1
+                    self.peer.counters.closed_bad_input.append(str(exc))
                     logger.warning("speech peer: synthesis request refused: %s", exc)
                     await self._close(_BAD_REQUEST, str(exc))
                     await self.state._bump()
@@ -245,17 +234,19 @@ class _Session:
         self.state.voices.append(request.voices[0])
         self.state.formats.append(_format_name(context))
         self.state.texts.append(request.text)
-        self.turn = asyncio.create_task(self._say(request_id, request.text, rate, riff,
+        fault = self.peer.take_fault("synthesis", ("disconnect", "garbage", "expire", "error"))
+        self.turn = asyncio.create_task(self._say(request_id, request.text, rate, riff, fault,
                                                   session_end=bool(metadata.get("sessionEndEnabled"))))
         self.turn.add_done_callback(_log_failure)
 
-    async def _say(self, request_id: str, text: str, rate: int, riff: bool, *, session_end: bool) -> None:
-        state, settings, faults = self.state, self.state.settings, self.state.faults
+    async def _say(self, request_id: str, text: str, rate: int, riff: bool, fault: Fault | None, *,
+                   session_end: bool) -> None:
+        state, settings, peer_settings = self.state, self.state.settings, self.peer.settings
         tag = uuid.uuid4().hex
         stream_id = uuid.uuid4().hex.upper()
         await self._send(text_message("turn.start", json.dumps({"context": {"serviceTag": tag}}),
                                       request_id=request_id))
-        state.turns += 1
+        self.peer.counters.turns["synthesis"] += 1
         await state._bump()
         response = {"context": {"serviceTag": tag}, "audio": {"type": "inline", "streamId": stream_id}}
         await self._send(text_message("response", json.dumps(response), request_id=request_id))
@@ -265,23 +256,22 @@ class _Session:
             logger.error("speech peer: %s could not say %r: %s", settings.engine, text[:60], exc)
             await self._close(1011, f"synthesis failed: {exc}")
             return
-        if settings.first_audio_ms:
-            await asyncio.sleep(settings.first_audio_ms / 1000)
-        step = max(2, rate * 2 * settings.chunk_ms // 1000)
+        if peer_settings.first_audio_ms:
+            await asyncio.sleep(peer_settings.first_audio_ms / 1000)
+        chunk_ms = peer_settings.chunk_ms
+        step = max(2, rate * 2 * chunk_ms // 1000)
         pieces = [pcm[i:i + step] for i in range(0, len(pcm), step)]
         if riff and pieces:
             pieces[0] = _wav_header(rate, len(pcm)) + pieces[0]
+        gap_ms = chunk_ms if peer_settings.pace else settings.pace_ms
         for sent, piece in enumerate(pieces):
-            if sent == faults.drop_after_chunks:
-                await self._close(1011, "peer fault: connection dropped mid-stream")
+            if fault is not None and sent * chunk_ms >= fault.after_ms:
+                await self._fault(fault, sent * chunk_ms)
                 return
-            if sent == faults.garbage_after_chunks:
-                await self._send(struct.pack(">H", 4000) + b"not a message")
-                return
-            if sent == faults.hold_after_chunks:
-                await faults.release.wait()
-            if sent and settings.pace_ms:
-                await asyncio.sleep(settings.pace_ms / 1000)
+            if sent == state.hold_after_chunks:
+                await state.release.wait()
+            if sent and gap_ms:
+                await asyncio.sleep(gap_ms / 1000)
             await self._send(binary_message("audio", piece, request_id=request_id, headers={"X-StreamId": stream_id}))
             state.chunks += 1
             state.audio_bytes += len(piece)
@@ -293,6 +283,20 @@ class _Session:
         await self._send(text_message("turn.end", "{}", request_id=request_id))
         state.completed += 1
         await state._bump()
+
+    async def _fault(self, fault: Fault, audio_ms: int) -> None:
+        """Act out an injected mid-turn fault (as the peer's recognition does)."""
+        logger.info("speech peer: injecting '%s' after %d ms of synthesis audio", fault.kind, audio_ms)
+        if fault.kind == "garbage":
+            await self.ws.send_text("this is not a USP message")
+            await self.ws.send_bytes(b"\xff\xff\x00")
+            return
+        code, reason = {
+            "disconnect": (1001, "Going away (injected disconnect)"),
+            "expire": (1008, "Unauthorized. The access token has expired (injected)"),
+            "error": (1011, "Internal service error (injected)"),
+        }[fault.kind]
+        await self._close(code, reason)
 
     async def _send(self, frame: str | bytes) -> None:
         if isinstance(frame, str):
