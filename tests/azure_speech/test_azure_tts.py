@@ -41,7 +41,7 @@ SENTENCE = "I am sorry to hear about your accident, I can start a claim for you 
 
 @pytest.fixture
 async def peer() -> AsyncIterator[tuple[SynthesisState, str]]:
-    async with synthesis_peer() as served:
+    async with synthesis_peer(key="peer-key") as served:
         yield served
 
 
@@ -348,3 +348,28 @@ async def test_bad_service_settings_fall_back_at_set_up(monkeypatch: pytest.Monk
     assert len(audio_of(out.frames, 1)) / (22050 * 2) > 0.4
     assert any(named in record.getMessage() and "azure engine failed to load" in record.getMessage()
                for record in caplog.records)
+
+
+@pytest.mark.parametrize(("refusal", "code"), [("wrong key", "AuthenticationFailure"), ("auth", "AuthenticationFailure"),
+                                               ("throttle", "TooManyRequests")])
+async def test_a_refused_connection_falls_back_and_opens_the_breaker(
+        azure_env: SynthesisState, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        refusal: str, code: str) -> None:
+    state = azure_env
+    if refusal == "wrong key":
+        monkeypatch.setenv("AZURE_SPEECH_KEY", "not-the-key")
+    else:
+        state.peer.inject(Fault(refusal, times=None, route="synthesis"))  # type: ignore[arg-type]
+    node = TTSProcessor(TTSSettings(engine="azure", fallback="espeak", azure=AzureTTSSettings(warm=0, retry_s=600)),
+                        name="tts")
+    out, result = await run_processor(node, [TTSText("Hello there.", turn=1), TTSText("Goodbye now.", turn=2)])
+    assert result.errors == ()
+    for turn in (1, 2):
+        assert len(audio_of(out.frames, turn)) / (22050 * 2) > 0.4  # said by eSpeak
+    status = 429 if code == "TooManyRequests" else 401
+    # The first clause's upgrade was refused (the SDK tries a throttled one twice); the
+    # second clause never asked.
+    assert state.peer.counters.refused == {status: 2 if status == 429 else 1} and state.texts == []
+    assert state.peer.counters.connections["synthesis"] == 0
+    assert any(f"Azure TTS failed ({code})" in r.getMessage() and "using the fallback for 600 s" in r.getMessage()
+               for r in caplog.records)
