@@ -312,6 +312,8 @@ async def test_entra_token_is_refreshed_before_it_expires(peer: tuple[SynthesisS
     credential = _Credential(life_s=60)  # inside EntraToken's 300 s margin: stale at once, every time
     token = EntraToken("/subscriptions/s/resourceGroups/g/providers/Microsoft.CognitiveServices/accounts/a",
                        credential=credential)
+    prefix = "aad#/subscriptions/s/resourceGroups/g/providers/Microsoft.CognitiveServices/accounts/a#"
+    state.peer.tokens.update({prefix + "token-2", prefix + "token-3"})  # what the peer accepts instead of its key
     service = AzureSpeechSettings(auth="host", host=host)
     tts = await asyncio.to_thread(
         AzureTTSEngine, lambda: speech_config(service, token=token.fetch()), Voice(name="en-US-JennyNeural"),
@@ -324,8 +326,7 @@ async def test_entra_token_is_refreshed_before_it_expires(peer: tuple[SynthesisS
     # A token per clause (each found the last one within its margin of expiry), set on the
     # synthesizer: the connection it opens next presents it; a live one goes on as it is.
     assert credential.issued == 3
-    prefix = "token:aad#/subscriptions/s/resourceGroups/g/providers/Microsoft.CognitiveServices/accounts/a#"
-    assert state.credentials == [prefix + "token-2", prefix + "token-3"]
+    assert state.credentials == ["token:" + prefix + "token-2", "token:" + prefix + "token-3"]
     assert state.texts == ["One.", "Two.", "Two."] and state.peer.counters.faults == ["synthesis:disconnect"]
 
 
