@@ -138,15 +138,15 @@ async def handoff(clauses: int) -> dict[str, Any]:
     from pipeline import CallContext, Graph, run_call
     from pipeline.frames import OutputAudio, TTSText
     from pipeline.testing import Collector, Feeder
-    from processors.tts import azure_engine
+    from processors.tts import azure_synthesizer
     from processors.tts.node import TTSProcessor, TTSSettings
 
     handed: dict[int, int] = {}  # clause (1, 2, ...) -> its first hand-off
     begun: list[Any] = []  # the clauses' sinks, in the order the clauses began
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
-    originals = (azure_engine._Synthesizer._on_audio, azure_engine._Synthesizer.begin,
-                 azure_engine._Synthesizer._on_completed)
+    originals = (azure_synthesizer.Synthesizer._on_audio, azure_synthesizer.Synthesizer.begin,
+                 azure_synthesizer.Synthesizer._on_completed)
 
     def stamped(self: Any, event: Any) -> None:
         if self._sink is not None and self._sink in begun:
@@ -161,9 +161,9 @@ async def handoff(clauses: int) -> dict[str, Any]:
         originals[2](self, event)
         loop.call_soon_threadsafe(done.set)
 
-    azure_engine._Synthesizer._on_audio = stamped  # type: ignore[method-assign]
-    azure_engine._Synthesizer.begin = begin  # type: ignore[method-assign]
-    azure_engine._Synthesizer._on_completed = completed  # type: ignore[method-assign]
+    azure_synthesizer.Synthesizer._on_audio = stamped  # type: ignore[method-assign]
+    azure_synthesizer.Synthesizer.begin = begin  # type: ignore[method-assign]
+    azure_synthesizer.Synthesizer._on_completed = completed  # type: ignore[method-assign]
     handoffs: list[float] = []
     firsts: list[float] = []
     probe = LagProbe()
@@ -194,9 +194,9 @@ async def handoff(clauses: int) -> dict[str, Any]:
     result = await run_call(graph, CallContext("azure-tts-perf"), timeout=clauses * 10 + 30)
     probe.stop = True
     await lag_task
-    azure_engine._Synthesizer._on_audio = originals[0]  # type: ignore[method-assign]
-    azure_engine._Synthesizer.begin = originals[1]  # type: ignore[method-assign]
-    azure_engine._Synthesizer._on_completed = originals[2]  # type: ignore[method-assign]
+    azure_synthesizer.Synthesizer._on_audio = originals[0]  # type: ignore[method-assign]
+    azure_synthesizer.Synthesizer.begin = originals[1]  # type: ignore[method-assign]
+    azure_synthesizer.Synthesizer._on_completed = originals[2]  # type: ignore[method-assign]
     assert not result.errors, result.errors
     return {
         "clauses": clauses,

@@ -25,9 +25,14 @@ for the worker: for ``retry_s`` every clause goes straight to the
 fallback instead of paying a failed connection each. A voice the service does not
 know is remembered and refused at once the same way.
 
+A service that sends nothing for ``timeout_s`` fails the clause the same way (and is told
+to stop), so no turn is stuck. With Entra ID the token is refreshed before it expires,
+between clauses; the SDK presents it on its next connection.
+
 ``speak_ssml_async`` and ``stop_speaking_async`` return a future at once (measured on
 SDK 1.53: 0.07 ms and 0.2 ms), so they are called on the loop; building a synthesizer
-loads native state and runs in a thread.
+loads native state and runs in a thread. One synthesizer and its thread bridge are
+``processors.tts.azure_synthesizer``.
 """
 
 from __future__ import annotations
@@ -37,18 +42,17 @@ import collections
 import contextlib
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pipeline.errors import ServiceError
 from pipeline.settings import Doc, Range
 from processors.azure_speech.ssml import Voice, build_ssml
 
+from .azure_synthesizer import AzureTTSError, LoopSink, Silent, Synthesizer, ThreadSink
 from .engine import clean_text
 
 if TYPE_CHECKING:
@@ -121,14 +125,6 @@ def load_azure(voice: str, settings: AzureTTSSettings) -> AzureTTSEngine:
                           token=token)
 
 
-class AzureTTSError(ServiceError):
-    """Azure AI Speech did not say a clause; ``code`` is the SDK's cancellation error code."""
-
-    def __init__(self, message: str, code: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-
-
 _SETTLE_WAIT_S = 0.5
 """How long a clause waits for a synthesizer that is reconnecting after a stop before it
 makes a new one (reconnecting takes one connection set-up: ms locally, ~100 ms to Azure)."""
@@ -136,9 +132,6 @@ makes a new one (reconnecting takes one connection set-up: ms locally, ~100 ms t
 _CONNECT_TIMEOUT_S = 2.0
 """How long a new synthesizer waits for its connection (milliseconds on a LAN, a few
 hundred on a far region) before it is used anyway."""
-
-class _Silent(AzureTTSError):
-    """The service sent nothing in time: the clause is still open and must be stopped."""
 
 
 #: Error codes that will repeat for every clause until something changes outside.
@@ -148,142 +141,6 @@ _BREAKING = frozenset({"AuthenticationFailure", "Forbidden", "TooManyRequests", 
 
 #: Of those, the ones a reachable service may give once (a dropped connection, a stall).
 _TRANSIENT_AFTER_AUDIO = frozenset({"ConnectionFailure", "ServiceTimeout", "ServiceUnavailable"})
-
-
-class _Sink(Protocol):
-    def put(self, item: bytes | BaseException | None) -> None: ...
-
-
-class _LoopSink:
-    """Items from SDK threads into an ``asyncio.Queue`` on the loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
-
-    def put(self, item: bytes | BaseException | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-
-
-class _ThreadSink:
-    """Items from SDK threads to a blocked thread (a cache prefill)."""
-
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[bytes | BaseException | None] = queue.SimpleQueue()
-
-    def put(self, item: bytes | BaseException | None) -> None:
-        self.queue.put(item)
-
-    def next(self, timeout: float) -> bytes | BaseException | None:
-        try:
-            return self.queue.get(timeout=timeout)
-        except queue.Empty:
-            return _Silent(f"Azure TTS sent nothing for {timeout:g} s", "ServiceTimeout")
-
-
-class _Synthesizer:
-    """One SDK synthesizer, its connection and the sink of the clause it is saying.
-
-    The SDK raises the events of one clause at a time, in order, the last one being
-    ``synthesis_completed`` or ``synthesis_canceled``; after it, ``done`` hands the
-    synthesizer back to the pool, so a late event never reaches the next clause.
-    """
-
-    def __init__(self, config: speechsdk.SpeechConfig, release: Callable[[_Synthesizer], None]) -> None:
-        import azure.cognitiveservices.speech as speechsdk
-
-        self._release = release
-        self._sink: _Sink | None = None
-        self._reopening = False  # back to the pool once the new connection is up
-        self._token = ""
-        #: Stopped by the engine and not yet back in the pool (it counts as settling).
-        self.stopping = False
-        self._guard = threading.Lock()  # sink swaps vs SDK threads; never held across I/O or the loop
-        self._connected = threading.Event()
-        self.synthesizer = speechsdk.SpeechSynthesizer(speech_config=config, audio_config=None)
-        self.connection = speechsdk.Connection.from_speech_synthesizer(self.synthesizer)
-        self.synthesizer.synthesizing.connect(self._on_audio)
-        self.synthesizer.synthesis_completed.connect(self._on_completed)
-        self.synthesizer.synthesis_canceled.connect(self._on_canceled)
-        self.connection.connected.connect(self._on_connected)
-
-    def connect(self, timeout: float) -> bool:
-        """Open the connection ahead and wait (blocking) until it is up.
-
-        A clause started while an ``open`` is still under way would make the SDK open a
-        second connection, so a new synthesizer joins the pool only once connected (or
-        after ``timeout``: an unreachable service fails the first clause instead).
-        """
-        self.connection.open(True)
-        return self._connected.wait(timeout)
-
-    def authorize(self, token: str) -> None:
-        """Use ``token`` (Entra ID, ``aad#...``) from the next connection on."""
-        if token != self._token:
-            self._token = token
-            self.synthesizer.authorization_token = token
-
-    def begin(self, sink: _Sink, ssml: str) -> None:
-        with self._guard:
-            self._sink = sink
-        self.synthesizer.speak_ssml_async(ssml)
-
-    def stop(self, sink: _Sink) -> bool:
-        """Stop the clause ``sink`` listens to, if it is still being said (False: it ended
-        already, and the synthesizer may be saying the next one); the pool gets the
-        synthesizer back when the SDK confirms."""
-        with self._guard:
-            if self._sink is not sink:
-                return False
-            self.stopping = True
-        self.synthesizer.stop_speaking_async()
-        return True
-
-    def _take_sink(self) -> _Sink | None:
-        with self._guard:
-            sink, self._sink = self._sink, None
-        return sink
-
-    def _on_audio(self, event: speechsdk.SpeechSynthesisEventArgs) -> None:
-        with self._guard:
-            sink = self._sink
-        data = event.result.audio_data
-        if sink is not None and data:
-            sink.put(bytes(data))
-
-    def _on_connected(self, event: object) -> None:
-        self._connected.set()
-        with self._guard:
-            reopening, self._reopening = self._reopening, False
-        if reopening:
-            self._release(self)
-
-    def _on_completed(self, event: speechsdk.SpeechSynthesisEventArgs) -> None:
-        sink = self._take_sink()
-        self._release(self)  # first: the clause that reads the end next may want it back
-        if sink is not None:
-            sink.put(None)
-
-    def _on_canceled(self, event: speechsdk.SpeechSynthesisEventArgs) -> None:
-        import azure.cognitiveservices.speech as speechsdk
-
-        details = event.result.cancellation_details
-        sink = self._take_sink()
-        if details.reason == speechsdk.CancellationReason.Error:
-            code = details.error_code.name
-            self._release(self)  # the next clause connects again (and fails fast if still down)
-            if sink is not None:
-                sink.put(AzureTTSError(f"Azure TTS failed ({code}): {details.error_details}", code))
-            return
-        if sink is not None:
-            sink.put(None)
-        # Stopped: the SDK closed the connection. Open the next one ahead for the next
-        # clause, and hand the synthesizer back once it is up (see ``connect``).
-        with self._guard:
-            self._reopening = True
-        self._connected.clear()
-        self.connection.open(True)
 
 
 class AzureTTSEngine:
@@ -309,9 +166,9 @@ class AzureTTSEngine:
         self._config = config()
         self._config.set_speech_synthesis_output_format(
             getattr(speechsdk.SpeechSynthesisOutputFormat, _FORMATS[self.sample_rate]))
-        self._idle: list[_Synthesizer] = []
+        self._idle: list[Synthesizer] = []
         self._settling = 0  # stopped synthesizers reconnecting, back to the pool soon
-        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[_Synthesizer]]] = (
+        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[Synthesizer]]] = (
             collections.deque())
         self._idle_guard = threading.Lock()
         self._down_until = 0.0  # time.monotonic(): the breaker (worker-wide, so wall time)
@@ -344,7 +201,7 @@ class AzureTTSEngine:
         synth = await self._acquire()
         if self._token is not None:  # Entra ID: a fresh token before it expires, never mid-clause
             synth.authorize(await self._token.get())
-        sink = _LoopSink(asyncio.get_running_loop())
+        sink = LoopSink(asyncio.get_running_loop())
         finished = heard = False
         try:
             synth.begin(sink, ssml)
@@ -364,7 +221,7 @@ class AzureTTSEngine:
                     with self._idle_guard:
                         self._settling -= 1
 
-    async def _next(self, sink: _LoopSink, voice: Voice, heard: bool) -> bytes | BaseException | None:
+    async def _next(self, sink: LoopSink, voice: Voice, heard: bool) -> bytes | BaseException | None:
         """The clause's next item; a service silent for ``timeout_s`` fails it (no stuck turn)."""
         try:
             async with asyncio.timeout(self.settings.timeout_s):
@@ -383,13 +240,13 @@ class AzureTTSEngine:
             synth = self._make()
         if self._token is not None:
             synth.authorize(self._token.fetch())
-        sink = _ThreadSink()
+        sink = ThreadSink()
         finished = heard = False
         try:
             synth.begin(sink, ssml)
             while (item := sink.next(self.settings.timeout_s)) is not None:
                 if isinstance(item, BaseException):
-                    finished = not isinstance(item, _Silent)
+                    finished = not isinstance(item, Silent)
                     raise self._failed(item, self.voice, heard)
                 heard = True
                 yield item
@@ -442,25 +299,25 @@ class AzureTTSEngine:
             logger.error("%s", error)
         return error
 
-    def _make(self, *, warm: bool = False) -> _Synthesizer:
+    def _make(self, *, warm: bool = False) -> Synthesizer:
         """A new synthesizer (blocking: off the loop); ``warm``: connected ahead, else its
         first clause connects (one wait either way, and a failure is told by the clause)."""
         # The pool gets it back from the SDK thread that raises a clause's last event.
-        synth = _Synthesizer(self._config, self._released)
+        synth = Synthesizer(self._config, self._released)
         if warm and not synth.connect(_CONNECT_TIMEOUT_S):
             logger.warning("Azure TTS: no connection after %.0f s; the first clause will tell why",
                            _CONNECT_TIMEOUT_S)
         self.created += 1
         return synth
 
-    async def _acquire(self) -> _Synthesizer:
+    async def _acquire(self) -> Synthesizer:
         """An idle synthesizer; else one being reconnected after a stop (a clause right
         after a barge-in), if it is back within ``_SETTLE_WAIT_S``; else a new one."""
         loop = asyncio.get_running_loop()
         with self._idle_guard:
             if self._idle:
                 return self._idle.pop()
-            waiter: asyncio.Future[_Synthesizer] | None = None
+            waiter: asyncio.Future[Synthesizer] | None = None
             if self._settling > len(self._waiters):
                 waiter = loop.create_future()
                 self._waiters.append((loop, waiter))
@@ -475,11 +332,11 @@ class AzureTTSEngine:
                         return waiter.result()
         return await asyncio.to_thread(self._make)
 
-    def _take_idle(self) -> _Synthesizer | None:
+    def _take_idle(self) -> Synthesizer | None:
         with self._idle_guard:
             return self._idle.pop() if self._idle else None
 
-    def _put_idle(self, synth: _Synthesizer, *, settled: bool = False) -> None:
+    def _put_idle(self, synth: Synthesizer, *, settled: bool = False) -> None:
         """Back to the pool (from any thread), or straight to a clause waiting for one."""
         with self._idle_guard:
             if settled:
@@ -492,13 +349,13 @@ class AzureTTSEngine:
                         return
             self._idle.append(synth)
 
-    def _hand_over(self, waiter: asyncio.Future[_Synthesizer], synth: _Synthesizer) -> None:
+    def _hand_over(self, waiter: asyncio.Future[Synthesizer], synth: Synthesizer) -> None:
         if waiter.done():  # the clause stopped waiting just now: keep it for the next one
             self._put_idle(synth)
         else:
             waiter.set_result(synth)
 
-    def _released(self, synth: _Synthesizer) -> None:
+    def _released(self, synth: Synthesizer) -> None:
         """A synthesizer's clause ended (SDK thread): back to the pool."""
         self._put_idle(synth, settled=synth.stopping)
         synth.stopping = False
