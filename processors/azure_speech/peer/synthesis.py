@@ -358,5 +358,9 @@ def _wav_header(rate: int, data_bytes: int) -> bytes:
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and (exc := task.exception()) is not None:
+    if task.cancelled() or (exc := task.exception()) is None:
+        return
+    if isinstance(exc, (WebSocketDisconnect, OSError)):  # the client left mid-turn: its right
+        logger.info("speech peer: the client left during a synthesis turn (%r)", exc)
+    else:
         logger.error("speech peer: a synthesis turn failed: %r", exc)
