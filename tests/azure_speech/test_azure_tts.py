@@ -374,3 +374,20 @@ async def test_a_refused_connection_falls_back_and_opens_the_breaker(
     assert state.peer.counters.connections["synthesis"] == 0
     assert any(f"Azure TTS failed ({code})" in r.getMessage() and "using the fallback for 600 s" in r.getMessage()
                for r in caplog.records)
+
+
+async def test_an_expired_credential_mid_clause_falls_back(azure_env: SynthesisState) -> None:
+    state = azure_env
+    state.peer.settings.chunk_ms = 20
+    state.peer.inject(Fault("expire", after_ms=40, route="synthesis"))
+    node = TTSProcessor(TTSSettings(engine="azure", fallback="espeak", azure=AzureTTSSettings(retry_s=600)),
+                        name="tts")
+    out, result = await run_processor(node, [TTSText("Your claim is open.", turn=1),
+                                             TTSText("An agent will call you.", turn=2)])
+    assert result.errors == ()
+    for turn in (1, 2):  # both said: the first by eSpeak after the expiry, the second too
+        assert len(audio_of(out.frames, turn)) / (22050 * 2) > 0.5
+    # The key was rotated: the SDK's reconnect for the second clause was refused (401),
+    # which opened the breaker.
+    assert state.texts == ["Your claim is open."] and state.peer.counters.refused == {401: 1}
+    assert state.peer.counters.faults == ["synthesis:expire"]

@@ -24,8 +24,8 @@ resampled to the asked rate and sent in ``PeerSettings.chunk_ms`` pieces, after
 Azure's neural voices (``en-US-JennyNeural``: language, region, a name ending in
 ``Neural``); any other name is "unsupported", as the service answers for a voice it does
 not have. The upgrade goes through ``SpeechPeer.admit`` (the key, injected 401 and 429);
-the peer's mid-turn faults (``disconnect``, ``garbage``, ``expire``, ``error``, after
-``after_ms`` of a clause's audio) act as in recognition. What synthesis adds (its engine,
+the peer's mid-turn faults (``disconnect``, ``garbage``, ``expire``: the credential is
+revoked, ``error``; after ``after_ms`` of a clause's audio) act as in recognition. What synthesis adds (its engine,
 a test gate, what it said) is a :class:`SynthesisState`, one per peer
 (:func:`synthesis_state`).
 """
@@ -50,7 +50,7 @@ from pipeline.errors import ProtocolError
 from pipeline.offload import blocking_executor
 from processors.azure_speech.ssml import SsmlError, parse_ssml
 
-from .wire import Message, binary_message, parse_binary, parse_text, text_message
+from .wire import Message, binary_message, new_request_id, parse_binary, parse_text, text_message
 
 if TYPE_CHECKING:
     from .app import Fault, SpeechPeer
@@ -291,12 +291,22 @@ class _Session:
             await self.ws.send_text("this is not a USP message")
             await self.ws.send_bytes(b"\xff\xff\x00")
             return
+        if fault.kind == "expire":
+            self._revoke()
         code, reason = {
             "disconnect": (1001, "Going away (injected disconnect)"),
-            "expire": (1008, "Unauthorized. The access token has expired (injected)"),
+            "expire": (1008, "Unauthorized. The credential has expired (injected)"),
             "error": (1011, "Internal service error (injected)"),
         }[fault.kind]
         await self._close(code, reason)
+
+    def _revoke(self) -> None:
+        """The connection's token expires, or its key is rotated: reconnecting with it is a 401."""
+        auth = self.ws.headers.get("authorization", "")
+        if auth.startswith("Bearer "):
+            self.peer.tokens.discard(auth[len("Bearer "):])
+        elif self.peer.key is not None:
+            self.peer.key = "rotated-" + new_request_id()
 
     async def _send(self, frame: str | bytes) -> None:
         if isinstance(frame, str):
