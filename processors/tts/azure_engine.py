@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -98,7 +99,9 @@ class AzureTTSSettings:
     def key(self) -> tuple[object, ...]:
         """What tells two engines apart: these settings (not the voices per agent: they are
         per call) and the service the environment names (``AZURE_SPEECH_*``)."""
-        service = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AZURE_SPEECH_")))
+        # The key only as a digest: this tuple names a shared engine and must not hold a secret.
+        service = tuple(sorted((k, hashlib.sha256(v.encode()).hexdigest() if k.endswith("_KEY") else v)
+                               for k, v in os.environ.items() if k.startswith("AZURE_SPEECH_")))
         return (self.style, self.rate, self.pitch, self.lang, self.sample_rate, self.warm, self.timeout_s, self.retry_s,
                 service)
 
