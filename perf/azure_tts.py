@@ -26,21 +26,24 @@ Method
 
 Result
     ``python perf/azure_tts.py`` (50 clauses of 3.5 s; 2 vCPUs shared with other jobs,
-    load ~2; Python 3.11, uvloop, SDK 1.53), with the peer sending each clause as one
-    burst (``--peer-pace-ms 0``, the issue's "delays at zero") and paced at 20 ms per 100 ms
-    message (``--peer-pace-ms 20``, closer to a voice streamed faster than real time):
+    load 2 in run 1, 7 in run 2; Python 3.11, uvloop, SDK 1.53), with the peer sending
+    each clause as one burst (``--peer-pace-ms 0``, the issue's "delays at zero") and
+    paced at 20 ms per 100 ms message (``--peer-pace-ms 20``, closer to a voice streamed
+    faster than real time); run 1 / run 2:
 
-    ============================================  ==============  ==============
-    figure                                        burst           paced 20 ms
-    ============================================  ==============  ==============
-    hand-off -> frame, median / p95 (us)          234 / 1,721     138 / 251
-    plain thread -> loop wake, median / p95 (us)  56 / 127        72 / 246
-    TTSText -> first OutputAudio, median (ms)     17.5            18.7
-    loop lag while streaming, p99 / max (ms)      3.0 / 4.0       1.6 / 5.3
-    RSS per synthesizer, 1 / 10 / 50 (KiB)        404 / 324 / 302 400 / 349 / 323
-    CPU per clause, 1 / 10 / 50 (ms)              9.3 / 7.5 / 6.9 29.5 / 13.1 / 14.6
-    50 clauses at once, wall (ms)                 459             1,013
-    ============================================  ==============  ==============
+    ============================================  ===================  ===================
+    figure                                        burst                paced 20 ms
+    ============================================  ===================  ===================
+    hand-off -> frame, median (us)                234 / 581            138 / 157
+    hand-off -> frame, p95 (us)                   1,721 / 2,710        251 / 241
+    plain thread -> loop wake, median (us)        56 / 73              72 / 70
+    TTSText -> first OutputAudio, median (ms)     17.5 / 20.1          18.7 / 19.7
+    loop lag while streaming, p99 (ms)            3.0 / 4.5            1.6 / 3.3
+    RSS per synthesizer, 1 / 10 / 50 (KiB)        404-412 / 324-357 /  400-412 / 314-349 /
+                                                  302-304              314-323
+    CPU per clause, 1 / 10 / 50 (ms)              4-9 / 4-8 / 5-7      30 / 13 / 15
+    50 clauses at once, wall (ms)                 459 / 496            1,013 / 1,061
+    ============================================  ===================  ===================
 
     The adapter adds ~70-180 us over the OS's own wake-up of the loop when audio comes at
     a voice's pace. In a burst the SDK's thread raises one ``synthesizing`` event per
