@@ -234,11 +234,13 @@ class Orchestrator(LLMBrain):
 
     def on_event(self, event: EventFrame) -> None:
         if type(event) is Start:
+            entry = self.agent_state.agent
+            voice = self.registry.get(entry).voice if self.registry is not None else ""
             if self.resumed:  # the agent in charge goes on at the caller's next words; nothing is re-said
-                self.emit(AgentSwitch(agent_from="", agent_to=self.agent_state.agent, announced=False,
+                self.emit(AgentSwitch(agent_from="", agent_to=entry, announced=False, voice=voice,
                                       reason="resumed: the call's agent on the worker it came from"))
                 return
-            self.emit(AgentSwitch(agent_from="", agent_to=self.agent_state.agent, reason="the scenario's entry agent"))
+            self.emit(AgentSwitch(agent_from="", agent_to=entry, reason="the scenario's entry agent", voice=voice))
             turn = self.ctx.next_turn()
             self.enqueue(Speak(_ENTER, turn=turn))
             return
@@ -415,7 +417,7 @@ class Orchestrator(LLMBrain):
         if target not in self.scenario.agents:
             raise ServiceError(f"{self.agent_state.agent} handed off to {target!r}, which is not an agent of scenario "
                                f"{self.scenario.name} ({', '.join(self.scenario.agents)})")
-        self.registry.get(target)
+        voice = self.registry.get(target).voice
         state = self.agent_state
         if state.agent == self.scenario.entry:
             state.memory["entry_done"] = True
@@ -424,7 +426,8 @@ class Orchestrator(LLMBrain):
             keep: dict[str, Any] = {k: state.memory[k] for k in ("entry_done", "intent") if k in state.memory}
             state.memory.clear()
             state.memory.update(keep, context_from=turn)
-        self.emit(AgentSwitch(agent_from=state.agent, agent_to=target, reason=reason, announced=announced, turn=turn))
+        self.emit(AgentSwitch(agent_from=state.agent, agent_to=target, reason=reason, announced=announced, turn=turn,
+                              voice=voice))
         logger.info("call %s turn %d: %s -> %s (%s)", self.ctx.call_id, turn, state.agent, target, reason)
         state.agent = target
 

@@ -43,6 +43,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "sidecars_history": ("sidecars_history.py", [], ["--calls", "10", "--turns", "3", "--turn-ms", "100"]),
     "pipecat_v2v": ("pipecat_v2v.py", [], ["--rounds", "1", "--lines", "2"]),
     "azure_stt": ("azure_stt.py", [], ["--calls", "1", "10"]),
+    "azure_tts": ("azure_tts.py", [], ["--clauses", "10", "--concurrent", "1", "10"]),
 }
 
 

@@ -404,12 +404,14 @@ class ToolCall(EventFrame):
 class AgentSwitch(EventFrame):
     """The agent in charge changed in ``turn``: ``agent_from`` (blank at call start) handed
     the call to ``agent_to`` because of ``reason`` (a handoff, an intent, the scenario's
-    entry); ``announced``: the new agent introduced itself."""
+    entry); ``announced``: the new agent introduced itself; ``voice``: the new agent's TTS
+    voice (its agent file's ``voice``; blank: the pipeline's)."""
 
     agent_from: str
     agent_to: str
     reason: str = ""
     announced: bool = True
+    voice: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,3 +45,16 @@ else
     npm install --silent --no-audit --no-fund --prefix "$cosmos_dir" "@vercel/cosmosdb-server@$cosmos_version" >/dev/null
 fi
 # ---- end of Cosmos DB ---------------------------------------------------------------------------
+
+# ---- The Speech SDK for JavaScript (the speech peer checked by a client in another language) --
+# tests/azure_speech/test_peer_synthesis_js.py runs Microsoft's own JavaScript SDK against the
+# local Speech peer; its version is pinned by tests/azure_speech/js/package-lock.json.
+js_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/azure_speech/js"
+if [ ! -d "$js_dir/node_modules/microsoft-cognitiveservices-speech-sdk" ]; then
+    if command -v npm >/dev/null; then
+        echo "test-services: installing the Speech SDK for JavaScript into $js_dir"
+        npm ci --silent --no-audit --no-fund --prefix "$js_dir" >/dev/null
+    else
+        echo "test-services: no npm here; the JavaScript SDK check of the speech peer will be skipped" >&2
+    fi
+fi

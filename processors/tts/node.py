@@ -18,6 +18,12 @@ with ``cache: false``, which then keeps nothing else): its ``greeting``, ``apolo
 ``filler``, cut as the ``sentences`` node before it will cut them, so every call of a
 worker, the first included, greets from the cache.
 
+With ``engine: azure`` (``processors.tts.azure_engine``) the clause is synthesised by Azure
+AI Speech and streamed on the loop as the service sends it (no executor thread waits on
+the network); the voice follows the agent in charge (on ``AgentSwitch``: ``azure.voices``
+of the agent, else the ``voice`` of its agent file),
+and a failure says the clause with ``fallback`` (Piper in ``config/pipelines/azure.yaml``).
+
 Silence at joins (``trim_joins``, see ``processors.tts.silence``): each unit's leading
 silence is cut to 20 ms, and a unit that ends inside a sentence (a reply's short first
 piece) keeps only 40 ms of its trailing silence, so the split is not heard as a pause.
@@ -26,12 +32,13 @@ piece) keeps only 40 ms of its trailing silence, so the split is not heard as a 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Literal
 
 from pipeline.errors import ServiceError
-from pipeline.frames import AudioFormat, OutputAudio, TTSText
+from pipeline.frames import AgentSwitch, AudioFormat, EventFrame, OutputAudio, TTSText
 from pipeline.models import shared
 from pipeline.offload import iterate_blocking
 from pipeline.processor import Processor
@@ -39,6 +46,7 @@ from pipeline.settings import Doc, Range
 from processors.text.aggregator import ends_sentence, split_sentences
 from processors.text.sentences_node import SentencesProcessor
 
+from .azure_engine import AzureTTSEngine, AzureTTSSettings
 from .cache import AudioCache, cache_key, worker_cache
 from .engine import TTSEngine
 from .silence import JOIN_TRAIL_MS, LEAD_MS, trim_edges
@@ -47,11 +55,16 @@ __all__ = ["TTSProcessor", "TTSSettings", "engine_for"]
 
 logger = logging.getLogger(__name__)
 
-EngineName = Literal["piper", "espeak"]
+EngineName = Literal["piper", "espeak", "azure"]
 
 
-def engine_for(name: EngineName, voice: str = "") -> TTSEngine:
+def engine_for(name: EngineName, voice: str = "", azure: AzureTTSSettings | None = None) -> TTSEngine:
     """The process-wide engine ``name`` (loaded on first use; blocking, call off-loop)."""
+    if name == "azure":
+        from .azure_engine import load_azure
+
+        settings = azure or AzureTTSSettings()
+        return shared(("tts", name, voice, settings.key()), lambda: load_azure(voice, settings))
     return shared(("tts", name, voice), lambda: _load(name, voice))
 
 
@@ -70,10 +83,10 @@ def _load(name: EngineName, voice: str) -> TTSEngine:
 
 @dataclass(frozen=True, kw_only=True)
 class TTSSettings:
-    """Which local voice speaks the bot's clauses."""
+    """Which voice speaks the bot's clauses."""
 
-    engine: Annotated[EngineName, Doc("piper (natural) or espeak (instant)")] = "piper"
-    voice: Annotated[str, Doc("a Piper .onnx path or an eSpeak voice name (blank: the bundled default)")] = ""
+    engine: Annotated[EngineName, Doc("piper (natural), espeak (instant) or azure (Azure AI Speech)")] = "piper"
+    voice: Annotated[str, Doc("a Piper .onnx path, an eSpeak voice name or an Azure voice (blank: the default)")] = ""
     fallback: Annotated[EngineName | None, Doc("the engine used when the first one fails (null: none)")] = "espeak"
     cache: Annotated[bool, Doc(
         "keep clauses spoken whole in the worker's audio cache and say repeats from it at once")] = False
@@ -88,6 +101,9 @@ class TTSSettings:
     trim_joins: Annotated[bool, Doc(
         "cut each unit's leading silence to 20 ms and, after a unit cut mid-sentence, its trailing silence "
         "to 40 ms")] = True
+    azure: Annotated[AzureTTSSettings, Doc(
+        "the Azure engine's style, rate, pitch, line rate and voice per agent")] = field(
+        default_factory=AzureTTSSettings)
 
 
 class TTSProcessor(Processor):
@@ -109,10 +125,12 @@ class TTSProcessor(Processor):
         #: Clauses said from the cache, and their audio.
         self.cached_clauses = 0
         self.cached_ms = 0.0
+        self._agent_voice = ""  # an Azure voice chosen for the agent in charge (AgentSwitch)
 
     async def setup(self) -> None:
         try:
-            self.engine = await self.run_blocking(engine_for, self.settings.engine, self.settings.voice)
+            self.engine = await self.run_blocking(engine_for, self.settings.engine, self.settings.voice,
+                                                  self.settings.azure)
         except Exception as exc:
             if self.settings.fallback is None or self.settings.fallback == self.settings.engine:
                 raise
@@ -155,7 +173,14 @@ class TTSProcessor(Processor):
         return units
 
     def _voice(self, engine: TTSEngine) -> str:
-        return self.settings.voice if engine.name == self.settings.engine else ""
+        if engine.name != self.settings.engine:
+            return ""
+        return self._agent_voice or self.settings.voice
+
+    def on_event(self, event: EventFrame) -> None:
+        if isinstance(event, AgentSwitch) and self.settings.engine == "azure":
+            # Only Azure takes a voice per clause; a local engine keeps the pipeline's voice.
+            self._agent_voice = self.settings.azure.voices.get(event.agent_to, "") or event.voice
 
     async def process(self, frame: TTSText) -> None:
         turn = frame.turn
@@ -192,7 +217,11 @@ class TTSProcessor(Processor):
         # With an end to trim, each chunk waits for the next (a unit cut mid-sentence is
         # one sentence's part: one chunk, so nothing waits); without, chunks go at once.
         held = b""
-        chunks = iterate_blocking(self.ctx.call_id, lambda: engine.synthesize(text))
+        chunks: AsyncIterator[bytes]
+        if isinstance(engine, AzureTTSEngine):  # network-bound: streamed on the loop, no executor thread
+            chunks = engine.stream(text, engine.voice_named(self._agent_voice) if self._agent_voice else None)
+        else:
+            chunks = iterate_blocking(self.ctx.call_id, lambda: engine.synthesize(text))
         async for pcm in self.interruptible(chunks, turn):
             if not pcm:
                 continue

@@ -8,7 +8,8 @@ Routes:
 
 - ``/speech/recognition/{mode}/cognitiveservices/v1`` (``conversation``, ``interactive``,
   ``dictation``; WebSocket, subprotocol ``USP``): recognition, :mod:`.recognition`.
-- ``/cognitiveservices/websocket/v1`` (WebSocket): synthesis, :mod:`.synthesis`.
+- ``/cognitiveservices/websocket/v1`` (WebSocket; ``/tts/cognitiveservices/websocket/v1``
+  for the JavaScript SDK): synthesis, :mod:`.synthesis`.
 - ``POST /peer/faults {"kind", "times"?, "after_ms"?, "route"?}`` / ``DELETE``: inject
   faults (see :data:`FAULT_KINDS`); ``GET /peer/state``: counters and what was recognised.
 
@@ -118,7 +119,7 @@ class SpeechPeer:
         self._changed = asyncio.Condition()
         self.app = Starlette(routes=[
             WebSocketRoute("/speech/recognition/{mode}/cognitiveservices/v1", self._recognition),
-            WebSocketRoute("/cognitiveservices/websocket/v1", self._synthesis),
+            *(WebSocketRoute(path, self._synthesis) for path in synthesis.SYNTHESIS_PATHS),
             Route("/peer/faults", self._faults, methods=["POST", "DELETE"]),
             Route("/peer/state", self._state, methods=["GET"]),
         ])
