@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = [
     "AudioFormat",
+    "BotPause",
+    "BotResume",
     "BotStartedSpeaking",
     "AgentSwitch",
     "BotStoppedSpeaking",
@@ -74,6 +76,7 @@ __all__ = [
     "TurnStart",
     "UserStartedSpeaking",
     "UserStoppedSpeaking",
+    "UserWords",
     "now_ns",
     "reset_clock",
     "use_clock",
@@ -316,6 +319,26 @@ class Cancel(EventFrame):
 @dataclass(frozen=True, slots=True)
 class FlushStart(EventFrame):
     """First phase of a flush (barge-in): drop everything of turns up to ``turn``."""
+
+
+@dataclass(frozen=True, slots=True)
+class BotPause(EventFrame):
+    """Barge-in, first step: the caller may be interrupting ``turn``. The transport stops
+    playing its audio now and keeps the rest, until ``BotResume`` or ``FlushStart``."""
+
+
+@dataclass(frozen=True, slots=True)
+class BotResume(EventFrame):
+    """The speech over paused ``turn`` was no interruption (a cough, an "uh-huh"): play
+    on from where it paused."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserWords(EventFrame):
+    """STT: an interim ``text`` of the caller's open ``turn``, as it is heard. Barge-in
+    reads it for proof of a real interruption (enough words, not "uh-huh")."""
+
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)

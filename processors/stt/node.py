@@ -42,6 +42,7 @@ from pipeline.frames import (
     InterimTranscript,
     TurnEnd,
     TurnStart,
+    UserWords,
 )
 from pipeline.models import shared
 from pipeline.offload import blocking_executor
@@ -235,6 +236,7 @@ class STTProcessor(Processor):
             text = hyp.text.strip()
             if text and text != self._last_interim:
                 self._last_interim = text
+                self.emit(UserWords(text=text, turn=turn))  # barge-in's proof of a real interruption
                 await self.push(self._transcript(InterimTranscript, hyp, turn))
 
     async def _settle(self) -> None:
