@@ -27,15 +27,15 @@ Without ``confirm_ms`` the decision is an :class:`Interrupt`. With it, the decis
 pause becomes an :class:`Interrupt` when the speech proves a real interruption:
 
 * the STT has heard ``min_words`` words of it (:meth:`BargeIn.on_words`), or
-* the VAD still reports it ``confirm_ms`` after its onset. The VAD reports a stop one
-  stop window after the speech ends, so a backchannel of length L is "still speaking"
-  until L + the VAD's ``stop_ms``: keep ``confirm_ms`` above both (default 900 ms: a
-  600 ms "okay, uh-huh" plus a 300 ms stop window). A caller who talks on for minutes is
-  an interruption after ``confirm_ms``.
+* the VAD still reports speech ``confirm_ms`` after the onset that paused the bot. The
+  VAD reports a stop one stop window after the speech ends, so a backchannel of length
+  L is "still speaking" until L + the VAD's ``stop_ms``: keep ``confirm_ms`` above both
+  (default 900 ms: a 600 ms "okay, uh-huh" plus a 300 ms stop window). A caller who
+  talks on for minutes is an interruption after ``confirm_ms``.
 
 When the speech stops without proof (a cough, a noise, "uh-huh"), the bot resumes
-``resume_ms`` after it stopped, unless the caller starts again meanwhile (then the new
-speech is judged from its own onset, the bot still paused).
+``resume_ms`` after it stopped (default 600 ms), unless the caller starts again
+meanwhile: then the bot stays paused and the new speech counts from the first onset.
 
 While the bot speaks an uninterruptible prompt (a legal disclaimer), nothing fires; if
 the caller is still talking when the prompt becomes interruptible, the decision is made
@@ -75,13 +75,15 @@ class BargeInParams:
             (keep it above the longest backchannel plus the VAD's ``stop_ms``).
         min_words: with ``confirm_ms``: this many words heard by the STT interrupt.
         resume_ms: with ``confirm_ms``: a pause with no proof resumes this long after
-            the caller's speech stopped.
+            the caller's speech stopped. Speech is known one VAD start window after it
+            starts, so the pause a caller may make mid-sentence without the bot playing
+            on is ``resume_ms`` minus the VAD's ``start_ms`` (default 600 - 200 ms).
     """
 
     min_speech_ms: float = 200.0
     confirm_ms: float | None = None
     min_words: int = 3
-    resume_ms: float = 400.0
+    resume_ms: float = 600.0
 
     def __post_init__(self) -> None:
         if self.min_speech_ms < 0:
@@ -300,7 +302,9 @@ class BargeIn:
             confirm_ms = self._params.confirm_ms
             assert confirm_ms is not None
             if self._user_onset is not None:
-                due = max(self._user_onset + confirm_ms, self._bot_started_at)
+                # From the onset that paused the bot: a caller who pauses mid-sentence
+                # ("No wait, ... I need") and goes on is still the same interruption.
+                due = max(self._paused_onset + confirm_ms, self._user_onset)
                 if due <= now_ms:
                     events += self._interrupt(due, self._paused_onset)
             else:

@@ -69,7 +69,8 @@ class BargeInSettings:
     min_words: Annotated[int, Range(ge=1), Doc(
         "with recover: this many words heard by the STT (not 'okay', 'uh-huh') are an interruption")] = 3
     resume_ms: Annotated[float, Range(ge=0), Doc(
-        "with recover: the bot plays on this long after speech that proved nothing stopped")] = 400.0
+        "with recover: the bot plays on this long after speech that proved nothing stopped "
+        "(minus the VAD's start_ms: the longest mid-sentence pause that keeps it paused)")] = 600.0
 
 
 class BargeInProcessor(Processor):
