@@ -76,6 +76,7 @@ class Row:
 
     engine: str
     rate: int
+    silence_ms: int
     utterances: int
     words: int
     errors: int
@@ -161,6 +162,7 @@ def measure(
     return Row(
         engine=name,
         rate=recordings[0].rate,
+        silence_ms=silence_ms,
         utterances=len(recordings),
         words=words,
         errors=errors,
@@ -214,7 +216,9 @@ class TTSLoad:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="only the first N utterances per rate (0: all 40)")
-    parser.add_argument("--silence-ms", type=int, default=600, help="silence after each utterance (endpointing)")
+    parser.add_argument("--silence-ms", type=int, nargs="+", default=[600, 250],
+                        help="silence after each utterance: the end of turn (600: the silence window; "
+                             "250: Smart Turn's complete_ms)")
     parser.add_argument("--threads", type=int, default=1, help="CTranslate2 threads per Whisper decode")
     parser.add_argument("--step-ms", type=int, default=800, help="incremental Whisper: new speech between decodes")
     parser.add_argument("--engines", nargs="*", choices=ENGINES, default=list(ENGINES))
@@ -234,8 +238,9 @@ def main() -> int:
             engines[kind] = open_engine(name, args.threads)
         for rate in RATES:
             recordings = list(load(rate))[: args.limit or None]
-            rows.append(measure(name, engines[kind], recordings, args.silence_ms, args.step_ms, cpu=tts is None))
-            print_row(rows[-1])
+            for silence_ms in args.silence_ms:
+                rows.append(measure(name, engines[kind], recordings, silence_ms, args.step_ms, cpu=tts is None))
+                print_row(rows[-1])
     if tts is not None:
         tts_rtf["with_stt"] = tts.stop()
         print(f"Piper RTF alone {tts_rtf['alone']}, while STT decodes {tts_rtf['with_stt']}")
@@ -249,7 +254,8 @@ def main() -> int:
 def print_row(row: Row) -> None:
     """One line of the result table."""
     print(
-        f"{row.engine:20} {row.rate:>5} Hz  WER {row.wer:.3f} ({row.errors}/{row.words})  "
+        f"{row.engine:20} {row.rate:>5} Hz  end of turn {row.silence_ms:>3} ms  "
+        f"WER {row.wer:.3f} ({row.errors}/{row.words})  "
         f"end of turn -> final p50 {row.final_ms_p50:6.1f} ms p90 {row.final_ms_p90:6.1f} ms  "
         f"{'-' if row.cores_per_call is None else f'{row.cores_per_call:.3f}'} cores/call  "
         f"{row.decodes_per_utterance:.1f} decodes/utt",
