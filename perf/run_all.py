@@ -36,6 +36,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "ivr_turn": ("ivr_turn.py", [], ["--calls", "20"]),
     "orchestrator": ("orchestrator.py", [], ["--calls", "10"]),
     "end_of_turn": ("end_of_turn.py", [], ["--sentences", "2"]),
+    "cpu_per_call": ("cpu_per_call.py", [], ["--limit", "2", "--repeats", "1"]),
+    "engine_threads": ("engine_threads.py", [], ["--calls", "1", "--turns", "2", "--settings", "stt1 tts1 workers2"]),
 }
 
 

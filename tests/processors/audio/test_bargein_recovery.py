@@ -211,3 +211,20 @@ async def test_the_stt_tells_barge_in_each_interim_as_it_is_heard() -> None:
     interims = [f for f in out.frames if isinstance(f, InterimTranscript)]
     words = [e for e in out.events if isinstance(e, UserWords)]
     assert interims and [(w.turn, w.text) for w in words] == [(4, f.text) for f in interims]
+
+
+async def test_a_caller_talking_over_the_bot_for_two_minutes_is_one_flush_and_nothing_breaks() -> None:
+    rng = np.random.default_rng(3)
+    # Two minutes of loud babble in 1.5 s bursts with 100 ms gaps (the VAD hears speech
+    # with short stops, and its 30 s turn limit cuts turns meanwhile).
+    bursts = [rng.normal(0, 5000, RATE * 1500 // 1000).astype(np.int16).tobytes() + silence(100) for _ in range(75)]
+    caller = silence(1000) + b"".join(bursts) + silence(1000)
+    line, bot, barge = await call(caller, RECOVER)
+    onset = next(e for e in bot.events if isinstance(e, UserStartedSpeaking)).at_ms
+    assert [type(d) for d in barge.decisions] == [Pause, Interrupt]
+    assert barge.interrupts[0].at_ms == onset + 900
+    assert [e.turn for e in bot.events if isinstance(e, FlushStart)] == [bot.turn]
+    assert line.sent[-1][0] <= onset + START_WINDOW_MS + 40 and line.playout.idle
+    (stopped,) = [e for e in bot.events if isinstance(e, BotStoppedSpeaking)]
+    assert stopped.interrupted and stopped.played_ms == onset + START_WINDOW_MS - 20  # frames at 20..1180 ms
+    assert stopped.heard_text == "Your claim is open,"  # 180 of clause 2's 3000 ms: not one of its 8 words
