@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy.typing as npt
 
 __all__ = [
+    "BACKCHANNEL",
     "AudioFormat",
     "BotPause",
     "BotResume",
@@ -81,6 +82,9 @@ __all__ = [
     "reset_clock",
     "use_clock",
 ]
+
+#: ``TurnEnd.reason`` of a caller turn that was only a backchannel or a noise over the bot.
+BACKCHANNEL = "backchannel"
 
 _CLOCK: ContextVar[Callable[[], int]] = ContextVar("voicegraph_clock", default=time.monotonic_ns)
 
@@ -288,6 +292,8 @@ class TurnEnd(ControlFrame):
     """Endpointing decided the caller finished turn ``turn``: finalise the transcript now.
 
     ``reason`` is why (``silence``, ``max_duration``); ``at_ms`` the call-audio time.
+    :data:`BACKCHANNEL`: barge-in found the turn was no turn (a cough, an "uh-huh" over
+    the bot): drop it, no transcript.
     """
 
     at_ms: float = 0.0

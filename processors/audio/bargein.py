@@ -255,6 +255,16 @@ class BargeIn:
             events += self._interrupt(at_ms, self._paused_onset)
         return events
 
+    def on_user_turn_ended(self, at_ms: float) -> list[Decision]:
+        """Endpointing ended the caller's turn at ``at_ms``. While paused with the caller
+        quiet and no proof, that turn was no interruption: the bot resumes now, without
+        waiting for ``resume_ms``."""
+        events = self._decide(at_ms)
+        if self._state is BargeInState.PAUSED and self._user_onset is None:
+            self._set_state(BargeInState.BOT_SPEAKING, at_ms)
+            events.append(Resume(turn=self._turn, at_ms=at_ms))
+        return events
+
     def set_uninterruptible(self, flag: bool, at_ms: float) -> list[Decision]:
         """Mark the bot's speech from ``at_ms`` on as (un)interruptible.
 

@@ -18,25 +18,32 @@ transport keeps the rest of the utterance. The flush follows only when the speec
 a real interruption: ``min_words`` words in the STT's interims (``UserWords``; noise tags
 and backchannel words such as "okay", "uh-huh" do not count) or speech still going
 ``confirm_ms`` after its onset. A cough, a noise or a backchannel gets ``BotResume(turn)``
-``resume_ms`` after it stopped and the bot plays on from where it paused; the heard
-history is the transport's, so it holds what was actually played either way.
+``resume_ms`` after it stopped (or at once when the endpointing ends the caller's turn
+first) and the bot plays on from where it paused; the heard history is the transport's,
+so it holds what was actually played either way. The caller's turn that such speech
+opened is no turn of the conversation: its ``TurnEnd`` goes on with ``reason:
+backchannel``, and the STT drops it instead of finalising it, so the brain never answers
+an "uh-huh" (nor takes it as a new turn while the bot's answer is still playing).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from pipeline.frames import (
+    BACKCHANNEL,
     BotPause,
     BotResume,
     BotStartedSpeaking,
     BotStoppedSpeaking,
+    ControlFrame,
     EventFrame,
     FlushStart,
     FlushStop,
     InputAudio,
+    TurnEnd,
     UserStartedSpeaking,
     UserStoppedSpeaking,
     UserWords,
@@ -44,7 +51,7 @@ from pipeline.frames import (
 from pipeline.processor import Processor
 from pipeline.settings import Doc, Range
 
-from .bargein import BargeIn, BargeInParams, Decision, Interrupt, Pause, content_words
+from .bargein import BargeIn, BargeInParams, Decision, Interrupt, Pause, Resume, content_words
 
 __all__ = ["BargeInProcessor", "BargeInSettings"]
 
@@ -94,6 +101,8 @@ class BargeInProcessor(Processor):
         self.decisions: list[Decision] = []
         self.interrupts: list[Interrupt] = []
         self._caller_turn = 0  # the caller's turn whose words count (the latest speech's)
+        self._pause_turn = 0  # the caller's turn whose speech paused the bot, until decided
+        self._backchannel = 0  # the caller's latest turn that proved no interruption
         self._flush_stop: int | None = None
 
     def on_event(self, event: EventFrame) -> None:
@@ -120,6 +129,15 @@ class BargeInProcessor(Processor):
             self._act(self.policy.on_bot_stopped_speaking(now_ms))
             self._act(self.policy.set_uninterruptible(False, now_ms))
 
+    async def on_control(self, frame: ControlFrame) -> ControlFrame | None:
+        if type(frame) is TurnEnd and frame.turn:
+            assert isinstance(frame, TurnEnd)
+            if frame.turn == self._pause_turn:
+                self._act(self.policy.on_user_turn_ended(self.ctx.audio_ms))
+            if frame.turn == self._backchannel:
+                return replace(frame, reason=BACKCHANNEL)
+        return None
+
     async def process(self, frame: InputAudio) -> None:
         self._act(self.policy.tick(self.ctx.audio_ms))
         if self._flush_stop is not None:
@@ -134,15 +152,20 @@ class BargeInProcessor(Processor):
             turn = decision.turn or 0
             self.decisions.append(decision)
             if isinstance(decision, Pause):
+                self._pause_turn = self._caller_turn
                 logger.debug("%s: bot paused on turn %d (caller spoke at %.0f ms, paused at %.0f ms)",
                              self.name, turn, decision.speech_started_at_ms, decision.at_ms)
                 self.emit(BotPause(turn=turn))
             elif isinstance(decision, Interrupt):
+                self._pause_turn = 0
                 logger.info("%s: barge-in on turn %d (caller spoke at %.0f ms, decided at %.0f ms)",
                             self.name, turn, decision.speech_started_at_ms, decision.at_ms)
                 self.interrupts.append(decision)
                 self.emit(FlushStart(turn=turn))
                 self._flush_stop = turn
             else:
-                logger.info("%s: false barge-in on turn %d, bot resumed at %.0f ms", self.name, turn, decision.at_ms)
+                assert isinstance(decision, Resume)
+                self._backchannel, self._pause_turn = self._pause_turn, 0
+                logger.info("%s: false barge-in on turn %d (caller turn %d dropped), bot resumed at %.0f ms",
+                            self.name, turn, self._backchannel, decision.at_ms)
                 self.emit(BotResume(turn=turn))

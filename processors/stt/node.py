@@ -35,6 +35,7 @@ from typing import Annotated, Literal
 
 from pipeline.errors import FrameError, ServiceError
 from pipeline.frames import (
+    BACKCHANNEL,
     AudioFormat,
     ControlFrame,
     FinalTranscript,
@@ -173,7 +174,12 @@ class STTProcessor(Processor):
         elif type(frame) is TurnStart:
             await self._begin(frame)
         elif type(frame) is TurnEnd and frame.turn == self._turn:
-            await self._finish()
+            assert isinstance(frame, TurnEnd)
+            if frame.reason == BACKCHANNEL:
+                await self._settle()
+                self._drop_turn()  # barge-in: an "uh-huh" over the bot, not a turn to answer
+            else:
+                await self._finish()
 
     async def process(self, frame: InputAudio) -> None:
         pcm = frame.pcm

@@ -241,3 +241,14 @@ def test_recover_params_are_checked() -> None:
 ])
 def test_content_words_leave_out_backchannels_and_noise_tags(text: str, count: int) -> None:
     assert content_words(text) == count
+
+
+def test_the_callers_turn_ending_while_paused_resumes_at_once_unless_they_still_speak() -> None:
+    policy = BargeIn(RECOVER)
+    policy.on_bot_started_speaking(0, turn=4)
+    policy.on_user_speech_started(1000, now_ms=1200)
+    assert policy.on_user_turn_ended(1250) == []  # cut by max length while speaking: still paused
+    policy.on_user_speech_stopped(1400)
+    assert policy.on_user_turn_ended(1650) == [Resume(turn=4, at_ms=1650)]
+    assert policy.on_user_turn_ended(1700) == [] and policy.tick(5000) == []  # once
+    assert policy.state is BargeInState.BOT_SPEAKING

@@ -14,10 +14,12 @@ import numpy as np
 from pipeline import CallContext, Graph, run_call
 from pipeline.clock import VirtualClock
 from pipeline.frames import (
+    BACKCHANNEL,
     AudioFormat,
     BotPause,
     BotResume,
     BotStoppedSpeaking,
+    FinalTranscript,
     FlushStart,
     InputAudio,
     InterimTranscript,
@@ -25,6 +27,8 @@ from pipeline.frames import (
     ResponseEnd,
     ResponseStart,
     TTSText,
+    TurnEnd,
+    TurnStart,
     UserStartedSpeaking,
     UserStoppedSpeaking,
     UserWords,
@@ -33,7 +37,7 @@ from pipeline.runner import CallResult
 from pipeline.testing import Puppet, drive, run_processor
 from processors.audio.bargein import Interrupt, Pause, Resume
 from processors.audio.bargein_node import BargeInProcessor, BargeInSettings
-from processors.audio.vad_node import VADProcessor
+from processors.audio.vad_node import VADProcessor, VADSettings
 from processors.stt.node import STTProcessor
 from tests.processors.stt.speech import frames, silence, utterance
 from tests.processors.stt.test_stt_node import SENTENCE, turn_frames
@@ -102,12 +106,13 @@ class Bot(Puppet):
 CLAUSES = [("Your claim is open,", 1000), ("and an adjuster will call you tomorrow morning.", 3000)]
 
 
-async def call(caller: bytes, settings: BargeInSettings, **bot: Any) -> tuple[Line, Bot, BargeInProcessor]:
+async def call(caller: bytes, settings: BargeInSettings, vad: VADSettings | None = None,
+               **bot: Any) -> tuple[Line, Bot, BargeInProcessor]:
     clock = VirtualClock()
     line, speaker = Line(caller), Bot(CLAUSES, **bot)
     barge = BargeInProcessor(settings)
     graph = Graph("recovery")
-    graph.chain(line, VADProcessor(), barge, speaker, line)
+    graph.chain(line, VADProcessor(vad), barge, speaker, line)
     task: asyncio.Task[CallResult] = asyncio.create_task(run_call(graph, CallContext(clock=clock)))
     await clock.advance(0)
     await speaker.speak()
@@ -154,6 +159,25 @@ async def test_a_backchannel_over_the_bot_pauses_it_then_it_plays_on_from_where_
     stopped = [e for e in bot.events if isinstance(e, BotStoppedSpeaking)]
     assert [(e.interrupted, e.played_ms, e.heard_text) for e in stopped] == [
         (False, 4000.0, "Your claim is open, and an adjuster will call you tomorrow morning.")]
+    # The "uh-huh" opened a caller turn; it goes on marked as no turn, for the STT to drop.
+    ends = [f for f in bot.got if isinstance(f, TurnEnd)]
+    assert [(e.turn, e.reason) for e in ends] == [(start.turn, BACKCHANNEL)]
+
+
+async def test_when_the_caller_turn_ends_first_the_bot_resumes_then_and_the_turn_is_dropped() -> None:
+    # A short end-of-turn window (as with Smart Turn's complete_ms): the turn ends 250 ms
+    # after the "uh-huh", before resume_ms; the bot plays on at that moment.
+    caller = silence(1000) + utterance("Uh-huh.", pad_ms=0) + silence(3500)
+    line, bot, barge = await call(caller, RECOVER, VADSettings(silence_ms=250))
+    start, stop = speech(bot)
+    (end,) = [f for f in bot.got if isinstance(f, TurnEnd)]
+    assert end.at_ms == stop.at_ms + 250
+    pause, resume = barge.decisions
+    assert pause == Pause(turn=bot.turn, at_ms=start.at_ms + START_WINDOW_MS, speech_started_at_ms=start.at_ms)
+    assert isinstance(resume, Resume) and end.at_ms <= resume.at_ms <= end.at_ms + 60  # as the TurnEnd passes
+    assert resume.at_ms < stop.at_ms + 600  # before resume_ms would have
+    assert played(line) == bot.pcm
+    assert [(f.turn, f.reason) for f in bot.got if isinstance(f, TurnEnd)] == [(start.turn, BACKCHANNEL)]
 
 
 async def test_a_cough_length_noise_burst_pauses_and_resumes_the_bot() -> None:
@@ -178,6 +202,7 @@ async def test_a_real_interruption_with_a_mid_sentence_pause_flushes_and_keeps_w
     ]
     assert line.sent[-1][0] <= onset + START_WINDOW_MS + 40  # quiet from the pause on, never resumed
     assert [e.turn for e in bot.events if isinstance(e, FlushStart)] == [bot.turn]
+    assert [f.reason for f in bot.got if isinstance(f, TurnEnd)] == ["silence"]  # a real turn: answered
     (stopped,) = [e for e in bot.events if isinstance(e, BotStoppedSpeaking)]
     assert stopped.interrupted and stopped.played_ms == len(played(line)) / 32 == 1240.0
     # 1000 ms of clause 1, then 240 of 3000 ms of clause 2 (eight words): its first word.
@@ -228,3 +253,15 @@ async def test_a_caller_talking_over_the_bot_for_two_minutes_is_one_flush_and_no
     (stopped,) = [e for e in bot.events if isinstance(e, BotStoppedSpeaking)]
     assert stopped.interrupted and stopped.played_ms == onset + START_WINDOW_MS - 20  # frames at 20..1180 ms
     assert stopped.heard_text == "Your claim is open,"  # 180 of clause 2's 3000 ms: not one of its 8 words
+
+
+async def test_the_stt_drops_a_backchannel_turn_and_finalises_the_next_one() -> None:
+    frames_ = [AudioFormat(RATE), *turn_frames("Uh-huh.", 2)]
+    end = frames_.pop()
+    assert isinstance(end, TurnEnd)
+    frames_ += [TurnEnd(turn=2, at_ms=end.at_ms, reason=BACKCHANNEL), *turn_frames(SENTENCE, 3)]
+    out, result = await run_processor(STTProcessor(), frames_)
+    assert result.errors == ()
+    finals = [f for f in out.frames if isinstance(f, FinalTranscript)]
+    assert [f.turn for f in finals] == [3] and "claim" in finals[0].text.lower()
+    assert [f.turn for f in out.controls if isinstance(f, TurnStart)] == [2, 3]
