@@ -236,10 +236,8 @@ class Transport(Processor, ABC):
             if self._outbox is None and not self._clear:
                 self._wakeup = loop.create_future()
                 await self._wakeup
-            if self._clear:
-                self._clear = False
-                self._wire_clear = True
-                await self.clear_audio()
+            # A frame still here was taken before a pause (a flush drops it): it was
+            # counted as heard, so it goes out, and the clear follows it.
             out, self._outbox = self._outbox, None
             if out is not None:
                 self.sending_turn, frame = out
@@ -250,6 +248,10 @@ class Transport(Processor, ABC):
                 finally:
                     self._sending = False
                 self.frames_sent += 1
+            if self._clear:
+                self._clear = False
+                self._wire_clear = True
+                await self.clear_audio()
 
     def _clear_wire(self) -> None:
         """Have the sender clear the wire now, not at the next tick (the far end stops

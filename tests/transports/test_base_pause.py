@@ -4,6 +4,8 @@ a flush during the pause reporting what was heard, the wire never cleared twice.
 
 from __future__ import annotations
 
+import asyncio
+
 from pipeline.clock import VirtualClock
 from pipeline.frames import BotPause, BotResume, FlushStart, OutputAudio, ResponseEnd, ResponseStart, TTSText
 from pipeline.testing import advance_to
@@ -69,4 +71,25 @@ async def test_a_pause_before_any_audio_went_out_needs_no_clear_and_resume_start
     call.bot.emit(BotResume(turn=2))
     await advance_to(clock, 500)
     assert call.sent_ms() == [320, 340, 360, 380]
+    await call.hang_up()
+
+
+async def test_a_frame_on_its_way_when_the_bot_pauses_goes_out_before_the_clear_and_a_flush_adds_none() -> None:
+    clock = VirtualClock()
+    call = await start(clock, lead_ms=0)
+    await call.bot.say(ResponseStart(turn=1), TTSText("Your claim is open.", turn=1), OutputAudio(ramp(400), turn=1))
+    await advance_to(clock, 50)  # frames at 20 and 40 sent
+    call.wire.gate = asyncio.get_running_loop().create_future()  # the socket stalls on the frame of 60 ms
+    await advance_to(clock, 70)
+    call.bot.emit(BotPause(turn=1))
+    await advance_to(clock, 100)
+    assert call.wire.clears == []  # not before the frame the wire is still taking
+    call.wire.gate.set_result(None)
+    call.wire.gate = None
+    await clock.advance(0)
+    assert call.sent_ms() == [20, 40, 100] and call.wire.clears == [100 * MS]  # the frame, then the clear
+    call.bot.emit(FlushStart(turn=1))
+    await advance_to(clock, 300)
+    assert call.wire.clears == [100 * MS] and call.sent_ms() == [20, 40, 100]  # one clear in all
+    assert call.bot.speaking()[-1] == ("stopped", 100, (1, 60.0, True, ""))
     await call.hang_up()
