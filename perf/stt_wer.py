@@ -42,6 +42,27 @@ decode, 800 ms steps, full set; CPU from a run without --with-tts)
     from 0.062 alone to 0.116 with one-thread decodes and from 0.072 to 0.13 with
     two-thread decodes, which did not make the one-shot final faster (180-190 ms vs
     173-180 ms p50): one thread per decode, as the STT node sets it.
+
+Ends of turn side by side (``--silence-ms 600 250``, the default): the silence window of
+the shipped pipelines and Smart Turn's ``complete_ms``. One run, 2026-11-26, full set, the
+machine loaded (load average ~2.5 on 2 cores, other sessions' tests and, for the one-shot
+and PocketSphinx rows, perf/cpu_per_call.py beside it: wall times 3-4x the quiet run's)::
+
+                          end of   WER     WER      end of turn -> final p50 / p90   cores per
+                          turn     8 kHz   16 kHz   8 kHz          16 kHz             speaking caller
+    Whisper incremental   600 ms   0.061   0.054    0 / 0          0 / 0              0.22
+                          250 ms   0.061   0.054    0 / 0          0 / 0              0.22-0.25
+    Whisper one-shot      600 ms   0.049   0.052    480 / 1190     490 / 905          0.04
+                          250 ms   0.049   0.052    684 / 1138     532 / 831          0.05
+    PocketSphinx          600 ms   0.911   0.373    144 / 504      39 / 259           0.17-0.24
+                          250 ms   0.911   0.373    409 / 808      73 / 231           0.19-0.31
+
+    WER does not depend on the end of turn (the same audio is heard). The incremental
+    0 ms at 250 ms is a limit of this method, not a promise: here ``feed()`` decodes at
+    the caller's pause synchronously, before ``finish()`` is timed; in a call that decode
+    starts 200 ms into the pause and must end within the 50 ms left before a 250 ms end
+    of turn, so the final lags by its decode time minus 50 ms (perf/v2v.py measures it
+    in calls: its ``stt_final`` stage).
 """
 
 from __future__ import annotations
