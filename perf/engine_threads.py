@@ -23,7 +23,26 @@ Method
     ``.venv/bin/python perf/engine_threads.py [--calls 1 4] [--turns 6] [--rounds 1] [--json PATH]``
 
 Result
-    See the note that closes issue 15 (figures of the run, the defaults they chose).
+    Two runs back to back, 2026-11-26, 2 cores shared with six other busy sessions (load
+    average ~2.5: the noise is as large as most of the effects), 6 turns per setting with
+    1 call and 8 with 4 calls; v2v p50 (p90) in ms, run 1 / run 2, and the first-unit
+    synthesis p50::
+
+        setting (stt/tts/workers)   1 call                      4 calls                      synth 1 / 4 calls
+        1 / 1 / 2 (shipped)         803 (863) / 778 (783)       810 (959) / 913 (1558)       189, 164 / 161, 249
+        2 / 1 / 2                   813 (886) / 770 (782)       1034 (1853) / 785 (884)      201, 157 / 419, 131
+        1 / 2 / 2                   702 (823) / 787 (924)       959 (1362) / 1532 (3295)     96, 165 / 317, 519
+        1 / 1 / 4                   770 (782) / 750 (780)       1348 (1885) / 883 (1886)     159, 145 / 457, 258
+
+    The STT final is ready at the end of turn in every setting (600 ms after the speech
+    stopped: the silence window) except under the worst contention. Two Piper threads
+    are the one consistent effect: with 4 calls they make the first audio later in both
+    runs (synthesis 317-519 ms instead of 161-249: a second thread per synthesis takes
+    the core the other calls' decodes need); with one call they halved the synthesis in
+    one run and did nothing in the other. Two Whisper threads and four executor workers
+    moved the figures both ways between runs. So the shipped defaults stay: one thread
+    per decode and per synthesis, one executor worker per core (Smart Turn and Silero one
+    onnxruntime thread each). Rerun on a quiet host before tuning further.
 """
 
 from __future__ import annotations
