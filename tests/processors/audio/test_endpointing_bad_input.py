@@ -28,7 +28,7 @@ async def test_continuous_noise_is_one_turn_cut_at_the_maximum_and_no_more_while
     assert [e.at_ms for e in out.events if isinstance(e, UserStoppedSpeaking)] == [12000.0]
 
 
-@pytest.mark.skipif(not HAVE_SMART_TURN, reason="pipecat-ai (the perf extra) ships the Silero model")
+@pytest.mark.skipif(not HAVE_SMART_TURN, reason="pipecat-ai (the test extra) ships the Silero model")
 async def test_silero_hears_no_speech_in_continuous_noise() -> None:
     out = await run(white_noise(6.0), VADSettings(engine="silero", max_turn_ms=5000))
     assert [f for f in out.seen if isinstance(f, TurnStart)] == [] and turn_ends(out) == []
