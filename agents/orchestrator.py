@@ -235,12 +235,14 @@ class Orchestrator(LLMBrain):
     def on_event(self, event: EventFrame) -> None:
         if type(event) is Start:
             entry = self.agent_state.agent
-            voice = self.registry.get(entry).voice if self.registry is not None else ""
+            spec = self.registry.get(entry) if self.registry is not None else None
+            voice, phrases = (spec.voice, spec.phrases) if spec is not None else ("", ())
             if self.resumed:  # the agent in charge goes on at the caller's next words; nothing is re-said
-                self.emit(AgentSwitch(agent_from="", agent_to=entry, announced=False, voice=voice,
+                self.emit(AgentSwitch(agent_from="", agent_to=entry, announced=False, voice=voice, phrases=phrases,
                                       reason="resumed: the call's agent on the worker it came from"))
                 return
-            self.emit(AgentSwitch(agent_from="", agent_to=entry, reason="the scenario's entry agent", voice=voice))
+            self.emit(AgentSwitch(agent_from="", agent_to=entry, reason="the scenario's entry agent", voice=voice,
+                                  phrases=phrases))
             turn = self.ctx.next_turn()
             self.enqueue(Speak(_ENTER, turn=turn))
             return
@@ -417,7 +419,7 @@ class Orchestrator(LLMBrain):
         if target not in self.scenario.agents:
             raise ServiceError(f"{self.agent_state.agent} handed off to {target!r}, which is not an agent of scenario "
                                f"{self.scenario.name} ({', '.join(self.scenario.agents)})")
-        voice = self.registry.get(target).voice
+        spec = self.registry.get(target)
         state = self.agent_state
         if state.agent == self.scenario.entry:
             state.memory["entry_done"] = True
@@ -427,7 +429,7 @@ class Orchestrator(LLMBrain):
             state.memory.clear()
             state.memory.update(keep, context_from=turn)
         self.emit(AgentSwitch(agent_from=state.agent, agent_to=target, reason=reason, announced=announced, turn=turn,
-                              voice=voice))
+                              voice=spec.voice, phrases=spec.phrases))
         logger.info("call %s turn %d: %s -> %s (%s)", self.ctx.call_id, turn, state.agent, target, reason)
         state.agent = target
 

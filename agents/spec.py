@@ -12,6 +12,7 @@ The fields are the agents contract's::
     tools: [lookup_policy, file_claim]         # names in the tool store
     route: fast                     # model route (config/models.yaml); blank: the models file's rules
     voice: ""                       # TTS voice for this agent (blank: the pipeline's)
+    phrases: [claim, deductible]    # words to listen for while it is in charge (Azure STT's phrase list)
     handoffs:                       # targets it may hand off to, and when (the LLM's handoff tools)
       support: "the caller asks a general question"
     flow: {...}                     # the IVR engine's flow, checked by agents.ivr.validate_flow
@@ -25,7 +26,7 @@ handoff targets exist, no cycles) belong to the registry.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +39,11 @@ __all__ = ["AGENT_FIELDS", "AgentFileError", "AgentSpec", "Lines", "load_yaml", 
 Lines = dict[str, int]  # "handoffs.support" -> 1-based line of that key
 
 AGENT_FIELDS = frozenset({"name", "extends", "description", "capabilities", "greeting", "prompt", "tools",
-                          "route", "voice", "handoffs", "flow"})
+                          "route", "voice", "phrases", "handoffs", "flow"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+MAX_PHRASE_CHARS = 50
+"""A phrase list entry is a word or a short phrase (a name, a product term), not a sentence."""
+MAX_PHRASES = 100
 
 
 class AgentFileError(ConfigError):
@@ -62,6 +66,7 @@ class AgentSpec:
     tools: tuple[str, ...] = ()
     route: str = ""
     voice: str = ""
+    phrases: tuple[str, ...] = ()  # biases recognition while this agent is in charge (Azure STT)
     handoffs: Mapping[str, str] = field(default_factory=dict)  # target agent -> when to hand off
     flow: Mapping[str, Any] = field(default_factory=dict)  # the IVR engine's, schema in agents.ivr
     extends: str | None = None
@@ -144,6 +149,7 @@ def parse_agent(data: Any, file: str, lines: Mapping[str, int], *, stem: str) ->
         return tuple(value)
 
     handoffs = data.get("handoffs") or {}
+    phrases = _phrases(data.get("phrases"), fail)
     if not isinstance(handoffs, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str | None) for k, v in handoffs.items()):
         raise fail("handoffs", "handoffs must map a target agent to when to hand off to it (text)")
@@ -155,6 +161,25 @@ def parse_agent(data: Any, file: str, lines: Mapping[str, int], *, stem: str) ->
         raise fail("extends", "extends must name an agent file")
     return AgentSpec(name=name, description=text("description").strip(), capabilities=names("capabilities"),
                      greeting=text("greeting").strip(), prompt=text("prompt"), tools=names("tools"),
-                     route=text("route").strip(), voice=text("voice").strip(),
+                     route=text("route").strip(), voice=text("voice").strip(), phrases=phrases,
                      handoffs={k: (v or "").strip() for k, v in handoffs.items()}, flow=dict(flow),
                      extends=extends, file=file, lines=dict(lines))
+
+
+def _phrases(value: Any, fail: Callable[[str, str], AgentFileError]) -> tuple[str, ...]:
+    """The ``phrases`` field: short texts, each checked at its own line."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise fail("phrases", f"phrases must be a list of short phrases, got {type(value).__name__}")
+    if len(value) > MAX_PHRASES:
+        raise fail("phrases", f"phrases: {len(value)} entries, at most {MAX_PHRASES}")
+    out: list[str] = []
+    for i, phrase in enumerate(value):
+        if not isinstance(phrase, str) or not phrase.strip():
+            raise fail(f"phrases.{i}", f"phrases[{i}] must be a non-empty text, got {phrase!r}")
+        if len(phrase.strip()) > MAX_PHRASE_CHARS:
+            raise fail(f"phrases.{i}", f"phrases[{i}] is {len(phrase.strip())} characters, at most "
+                                       f"{MAX_PHRASE_CHARS}: a word or a short phrase")
+        out.append(" ".join(phrase.split()))
+    return tuple(dict.fromkeys(out))

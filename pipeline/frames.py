@@ -434,13 +434,15 @@ class AgentSwitch(EventFrame):
     """The agent in charge changed in ``turn``: ``agent_from`` (blank at call start) handed
     the call to ``agent_to`` because of ``reason`` (a handoff, an intent, the scenario's
     entry); ``announced``: the new agent introduced itself; ``voice``: the new agent's TTS
-    voice (its agent file's ``voice``; blank: the pipeline's)."""
+    voice (its agent file's ``voice``; blank: the pipeline's); ``phrases``: the new agent's
+    phrase list (its agent file's ``phrases``), added to the STT's while it is in charge."""
 
     agent_from: str
     agent_to: str
     reason: str = ""
     announced: bool = True
     voice: str = ""
+    phrases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,11 @@ is the bridge:
   takes a fresh one (``EntraToken`` renews it five minutes before expiry). Setting
   ``authorization_token`` on a running recogniser was not picked up by the SDK's own
   reconnect against the peer (1.53), so the restart is the mechanism relied on.
+- **Phrase lists per agent.** The SDK sends the phrase list in the ``speech.context`` that
+  opens a connection's turn, and a continuous recognition keeps one turn, so a new list
+  (:meth:`AzureRecognizer.set_phrases`, the STT node's answer to an ``AgentSwitch``) is
+  applied by the same restart: stop, start a recogniser with the new list, replay the audio
+  pushed since the last final. The node calls it between the caller's turns.
 - **Reconnects need audio.** After a reconnect the SDK resumes the session only as new
   audio arrives; a phone line's 20 ms frames (silence included) keep it going.
 
@@ -98,7 +103,7 @@ class AzureRecognizer:
         sample_rate: The rate of the PCM16 mono audio pushed (8000, 16000...).
         segmentation_silence_ms: Silence that ends a phrase (the service's default is 500).
         phrases: A phrase list that biases recognition (names, policy words); sent in each
-            turn's ``speech.context``.
+            turn's ``speech.context``; :meth:`set_phrases` changes it.
         token: Gives a fresh authorization token (Entra ID); ``None`` for key/host auth.
         max_restarts: Restarts on authentication failure before giving up.
     """
@@ -131,10 +136,17 @@ class AzureRecognizer:
         self._replay = bytearray()  # audio pushed since the last final
         self._replay_start_ms = 0.0
         self._restarting = False
+        self._closed = False
         self._task: asyncio.Task[None] | None = None
-        self.restarts = 0
+        self.restarts = 0  # on authentication failures
+        self.phrase_restarts = 0  # to apply a new phrase list
         self.failed = False
         self.callback_threads: set[int] = set()  # threads SDK callbacks ran on (tests)
+
+    @property
+    def phrases(self) -> tuple[str, ...]:
+        """The phrase list in use (or being applied)."""
+        return self._phrases
 
     @property
     def pushed_ms(self) -> float:
@@ -149,7 +161,26 @@ class AzureRecognizer:
         """
         self._loop = asyncio.get_running_loop()
         token = await self._token() if self._token is not None else None
-        await self._loop.run_in_executor(None, self._open, token, b"")
+        await self._loop.run_in_executor(None, self._open, token, b"", self._phrases)
+
+    def set_phrases(self, phrases: Sequence[str]) -> bool:
+        """Recognise with ``phrases`` from now on; False (and nothing done) if it is the list in use.
+
+        A started recogniser is restarted with the new list in a task of its own (blocking SDK
+        calls in the executor), replaying the audio pushed since the last final: no audio is
+        lost, but a phrase in progress is heard again from its start, so call it between the
+        caller's turns. A list changed while a restart runs is applied when it ends.
+        """
+        new = tuple(phrases)
+        if new == self._phrases:
+            return False
+        self._phrases = new
+        if self._loop is None or self.failed or self._closed or self._restarting:
+            return True  # start() or the restart under way picks the list up
+        logger.info("azure speech: new phrase list (%d phrases): restarting with %d ms of audio replayed",
+                    len(new), len(self._replay) / self._bytes_per_ms)
+        self._begin_restart("phrases")
+        return True
 
     def push(self, pcm: bytes) -> None:
         """Send caller audio (PCM16 mono at ``sample_rate``); never blocks.
@@ -168,8 +199,9 @@ class AzureRecognizer:
 
     async def close(self) -> None:
         """End the audio and stop recognising (off the loop); results stop."""
-        if self._task is not None:
-            await self._task
+        self._closed = True
+        while self._task is not None and not self._task.done():
+            await self._task  # a restart (and one it chained for a newer phrase list)
         self._generation += 1
         held = [self._recognizer, self._push]
         self._recognizer = self._push = None
@@ -178,7 +210,7 @@ class AzureRecognizer:
 
     # --- SDK side (executor and SDK threads) ----------------------------------------------
 
-    def _open(self, token: str | None, replay: bytes) -> None:
+    def _open(self, token: str | None, replay: bytes, phrases: tuple[str, ...]) -> None:
         """Build and start a recogniser; runs in the executor."""
         import azure.cognitiveservices.speech as speechsdk
 
@@ -195,8 +227,8 @@ class AzureRecognizer:
         recognizer.recognizing.connect(lambda evt: self._from_sdk(generation, "interim", evt))
         recognizer.recognized.connect(lambda evt: self._from_sdk(generation, "final", evt))
         recognizer.canceled.connect(lambda evt: self._from_sdk(generation, "canceled", evt))
-        if self._phrases:
-            _add_phrases(recognizer, self._phrases)
+        if phrases:
+            _add_phrases(recognizer, phrases)
         if replay:
             push.write(replay)
         try:
@@ -253,9 +285,7 @@ class AzureRecognizer:
         if code == "AuthenticationFailure" and self._token is not None and self.restarts < self._max_restarts:
             logger.warning("azure speech: %s (%s): fresh token, restarting with %d ms of audio replayed",
                            code, details, len(self._replay) / self._bytes_per_ms)
-            # Owned by this recogniser: close() waits for it.
-            self._restarting = True
-            self._task = asyncio.get_running_loop().create_task(self._restart())
+            self._begin_restart("auth")
             return
         self._fail(f"{code}: {details}")
 
@@ -264,8 +294,16 @@ class AzureRecognizer:
         self.failed = True
         self._on_result(AzureResult("failed", error=error))
 
-    async def _restart(self) -> None:
-        self.restarts += 1
+    def _begin_restart(self, why: Literal["auth", "phrases"]) -> None:
+        # Owned by this recogniser: close() waits for it.
+        self._restarting = True
+        self._task = asyncio.get_running_loop().create_task(self._restart(why))
+
+    async def _restart(self, why: Literal["auth", "phrases"]) -> None:
+        if why == "auth":
+            self.restarts += 1
+        else:
+            self.phrase_restarts += 1
         held = [self._recognizer, self._push]
         self._generation += 1
         self._recognizer = self._push = None
@@ -273,18 +311,20 @@ class AzureRecognizer:
         try:
             if held[0] is not None:
                 await loop.run_in_executor(None, _stop, held)
-            assert self._token is not None
-            token = await self._token()
+            token = await self._token() if self._token is not None else None
             self._base_ms = round(self._replay_start_ms)
-            replay, pushed = bytes(self._replay), self._pushed_bytes
-            await loop.run_in_executor(None, self._open, token, replay)
+            replay, pushed, phrases = bytes(self._replay), self._pushed_bytes, self._phrases
+            await loop.run_in_executor(None, self._open, token, replay, phrases)
             late = self._pushed_bytes - pushed  # pushed while the new recogniser started
             if late and self._push is not None:
                 self._push.write(bytes(self._replay[-late:]))
         except Exception as exc:  # a failed restart is a failure of the recogniser, reported once
             self._fail(f"restart failed: {exc}")
+            return
         finally:
             self._restarting = False
+        if self._phrases != phrases and not self._closed:  # changed while this restart ran
+            self._begin_restart("phrases")
 
 
 def warm_up() -> None:

@@ -30,6 +30,13 @@ to our turns; transcripts go out through the node's own queue. The audio of the 
 posts the failure (a non-fatal ``ErrorEvent`` with a ``ServiceError``), opens the
 ``fallback`` engine in its worker (woken by an empty audio frame), feeds it that audio and
 carries on with it for the rest of the call: the turn is not lost.
+
+The phrase list follows the agent in charge: on ``AgentSwitch`` the recogniser's list
+becomes the node's ``phrases`` plus the agent's (``AgentSwitch.phrases``). Applying it
+restarts the recogniser (``AzureRecognizer.set_phrases``), so it waits for a quiet moment:
+at once when no caller turn is open, else when the open turn's final transcript is out. A
+switch to the list in use does nothing. The embedded engines take no phrase list: they
+ignore ``phrases`` and ``AgentSwitch``.
 """
 
 from __future__ import annotations
@@ -45,9 +52,11 @@ from typing import Annotated, Literal
 from pipeline.errors import ConfigError, FatalError, FrameError, ServiceError
 from pipeline.frames import (
     BACKCHANNEL,
+    AgentSwitch,
     AudioFormat,
     ControlFrame,
     ErrorEvent,
+    EventFrame,
     FinalTranscript,
     Frame,
     InputAudio,
@@ -144,7 +153,9 @@ class STTSettings:
         "azure: silence that ends a phrase; keep it under the VAD's turn silence so the "
         "final is there when the turn ends"
     )] = 500
-    phrases: Annotated[tuple[str, ...], Doc("azure: phrase list biasing recognition (names, product words)")] = ()
+    phrases: Annotated[tuple[str, ...], Doc(
+        "azure: phrase list biasing recognition (names, product words); the agent in charge adds its own"
+    )] = ()
     final_timeout_ms: Annotated[int, Range(ge=0, le=10000), Doc(
         "azure: call audio after a turn ends without a final before it is completed from the last hypothesis"
     )] = 1500
@@ -179,6 +190,7 @@ class STTProcessor(Processor):
         self._turn_audio = bytearray()  # azure: the open turn's audio, replayed on fallback
         self._azure_failed = False
         self._azure_error = ""
+        self._phrases_due: tuple[str, ...] | None = None  # azure: a new agent's list, applied when quiet
 
     async def setup(self) -> None:
         name = self.settings.engine
@@ -212,7 +224,9 @@ class STTProcessor(Processor):
             resource_id = speech.resource_id
             token = shared(("azure-speech-token", resource_id), lambda: EntraToken(resource_id)).get
         self.azure = AzureRecognizer(speech, self._azure_result, sample_rate=AZURE_RATE, token=token,
-                                     segmentation_silence_ms=s.segmentation_silence_ms, phrases=s.phrases)
+                                     segmentation_silence_ms=s.segmentation_silence_ms,
+                                     phrases=self._phrases_due or s.phrases)
+        self._phrases_due = None
         self._turns = AzureTurns(self._send_transcript, final_timeout_ms=s.final_timeout_ms, preroll_ms=s.preroll_ms,
                                  interim=s.interim)
         self._bytes_per_ms = AZURE_RATE * 2 / 1000
@@ -235,6 +249,19 @@ class STTProcessor(Processor):
             self.enqueue(InputAudio(b""))
         elif self._turns is not None:
             self._turns.result(result)
+            self._apply_phrases()
+
+    def on_event(self, event: EventFrame) -> None:
+        if isinstance(event, AgentSwitch) and self.settings.engine == "azure":
+            self._phrases_due = tuple(dict.fromkeys((*self.settings.phrases, *event.phrases)))
+            self._apply_phrases()
+
+    def _apply_phrases(self) -> None:
+        """Give the recogniser the agent's phrase list if one is due and no caller turn is open."""
+        if self._phrases_due is None or self.azure is None or self._turns is None or self._turns.turn:
+            return
+        phrases, self._phrases_due = self._phrases_due, None
+        self.azure.set_phrases(phrases)
 
     async def _fall_back(self) -> None:
         """The service failed: carry on with the embedded engine, replaying the open turn."""
@@ -306,6 +333,7 @@ class STTProcessor(Processor):
         elif type(frame) is TurnEnd:
             assert self.azure is not None
             turns.end(frame.turn, self.azure.pushed_ms)
+            self._apply_phrases()
 
     async def _azure_audio(self, pcm: bytes) -> None:
         azure, turns = self.azure, self._turns
@@ -317,6 +345,7 @@ class STTProcessor(Processor):
             self._turn_audio = bytearray()
             self._remember(pcm)
         turns.tick(azure.pushed_ms)
+        self._apply_phrases()
         if self._azure_failed:
             await self._fall_back()
 
@@ -338,6 +367,7 @@ class STTProcessor(Processor):
     def on_flush(self, turn: int) -> None:
         if self._turns is not None:
             self._turns.drop(turn)
+            self._apply_phrases()
             return
         if self._turn and self._turn <= turn:
             self._drop_turn()

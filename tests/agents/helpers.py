@@ -82,6 +82,7 @@ AGENTS = {
         greeting: I can help you file a claim.
         prompt: "You are FNOL. Policy {{ slots.policy_number }}."
         tools: [file_claim]
+        phrases: [claim, collision]
         handoffs:
           support: a general question
         flow:

@@ -74,8 +74,8 @@ async def test_a_handoff_tool_switches_agents_and_the_new_agent_answers_in_the_s
     assert spoken(out, 2) == "I can help you file a claim. Sorry to hear that. Where did it happen?"
     assert brain.agent_state.agent == "fnol"
     switches = [e for e in out.events if isinstance(e, AgentSwitch)]
-    assert [(e.agent_from, e.agent_to, e.announced, e.turn) for e in switches] == [
-        ("", "auth", True, 0), ("auth", "fnol", True, 2)]
+    assert [(e.agent_from, e.agent_to, e.announced, e.turn, e.phrases) for e in switches] == [
+        ("", "auth", True, 0, ()), ("auth", "fnol", True, 2, ("claim", "collision"))]
     first, second = peer.requests
     assert "handoff_to_fnol" in first.tools and "handoff_to_support" in first.tools
     assert second.messages[0]["content"] == "You are FNOL. Policy P-9."  # slots shared, prompt rendered

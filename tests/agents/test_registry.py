@@ -38,6 +38,11 @@ def test_agents_inherit_the_base_and_render_their_prompt(tmp_path: Path) -> None
     ("description: x\nvoice: [a\n", 3, "not valid YAML"),
     ("descripton: typo\n", 1, "unknown field 'descripton'"),
     ("extends: fnol\n", 1, "extends cycle: fnol -> fnol"),
+    ("phrases: claim\n", 1, "phrases must be a list of short phrases, got str"),
+    ("description: x\nphrases:\n  - claim\n  - 42\n", 4, "phrases[1] must be a non-empty text, got 42"),
+    ("phrases: [claim, '  ']\n", 1, "phrases[1] must be a non-empty text"),
+    (f"description: x\nphrases:\n  - {'policy number ' * 4}\n", 3, "phrases[0] is 55 characters, at most 50"),
+    ("phrases: [" + ", ".join(f"p{i}" for i in range(101)) + "]\n", 1, "phrases: 101 entries, at most 100"),
 ])
 def test_a_broken_agent_is_rejected_at_its_file_and_line_and_the_old_version_keeps_serving(
         tmp_path: Path, text: str, line: int, message: str) -> None:
@@ -51,6 +56,21 @@ def test_a_broken_agent_is_rejected_at_its_file_and_line_and_the_old_version_kee
     assert reg.get("fnol") == old  # still serving
     health = reg.health()["fnol"]
     assert (health.status, health.serving) == ("error", True) and message in health.error
+
+
+def test_phrases_are_trimmed_and_deduplicated_and_the_shipped_agents_have_some(tmp_path: Path) -> None:
+    reg = registry(tmp_path)
+    (tmp_path / "agents" / "fnol.yaml").write_text(
+        "tools: [file_claim]\nphrases: [claim, ' tow   truck ', claim, deductible]\n")
+    assert reg.load() == []
+    assert reg.get("fnol").phrases == ("claim", "tow truck", "deductible")
+    assert reg.get("auth").phrases == ()  # none given, none inherited from the base
+    shipped = AgentRegistry(Path(__file__).parents[2] / "config" / "agents", poll_s=0)
+    assert shipped.load() == []
+    for name in ("auth", "fnol", "healthcare", "legal", "support"):
+        phrases = shipped.get(name).phrases
+        assert 3 <= len(phrases) <= 12 and all(len(p) <= 30 for p in phrases), (name, phrases)
+    assert "date of birth" in shipped.get("auth").phrases and "deductible" in shipped.get("fnol").phrases
 
 
 def test_a_new_broken_agent_does_not_serve_and_others_still_load(tmp_path: Path) -> None:

@@ -296,7 +296,8 @@ async def test_connection_is_warm_before_the_caller_speaks(make_peer: PeerFactor
         rec.push(chunk)
     await results.wait(lambda: bool(results.finals()))
     await rec.close()
-    assert peer.contexts[0] == {"segmentation_ms": 700, "phrases": ["Contoso", "policy number"]}
+    assert peer.contexts[0] == {"segmentation_ms": 700, "phrases": ["Contoso", "policy number"],
+                                "connection": 1, "phrases_before": 0}
     assert peer.counters.connections["recognition"] == 1
 
 

@@ -9,7 +9,10 @@ peer answers, echoing ``X-RequestId``::
 
 A phrase ends after ``segmentation_silence_ms`` of silence (the client's
 ``Speech_SegmentationSilenceTimeoutMs``, sent in ``speech.context``, wins over the peer's
-default). The phrase list the client sent is recorded (``SpeechPeer.contexts``), not used.
+default). The phrase list the client sent is recorded (``SpeechPeer.contexts``, with the
+connection's number and how many phrases the peer had recognised before), not used. The SDK
+sends ``speech.context`` again for a new turn on the same connection: after its end of
+audio, a continuous recognition opens one more turn until it is stopped.
 Offsets and durations are in 100 ns ticks from the start of the turn's audio.
 ``?format=detailed`` gets ``NBest`` entries with a confidence, otherwise ``DisplayText``.
 
@@ -143,6 +146,7 @@ class _Connection:
         self.stream: RecognizerStream | None = None
         self.loop = asyncio.get_running_loop()
         self.request_id: str | None = None
+        self.number = peer.counters.connections["recognition"]  # admitted: counted already
         self._new_turn_state()
 
     def _new_turn_state(self) -> None:
@@ -202,7 +206,10 @@ class _Connection:
         self.request_id = message.request_id
         self._new_turn_state()
         self.segmentation_ms = _segmentation_ms(context, self.segmentation_ms)
-        self.peer.contexts.append({"segmentation_ms": self.segmentation_ms, "phrases": _phrases(context)})
+        # connection / phrases_before: which connection, and what the peer had recognised
+        # when this turn began (tests tell a restarted recogniser's turns from the one before).
+        self.peer.contexts.append({"segmentation_ms": self.segmentation_ms, "phrases": _phrases(context),
+                                   "connection": self.number, "phrases_before": len(self.peer.phrases)})
         self.fault = self.peer.take_fault("recognition", ("disconnect", "garbage", "expire", "error"))
         self.peer.counters.turns["recognition"] += 1
         await self._send("turn.start", {"context": {"serviceTag": self.request_id}})
