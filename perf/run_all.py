@@ -44,6 +44,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "pipecat_v2v": ("pipecat_v2v.py", [], ["--rounds", "1", "--lines", "2"]),
     "azure_stt": ("azure_stt.py", [], ["--calls", "1", "10"]),
     "azure_tts": ("azure_tts.py", [], ["--clauses", "10", "--concurrent", "1", "10"]),
+    "cpu_per_call": ("cpu_per_call.py", [], ["--limit", "2", "--repeats", "1"]),
+    "engine_threads": ("engine_threads.py", [], ["--calls", "1", "--turns", "2", "--settings", "stt1 tts1 workers2"]),
 }
 
 

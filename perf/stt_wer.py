@@ -42,6 +42,27 @@ decode, 800 ms steps, full set; CPU from a run without --with-tts)
     from 0.062 alone to 0.116 with one-thread decodes and from 0.072 to 0.13 with
     two-thread decodes, which did not make the one-shot final faster (180-190 ms vs
     173-180 ms p50): one thread per decode, as the STT node sets it.
+
+Ends of turn side by side (``--silence-ms 600 250``, the default): the silence window of
+the shipped pipelines and Smart Turn's ``complete_ms``. One run, 2026-11-26, full set, the
+machine loaded (load average ~2.5 on 2 cores, other sessions' tests and, for the one-shot
+and PocketSphinx rows, perf/cpu_per_call.py beside it: wall times 3-4x the quiet run's)::
+
+                          end of   WER     WER      end of turn -> final p50 / p90   cores per
+                          turn     8 kHz   16 kHz   8 kHz          16 kHz             speaking caller
+    Whisper incremental   600 ms   0.061   0.054    0 / 0          0 / 0              0.22
+                          250 ms   0.061   0.054    0 / 0          0 / 0              0.22-0.25
+    Whisper one-shot      600 ms   0.049   0.052    480 / 1190     490 / 905          0.04
+                          250 ms   0.049   0.052    684 / 1138     532 / 831          0.05
+    PocketSphinx          600 ms   0.911   0.373    144 / 504      39 / 259           0.17-0.24
+                          250 ms   0.911   0.373    409 / 808      73 / 231           0.19-0.31
+
+    WER does not depend on the end of turn (the same audio is heard). The incremental
+    0 ms at 250 ms is a limit of this method, not a promise: here ``feed()`` decodes at
+    the caller's pause synchronously, before ``finish()`` is timed; in a call that decode
+    starts 200 ms into the pause and must end within the 50 ms left before a 250 ms end
+    of turn, so the final lags by its decode time minus 50 ms (perf/v2v.py measures it
+    in calls: its ``stt_final`` stage).
 """
 
 from __future__ import annotations
@@ -76,6 +97,7 @@ class Row:
 
     engine: str
     rate: int
+    silence_ms: int
     utterances: int
     words: int
     errors: int
@@ -161,6 +183,7 @@ def measure(
     return Row(
         engine=name,
         rate=recordings[0].rate,
+        silence_ms=silence_ms,
         utterances=len(recordings),
         words=words,
         errors=errors,
@@ -214,7 +237,9 @@ class TTSLoad:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="only the first N utterances per rate (0: all 40)")
-    parser.add_argument("--silence-ms", type=int, default=600, help="silence after each utterance (endpointing)")
+    parser.add_argument("--silence-ms", type=int, nargs="+", default=[600, 250],
+                        help="silence after each utterance: the end of turn (600: the silence window; "
+                             "250: Smart Turn's complete_ms)")
     parser.add_argument("--threads", type=int, default=1, help="CTranslate2 threads per Whisper decode")
     parser.add_argument("--step-ms", type=int, default=800, help="incremental Whisper: new speech between decodes")
     parser.add_argument("--engines", nargs="*", choices=ENGINES, default=list(ENGINES))
@@ -234,8 +259,9 @@ def main() -> int:
             engines[kind] = open_engine(name, args.threads)
         for rate in RATES:
             recordings = list(load(rate))[: args.limit or None]
-            rows.append(measure(name, engines[kind], recordings, args.silence_ms, args.step_ms, cpu=tts is None))
-            print_row(rows[-1])
+            for silence_ms in args.silence_ms:
+                rows.append(measure(name, engines[kind], recordings, silence_ms, args.step_ms, cpu=tts is None))
+                print_row(rows[-1])
     if tts is not None:
         tts_rtf["with_stt"] = tts.stop()
         print(f"Piper RTF alone {tts_rtf['alone']}, while STT decodes {tts_rtf['with_stt']}")
@@ -249,7 +275,8 @@ def main() -> int:
 def print_row(row: Row) -> None:
     """One line of the result table."""
     print(
-        f"{row.engine:20} {row.rate:>5} Hz  WER {row.wer:.3f} ({row.errors}/{row.words})  "
+        f"{row.engine:20} {row.rate:>5} Hz  end of turn {row.silence_ms:>3} ms  "
+        f"WER {row.wer:.3f} ({row.errors}/{row.words})  "
         f"end of turn -> final p50 {row.final_ms_p50:6.1f} ms p90 {row.final_ms_p90:6.1f} ms  "
         f"{'-' if row.cores_per_call is None else f'{row.cores_per_call:.3f}'} cores/call  "
         f"{row.decodes_per_utterance:.1f} decodes/utt",

@@ -39,7 +39,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy.typing as npt
 
 __all__ = [
+    "BACKCHANNEL",
     "AudioFormat",
+    "BotPause",
+    "BotResume",
     "BotStartedSpeaking",
     "AgentSwitch",
     "BotStoppedSpeaking",
@@ -74,10 +77,14 @@ __all__ = [
     "TurnStart",
     "UserStartedSpeaking",
     "UserStoppedSpeaking",
+    "UserWords",
     "now_ns",
     "reset_clock",
     "use_clock",
 ]
+
+#: ``TurnEnd.reason`` of a caller turn that was only a backchannel or a noise over the bot.
+BACKCHANNEL = "backchannel"
 
 _CLOCK: ContextVar[Callable[[], int]] = ContextVar("voicegraph_clock", default=time.monotonic_ns)
 
@@ -285,6 +292,8 @@ class TurnEnd(ControlFrame):
     """Endpointing decided the caller finished turn ``turn``: finalise the transcript now.
 
     ``reason`` is why (``silence``, ``max_duration``); ``at_ms`` the call-audio time.
+    :data:`BACKCHANNEL`: barge-in found the turn was no turn (a cough, an "uh-huh" over
+    the bot): drop it, no transcript.
     """
 
     at_ms: float = 0.0
@@ -316,6 +325,26 @@ class Cancel(EventFrame):
 @dataclass(frozen=True, slots=True)
 class FlushStart(EventFrame):
     """First phase of a flush (barge-in): drop everything of turns up to ``turn``."""
+
+
+@dataclass(frozen=True, slots=True)
+class BotPause(EventFrame):
+    """Barge-in, first step: the caller may be interrupting ``turn``. The transport stops
+    playing its audio now and keeps the rest, until ``BotResume`` or ``FlushStart``."""
+
+
+@dataclass(frozen=True, slots=True)
+class BotResume(EventFrame):
+    """The speech over paused ``turn`` was no interruption (a cough, an "uh-huh"): play
+    on from where it paused."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserWords(EventFrame):
+    """STT: an interim ``text`` of the caller's open ``turn``, as it is heard. Barge-in
+    reads it for proof of a real interruption (enough words, not "uh-huh")."""
+
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,12 @@ does not depend on the wire (see docs/design/transports.md):
   audio of the turn had gone out, it wakes the sender task at once, between ticks, to
   call :meth:`clear_audio` (ACS sends ``StopAudio`` there) before any further frame. No
   await happens inside ``on_flush``.
+* **Pause and resume (a possible barge-in).** ``BotPause(turn)`` stops the turn playing
+  between two frames and keeps the rest (the frame taken at the last tick still goes
+  out); if audio of it had gone out, the wire is cleared as for a flush, so the far end
+  goes quiet at once. ``BotResume(turn)`` plays on from the sample it stopped at; a
+  ``FlushStart`` during the pause ends the turn as usual, reporting what was heard up
+  to the pause (the wire is not cleared twice).
 * **Format check.** Bot audio must arrive at the line rate, mono: an
   ``AudioFormat(stream="out")`` that says otherwise is a configuration error (a
   ``resample`` node is missing), reported as a ``FrameError`` naming the rates.
@@ -38,10 +44,13 @@ from typing import Any
 from pipeline.errors import ConfigError, FrameError, StateError
 from pipeline.frames import (
     AudioFormat,
+    BotPause,
+    BotResume,
     BotStartedSpeaking,
     BotStoppedSpeaking,
     ControlFrame,
     DataFrame,
+    EventFrame,
     InputAudio,
     OutputAudio,
     ResponseEnd,
@@ -100,7 +109,8 @@ class Transport(Processor, ABC):
         self.sending_turn = 0
         self._outbox: tuple[int, bytes] | None = None  # (turn, frame) taken at the last tick, not yet sent
         self._sending = False
-        self._clear = False  # a flush cut audio the wire may still hold: clear it
+        self._clear = False  # a flush or pause cut audio the wire may still hold: clear it
+        self._wire_clear = True  # no bot audio sent since the wire was last cleared
         self._wakeup: asyncio.Future[None] | None = None  # the sender task waits on it
         self._interruptible: dict[int, bool] = {}
         self._input_rate = 0
@@ -190,9 +200,18 @@ class Transport(Processor, ABC):
             return
         if any(isinstance(ev, PlayoutStopped) and ev.played_ms > 0 for ev in events):
             self._outbox = None  # taken at the last tick, but not heard yet: drop it too
-            self._clear = True
-            self._wake_sender()  # now, not at the next tick: the far end stops sooner
+            self._clear_wire()
         self._announce(events)
+
+    def on_event(self, event: EventFrame) -> None:
+        kind = type(event)
+        if kind is BotPause:
+            if self.playout.pause(event.turn):
+                self._clear_wire()
+        elif kind is BotResume:
+            events = self.playout.resume(event.turn)
+            if events:
+                self._announce(events)
 
     # --- internals ----------------------------------------------------------------------
 
@@ -217,18 +236,29 @@ class Transport(Processor, ABC):
             if self._outbox is None and not self._clear:
                 self._wakeup = loop.create_future()
                 await self._wakeup
-            if self._clear:
-                self._clear = False
-                await self.clear_audio()
+            # A frame still here was taken before a pause (a flush drops it): it was
+            # counted as heard, so it goes out, and the clear follows it.
             out, self._outbox = self._outbox, None
             if out is not None:
                 self.sending_turn, frame = out
                 self._sending = True
+                self._wire_clear = False
                 try:
                     await self.send_audio(frame)
                 finally:
                     self._sending = False
                 self.frames_sent += 1
+            if self._clear:
+                self._clear = False
+                self._wire_clear = True
+                await self.clear_audio()
+
+    def _clear_wire(self) -> None:
+        """Have the sender clear the wire now, not at the next tick (the far end stops
+        sooner), unless nothing was sent since it was last cleared."""
+        if not self._wire_clear:
+            self._clear = True
+            self._wake_sender()
 
     def _wake_sender(self) -> None:
         wakeup, self._wakeup = self._wakeup, None

@@ -19,6 +19,11 @@ events too). Nothing here sleeps or sends.
   playing and those waiting, and reports what the caller actually heard: whole clauses
   played, plus the played share of the clause that was cut off, from the
   ``Conversation`` ledger. A turn that finished playing is not flushed again.
+* ``pause(turn)`` (the caller may be barging in) stops the turn playing between two
+  frames and keeps its audio, buffered and still arriving; ``resume(turn)`` plays on
+  from the very sample it stopped at. The ledger counts only what played, so a flush
+  during a pause reports what was heard up to the pause. A pause holds the turns
+  waiting behind it too: nothing of the bot plays until the resume or the flush.
 """
 
 from __future__ import annotations
@@ -90,6 +95,12 @@ class Playout:
         self._playing = False
         self._ending = False  # the response is complete: play out without waiting for lead
         self._played_ms = 0.0
+        self._paused = 0  # the turn paused (0: none): no frame goes out until resume/flush
+
+    @property
+    def paused(self) -> bool:
+        """True while a pause holds the bot's audio."""
+        return self._paused != 0
 
     @property
     def playing(self) -> bool:
@@ -137,13 +148,15 @@ class Playout:
         if turn != self._turn or not self._active:
             return []
         self._ending = True
-        if not self._buffer and not self._playing:
+        if not self._buffer and not self._playing and not self._paused:
             return self._stop(interrupted=False) + self._advance()
         return []
 
     def next_frame(self) -> tuple[bytes | None, list[PlayoutEvent]]:
         """Called once per frame period: the frame to send now (None: silence), and events."""
         events: list[PlayoutEvent] = []
+        if self._paused:
+            return None, events
         if not self._playing:
             if not self._buffer:
                 return None, events
@@ -171,6 +184,8 @@ class Playout:
         """Barge-in: drop the audio of turns ``<= turn``, playing or waiting, and report
         what was heard of each. Audio of turns ``<= turn`` arriving later is dropped."""
         self._flushed = max(self._flushed, turn)
+        if self._paused and self._paused <= turn:
+            self._paused = 0
         events: list[PlayoutEvent] = []
         if self._active and self._turn <= turn:
             if self._buffer:
@@ -180,6 +195,28 @@ class Playout:
             del self._waiting[waiting]
             events.append(PlayoutStopped(waiting, 0.0, True, ""))  # never played: nothing heard
         return events + self._advance()
+
+    def pause(self, turn: int) -> bool:
+        """Stop playing ``turn`` after the frame already taken, keeping the rest of it.
+
+        Returns True if bot audio of ``turn`` had gone out (the wire may hold some: a
+        transport clears it). A turn that is not current, or has stopped, is not paused.
+        """
+        if turn != self._turn or not self._active or self._paused:
+            return False
+        self._paused = turn
+        logger.debug("playout: paused turn %d after %.0f ms (%.0f ms buffered)",
+                     turn, self._played_ms, self.buffered_ms)
+        return self._played_ms > 0
+
+    def resume(self, turn: int) -> list[PlayoutEvent]:
+        """Play on ``turn`` from where :meth:`pause` stopped it (no-op if not paused)."""
+        if self._paused != turn:
+            return []
+        self._paused = 0
+        if self._active and self._ending and not self._buffer and not self._playing:
+            return self._stop(interrupted=False) + self._advance()  # ended with nothing to play
+        return []
 
     # --- internals ---------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from typing import Annotated, Literal
 
 from pipeline.errors import ConfigError, FatalError, FrameError, ServiceError
 from pipeline.frames import (
+    BACKCHANNEL,
     AudioFormat,
     ControlFrame,
     ErrorEvent,
@@ -53,6 +54,7 @@ from pipeline.frames import (
     InterimTranscript,
     TurnEnd,
     TurnStart,
+    UserWords,
 )
 from pipeline.models import shared
 from pipeline.offload import blocking_executor
@@ -280,7 +282,12 @@ class STTProcessor(Processor):
         elif type(frame) is TurnStart:
             await self._begin(frame)
         elif type(frame) is TurnEnd and frame.turn == self._turn:
-            await self._finish()
+            assert isinstance(frame, TurnEnd)
+            if frame.reason == BACKCHANNEL:
+                await self._settle()
+                self._drop_turn()  # barge-in: an "uh-huh" over the bot, not a turn to answer
+            else:
+                await self._finish()
 
     async def _azure_control(self, frame: ControlFrame) -> None:
         turns = self._turns
@@ -380,6 +387,7 @@ class STTProcessor(Processor):
             text = hyp.text.strip()
             if text and text != self._last_interim:
                 self._last_interim = text
+                self.emit(UserWords(text=text, turn=turn))  # barge-in's proof of a real interruption
                 await self.push(self._transcript(InterimTranscript, hyp, turn))
 
     async def _settle(self) -> None:

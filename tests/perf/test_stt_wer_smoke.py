@@ -47,7 +47,9 @@ def test_cli_writes_json(tmp_path: Path) -> None:
         check=True, capture_output=True, text=True, timeout=300,
     )
     doc = json.loads(out.read_text())
-    assert (doc["silence_ms"], doc["threads"], doc["step_ms"]) == (600, 1, 800)
-    assert [(r["engine"], r["rate"], r["utterances"]) for r in doc["rows"]] == [
-        ("whisper-one-shot", 8000, 1), ("whisper-one-shot", 16000, 1)
+    assert (doc["silence_ms"], doc["threads"], doc["step_ms"]) == ([600, 250], 1, 800)
+    # Both ends of turn (the silence window, Smart Turn's complete_ms) side by side, per rate.
+    assert [(r["engine"], r["rate"], r["silence_ms"], r["utterances"]) for r in doc["rows"]] == [
+        ("whisper-one-shot", 8000, 600, 1), ("whisper-one-shot", 8000, 250, 1),
+        ("whisper-one-shot", 16000, 600, 1), ("whisper-one-shot", 16000, 250, 1),
     ]

@@ -60,10 +60,11 @@ class BargeInMeter:
         self._onset_ns = None
 
     def bot_cut(self, turn: int, now_ns: int) -> None:
-        """The bot's audio of ``turn`` was flushed at ``now_ns``.
+        """The bot's audio of ``turn`` was flushed, or paused, at ``now_ns``.
 
-        Only a flush while the caller is saying a line is its barge-in; any other is not
-        recorded.
+        Only a cut while the caller is saying a line is its barge-in; any other is not
+        recorded. The first cut of a turn is the reaction the caller heard (a pause, then
+        the flush that confirmed it).
         """
-        if self._onset_ns is not None:
+        if self._onset_ns is not None and turn not in self.reaction_ms:
             self.reaction_ms[turn] = (now_ns - self._onset_ns) / 1e6

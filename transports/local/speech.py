@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pipeline.frames import (
+    BotPause,
     BotStartedSpeaking,
     BotStoppedSpeaking,
     ControlFrame,
@@ -257,6 +258,7 @@ class SpeechCaller(Transport):
         return await super().on_control(frame)
 
     def on_event(self, event: EventFrame) -> None:
+        super().on_event(event)  # the transport's own: pause and resume of the bot's audio
         kind = type(event)
         if kind is UserStartedSpeaking and event.turn:
             if event.turn not in self.line.turns_opened:
@@ -275,6 +277,8 @@ class SpeechCaller(Transport):
             answer.interrupted = answer.interrupted or event.interrupted
             if event.interrupted and self.ctx.is_stale(event.turn):
                 self.meter.bot_cut(event.turn, event.ts)  # a flush: the caller's barge-in
+        elif kind is BotPause:
+            self.meter.bot_cut(event.turn, event.ts)  # the bot goes quiet: the caller's barge-in, if confirmed
         elif kind is FlushStart:
             for turn, answer in self.line.answers.items():
                 if turn <= event.turn:

@@ -244,6 +244,7 @@ async def test_audio_collects_while_a_batch_decodes_so_the_recogniser_keeps_up(
         return feed(pcm)
 
     monkeypatch.setattr(node.stream, "feed", counting)
+    monkeypatch.setattr(node, "emit", lambda event: None)  # no graph to hear its UserWords
     speech = utterance(SENTENCE)
     chunks = list(frames(speech))
     await node.on_control(TurnStart(turn=1))
