@@ -55,7 +55,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 __all__ = [
     "EndReason",
@@ -64,6 +64,7 @@ __all__ = [
     "EndpointingParams",
     "FixedSilence",
     "ModelSilence",
+    "ReasonedStrategy",
     "SilenceStrategy",
     "TurnEnded",
     "TurnSnapshot",
@@ -162,6 +163,14 @@ class SilenceStrategy(Protocol):
         during the pause; the newest answer wins.
         """
         ...
+
+
+@runtime_checkable
+class ReasonedStrategy(SilenceStrategy, Protocol):
+    """A :class:`SilenceStrategy` that names the reason for a window it shortened.
+
+    Strategies without it report ``SILENCE`` (``MODEL`` once a model answered).
+    """
 
     def shortened_by(self, turn: TurnSnapshot) -> EndReason:
         """The reason to report when this strategy's window is below ``base_ms``."""
@@ -413,7 +422,9 @@ class Endpointing:
     def _silence_reason(self) -> EndReason:
         if self._deadline - self._stopped_at >= self._params.silence_ms:
             return EndReason.SILENCE
-        return self._strategy.shortened_by(self._snapshot())
+        if isinstance(self._strategy, ReasonedStrategy):
+            return self._strategy.shortened_by(self._snapshot())
+        return EndReason.SILENCE if self._probability is None else EndReason.MODEL
 
     def _end(self, at_ms: float, reason: EndReason, after: TurnState) -> TurnEnded:
         assert self._turn_id is not None

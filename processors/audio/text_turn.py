@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from .endpointing import EndReason, SilenceStrategy, TurnSnapshot
+from .endpointing import EndReason, ReasonedStrategy, SilenceStrategy, TurnSnapshot
 
 __all__ = ["TextSilence", "TextVerdict", "judge_turn"]
 
@@ -184,4 +184,6 @@ class TextSilence:
         """``TEXT`` when the words decided, else the model's reason (or ``SILENCE``)."""
         if self.verdict(turn) is not TextVerdict.UNSURE:
             return EndReason.TEXT
-        return EndReason.SILENCE if self.model is None else self.model.shortened_by(turn)
+        if isinstance(self.model, ReasonedStrategy):
+            return self.model.shortened_by(turn)
+        return EndReason.SILENCE if turn.end_of_turn_probability is None else EndReason.MODEL
