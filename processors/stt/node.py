@@ -391,10 +391,12 @@ class STTProcessor(Processor):
         turn = self._decoding_turn
         if hyp is not None and self.settings.interim and turn == self._turn and not self.is_stale(turn):
             text = hyp.text.strip()
+            if text:
+                # barge-in's proof of a real interruption; the VAD node's text end of turn (an
+                # unchanged text says it now covers the audio up to heard_ms)
+                self.emit(UserWords(text=text, turn=turn, heard_ms=self._decoding_heard_ms))
             if text and text != self._last_interim:
                 self._last_interim = text
-                # barge-in's proof of a real interruption; the VAD node's text end of turn
-                self.emit(UserWords(text=text, turn=turn, heard_ms=self._decoding_heard_ms))
                 await self.push(self._transcript(InterimTranscript, hyp, turn))
 
     async def _settle(self) -> None:
