@@ -12,8 +12,9 @@ Rules (first match wins; text lower-cased, punctuation other than ``'`` dropped)
 1. No words -> UNSURE (the STT heard nothing usable: silence-only endpointing).
 2. The last word is a filler (``um uh er erm hmm mm ah eh``) -> INCOMPLETE: the caller
    is thinking aloud.
-3. Dictation: the last word is a digit or a number word (``zero`` ... ``ninety``,
-   ``hundred``, ``thousand``, ``oh``, ``double``) or a single spelled letter, and one of
+3. Dictation: the last word is a number word (``zero`` ... ``ninety``, ``hundred``,
+   ``thousand``, ``oh``, ``double``), a single spelled letter or a token with a digit in
+   it (the STT writes "456", "LS1"), and one of
    the cue phrases ``number is``, ``number's``, ``code is``, ``spelled``, ``spell``,
    ``digits``, ``zip``, ``postcode``, ``policy``, ``account``, ``phone``, ``card``,
    ``reference`` occurs in the turn -> INCOMPLETE: digits and letters come in groups with
@@ -77,7 +78,7 @@ NUMBER_WORDS: Final = frozenset(
     "seventy eighty ninety hundred thousand".split()
 )
 DICTATION_CUES: Final = (
-    "number is", "number's", "code is", "spelled", "spell", "digits", "zip", "postcode",
+    "number is", "number's", "code is", "spelled", "spell", "digits", "zip", "postcode", "post code",
     "policy", "account", "phone", "card", "reference",
 )
 FUNCTION_WORDS: Final = frozenset(
@@ -111,7 +112,8 @@ def _words(text: str) -> list[str]:
 
 def _dictating(words: list[str]) -> bool:
     last = words[-1]
-    if not (last.isdigit() or last in NUMBER_WORDS or (len(last) == 1 and last.isalpha())):
+    has_digit = any(ch.isdigit() for ch in last)
+    if not (has_digit or last in NUMBER_WORDS or (len(last) == 1 and last.isalpha())):
         return False
     joined = " ".join(words)
     return any(cue in joined for cue in DICTATION_CUES)

@@ -28,6 +28,8 @@ C, I, U = TextVerdict.COMPLETE, TextVerdict.INCOMPLETE, TextVerdict.UNSURE
         ("my phone number is five five five", I),
         ("it is spelled S M I", I),
         ("the reference is 4 5", I),
+        ("My postcode is LS1.", I),  # the STT writes a code as one token
+        ("my policy number is 456", I),
         ("I was born in nineteen eighty", C),  # a number not being dictated
         ("my policy number is", I),  # rule 4: copula
         ("I would like to", I),  # preposition / infinitive marker
