@@ -14,7 +14,7 @@ from processors.audio.endpointing import (
 )
 from processors.audio.text_turn import TextSilence, TextVerdict, judge_turn
 
-C, I, U = TextVerdict.COMPLETE, TextVerdict.INCOMPLETE, TextVerdict.UNSURE
+C, INC, U = TextVerdict.COMPLETE, TextVerdict.INCOMPLETE, TextVerdict.UNSURE
 
 
 @pytest.mark.parametrize(
@@ -22,24 +22,24 @@ C, I, U = TextVerdict.COMPLETE, TextVerdict.INCOMPLETE, TextVerdict.UNSURE
     [
         ("", U),  # rule 1: no words
         ("  ", U),
-        ("I would like to um", I),  # rule 2: filler
-        ("uh", I),
-        ("my policy number is four five six", I),  # rule 3: dictation after a cue
-        ("my phone number is five five five", I),
-        ("it is spelled S M I", I),
-        ("the reference is 4 5", I),
-        ("My postcode is LS1.", I),  # the STT writes a code as one token
-        ("my policy number is 456", I),
+        ("I would like to um", INC),  # rule 2: filler
+        ("uh", INC),
+        ("my policy number is four five six", INC),  # rule 3: dictation after a cue
+        ("my phone number is five five five", INC),
+        ("it is spelled S M I", INC),
+        ("the reference is 4 5", INC),
+        ("My postcode is LS1.", INC),  # the STT writes a code as one token
+        ("my policy number is 456", INC),
         ("I was born in nineteen eighty", C),  # a number not being dictated
-        ("my policy number is", I),  # rule 4: copula
-        ("I would like to", I),  # preposition / infinitive marker
-        ("I was calling because", I),  # conjunction
-        ("the account is in the name of", I),
-        ("my date of birth is the", I),  # article
-        ("I want to change my", I),  # possessive
-        ("yes and", I),
-        ("I'm", I),  # contraction ending in an auxiliary
-        ("I don't know what", I),  # rule 5: open question word
+        ("my policy number is", INC),  # rule 4: copula
+        ("I would like to", INC),  # preposition / infinitive marker
+        ("I was calling because", INC),  # conjunction
+        ("the account is in the name of", INC),
+        ("my date of birth is the", INC),  # article
+        ("I want to change my", INC),  # possessive
+        ("yes and", INC),
+        ("I'm", INC),  # contraction ending in an auxiliary
+        ("I don't know what", INC),  # rule 5: open question word
         ("yes", C),  # rule 6: acknowledgement
         ("No.", C),
         ("Okay", C),
