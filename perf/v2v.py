@@ -109,17 +109,16 @@ def first_sentence_words(text: str) -> int:
 
 
 def pipeline_file(directory: Path, mode: str) -> Path:
-    """local.yaml with this benchmark's brain, and the first-unit rule of ``mode``."""
+    """local.yaml with this benchmark's brain, and the end of turn of ``mode``: ``before``
+    silence-only (600 ms window), ``after`` the shipped text end of turn."""
     doc = yaml.safe_load(PIPELINE.read_text())
     nodes = doc["nodes"]
     nodes["brain"] = {"use": "rules_brain", "rules": {pattern: reply for _, pattern, reply in REPLIES},
                       "fallback": FALLBACK}
     nodes["caller"]["say"] = [line for line, _, _ in REPLIES]
-    before = mode == "before"
-    nodes["sentences"] = {"use": "sentences", "first_clause_min_words": 4,
-                          "first_unit_max_words": 0 if before else 8}
+    nodes["vad"] = {**nodes["vad"], "end_of_turn": "silence" if mode == "before" else "text"}
     # No cache: the rules repeat their replies, which an LLM would not.
-    nodes["tts"] = {**nodes["tts"], "trim_joins": not before, "cache": False}
+    nodes["tts"] = {**nodes["tts"], "cache": False}
     path = directory / f"v2v_{mode}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
