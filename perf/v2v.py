@@ -14,10 +14,10 @@ Method
     word early on) and no greeting, run as ``--calls`` concurrent calls in one process and
     one event loop; the callers speak :data:`LINES` (Piper voice, 16 kHz line) and wait for
     each answer, so at least ``--turns`` turns are measured per configuration. Two
-    configurations in the same run, alternated: ``before`` is main's aggregator (first
-    piece cut at punctuation only: ``first_unit_max_words: 0``, no silence trimming:
-    ``trim_joins: false``) and ``after`` the defaults (a first piece of 4-8 words at a
-    natural break; Piper's silence trimmed at unit edges). Every figure comes from the
+    configurations in the same run, alternated: ``before`` is silence-only end of turn
+    (``end_of_turn: silence``, the 600 ms window) and ``after`` the shipped text end of
+    turn (``end_of_turn: text``: 250 ms after complete words). (Until 2026-11-26 evening
+    the two were main's first-piece rule vs the short first unit: figures kept below.) Every figure comes from the
     call reports' latency fields (``voicegraph call --json``), cumulative from the end of
     the caller's speech (the VAD's speech stop): ``end_of_turn`` (when the report has it),
     ``stt_final``, ``llm_first_token``, ``tts_first_audio``, ``first_audio_out`` (the bot's
@@ -27,7 +27,21 @@ Method
     ``.venv/bin/python perf/v2v.py [--calls 1 4] [--turns 32] [--json PATH]``
 
 Result
-    One run, 2026-11-26, 2 cores shared with five other busy sessions (noisy: compare
+    Text end of turn, one run, 2026-11-26 20:44-20:56 UTC, 2 cores shared with other
+    sessions, 32 turns per row, end of caller speech -> (ms), p50 / p90::
+
+        run        end_of_turn  stt_final  llm_first_token  tts_first_audio  first_audio_out
+        before_1     600 / 600  601 / 602        601 / 602        740 / 786        749 / 801
+        after_1      340 / 380  360 / 400        361 / 400        496 / 580        503 / 600
+        before_4     600 / 600  600 / 602        600 / 602        751 / 800        761 / 823
+        after_4      360 / 440  381 / 504        381 / 504        537 / 670        541 / 680
+
+    Targets (1 call p50 <= 600, p90 <= 800; 4 calls p50 <= 700) met by ``after``. The end
+    of turn is 340 ms, not 250: the words that prove the turn complete come from the
+    STT's pause decode (200 ms of quiet, then one decode), so the turn ends when they
+    arrive; the final transcript follows ~20 ms later.
+
+    Earlier, the first-unit comparison: one run, 2026-11-26, 2 cores shared with five other busy sessions (noisy: compare
     before/after within the run, not across runs), 32 turns per row, main's endpointing
     (600 ms silence window; no ``end_of_turn`` field yet), Whisper tiny.en incremental::
 
