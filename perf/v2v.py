@@ -42,7 +42,8 @@ Result
     arrive; the final transcript follows ~20 ms later.
 
     Earlier, the first-unit comparison: one run, 2026-11-26, 2 cores shared with five
-    other busy sessions (noisy: compare before/after within the run, not across runs), 32 turns per row, main's endpointing
+    other busy sessions (noisy: compare before/after within the run, not across runs),
+    32 turns per row, main's endpointing
     (600 ms silence window; no ``end_of_turn`` field yet), Whisper tiny.en incremental::
 
         end of caller speech -> (ms), p50 / p90
