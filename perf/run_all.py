@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "azure_tts": ("azure_tts.py", [], ["--clauses", "10", "--concurrent", "1", "10"]),
     "cpu_per_call": ("cpu_per_call.py", [], ["--limit", "2", "--repeats", "1"]),
     "engine_threads": ("engine_threads.py", [], ["--calls", "1", "--turns", "2", "--settings", "stt1 tts1 workers2"]),
+    "end_of_turn_text": ("end_of_turn_text.py", [], []),
 }
 
 

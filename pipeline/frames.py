@@ -342,9 +342,13 @@ class BotResume(EventFrame):
 @dataclass(frozen=True, slots=True)
 class UserWords(EventFrame):
     """STT: an interim ``text`` of the caller's open ``turn``, as it is heard. Barge-in
-    reads it for proof of a real interruption (enough words, not "uh-huh")."""
+    reads it for proof of a real interruption (enough words, not "uh-huh"); the VAD
+    node's text end of turn judges it. ``heard_ms``: the call-audio time up to which
+    the STT had heard when it produced ``text`` (words older than a speech stop are
+    stale for that pause)."""
 
     text: str = ""
+    heard_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,10 @@ the end of the caller's last speech to the turn's end, on the call's audio clock
 when the turn was cut at its maximum length while the caller still spoke, and on text
 calls); ``end_reason`` is why it ended (``silence``: the silence window ran out;
 ``model``: the end-of-turn model judged it complete and cut the wait short;
-``max_duration``: the longest turn). ``preemptive`` says whether the brain started an
-answer on the interim transcript as the caller stopped (``started``) and whether that
-answer was the one said (``used``; otherwise it was dropped unheard).
+``text``: the caller's words read complete and cut the wait short
+(:mod:`processors.audio.text_turn`); ``max_duration``: the longest turn).
+``preemptive`` says whether the brain started an answer on the interim transcript as the
+caller stopped (``started``) and whether that answer was the one said (``used``; otherwise it was dropped unheard).
 
 Latencies are cumulative from the turn's anchor: the end of the caller's speech when a
 VAD reported it, else (text calls) the moment the final transcript was made.

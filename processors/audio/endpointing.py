@@ -34,6 +34,15 @@ window the model shortened below ``silence_ms`` ends with reason ``"model"``. Th
 runs elsewhere (off the event loop, asked by the VAD node at each pause); only its
 answer enters this machine, with the time it arrived.
 
+:class:`~processors.audio.text_turn.TextSilence` sizes the window from the caller's
+words instead (a rule-based judge of the transcript): the STT's interim text enters
+through :meth:`Endpointing.on_words` with ``heard_ms``, the call-audio time up to which
+the STT had heard when it produced the text. Words are *fresh* for a pause only when
+``heard_ms`` reaches the speech stop; older words (the STT is behind, or the caller
+said more since) are stale and the strategy sees none (``TurnSnapshot.words`` None), so
+the silence window applies: the turn is never cut early on stale words. A turn whose
+window the text judge shortened ends with reason ``"text"``.
+
 Default window: 600 ms from the speech stop. 500 ms cuts off callers who pause
 mid-sentence to think or to read digits; past 700 ms the bot feels slow (human
 conversation leaves ~200 ms between turns, callers accept a little more from machines).
@@ -46,7 +55,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 __all__ = [
     "EndReason",
@@ -55,6 +64,7 @@ __all__ = [
     "EndpointingParams",
     "FixedSilence",
     "ModelSilence",
+    "ReasonedStrategy",
     "SilenceStrategy",
     "TurnEnded",
     "TurnSnapshot",
@@ -101,6 +111,7 @@ class EndReason(StrEnum):
 
     SILENCE = "silence"  # the silence window ran out (no model, or it judged "not done")
     MODEL = "model"  # the end-of-turn model judged the turn complete and cut the wait short
+    TEXT = "text"  # the text judge found the words complete and cut the wait short
     MAX_DURATION = "max_duration"
 
 
@@ -138,6 +149,7 @@ class TurnSnapshot:
     stopped_at_ms: float
     transcript: str
     end_of_turn_probability: float | None
+    words: str | None = None  # the newest interim text heard up to the speech stop (fresh)
 
 
 class SilenceStrategy(Protocol):
@@ -147,9 +159,21 @@ class SilenceStrategy(Protocol):
         """Return the window in ms, counted from ``turn.stopped_at_ms``.
 
         ``base_ms`` is :attr:`EndpointingParams.silence_ms`. Called at each speech stop
-        and again whenever a transcript or an end-of-turn probability arrives during
-        the pause; the newest answer wins.
+        and again whenever a transcript, words or an end-of-turn probability arrives
+        during the pause; the newest answer wins.
         """
+        ...
+
+
+@runtime_checkable
+class ReasonedStrategy(SilenceStrategy, Protocol):
+    """A :class:`SilenceStrategy` that names the reason for a window it shortened.
+
+    Strategies without it report ``SILENCE`` (``MODEL`` once a model answered).
+    """
+
+    def shortened_by(self, turn: TurnSnapshot) -> EndReason:
+        """The reason to report when this strategy's window is below ``base_ms``."""
         ...
 
 
@@ -160,6 +184,10 @@ class FixedSilence:
     def silence_ms(self, turn: TurnSnapshot, base_ms: float) -> float:
         """Return ``base_ms``."""
         return base_ms
+
+    def shortened_by(self, turn: TurnSnapshot) -> EndReason:
+        """Never shortens: ``SILENCE``."""
+        return EndReason.SILENCE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,6 +226,10 @@ class ModelSilence:
             return base_ms
         return self.complete_ms if probability >= self.threshold else self.incomplete_ms
 
+    def shortened_by(self, turn: TurnSnapshot) -> EndReason:
+        """``MODEL`` once the model answered, else ``SILENCE``."""
+        return EndReason.SILENCE if turn.end_of_turn_probability is None else EndReason.MODEL
+
 
 class Endpointing:
     """Turn state machine for one call.
@@ -231,6 +263,8 @@ class Endpointing:
         self._finals: list[str] = []
         self._interim = ""
         self._probability: float | None = None
+        self._words = ""  # newest interim text of the open turn (UserWords)
+        self._heard_ms = float("-inf")  # call-audio time up to which _words were heard
 
     @property
     def params(self) -> EndpointingParams:
@@ -266,6 +300,7 @@ class Endpointing:
             self._finals = []
             self._interim = ""
             self._probability = None
+            self._words, self._heard_ms = "", float("-inf")
             self._set_state(TurnState.SPEAKING, at_ms)
             events.append(TurnStarted(turn_id=turn_id, at_ms=at_ms))
         elif self._state is TurnState.PAUSED:
@@ -304,6 +339,22 @@ class Endpointing:
         self._resize_window(at_ms)
         return events
 
+    def on_words(self, text: str, heard_ms: float, at_ms: float) -> list[EndpointingEvent]:
+        """STT's newest interim ``text`` of the open turn, heard up to ``heard_ms``.
+
+        Kept while the caller speaks; used by the strategy for a pause only if
+        ``heard_ms`` reaches that pause's speech stop (see the module docstring). The
+        window is resized from the speech stop, never to end before ``at_ms``.
+        """
+        events = self._advance(at_ms)
+        if self._state not in (TurnState.SPEAKING, TurnState.PAUSED):
+            return events
+        if heard_ms >= self._heard_ms:
+            self._words, self._heard_ms = text.strip(), heard_ms
+        self._resize_window(at_ms)
+        events += self._advance(at_ms)
+        return events
+
     def on_end_of_turn_probability(self, probability: float, at_ms: float) -> list[EndpointingEvent]:
         """A semantic model estimates the caller is done with ``probability`` (0-1).
 
@@ -338,15 +389,23 @@ class Endpointing:
         return " ".join([*self._finals, self._interim] if self._interim else self._finals)
 
     def _window(self) -> float:
+        return max(0.0, self._strategy.silence_ms(self._snapshot(), self._params.silence_ms))
+
+    def _snapshot(self) -> TurnSnapshot:
         assert self._turn_id is not None
-        snapshot = TurnSnapshot(
+        return TurnSnapshot(
             turn_id=self._turn_id,
             started_at_ms=self._started_at,
             stopped_at_ms=self._stopped_at,
             transcript=self._transcript(),
             end_of_turn_probability=self._probability,
+            words=self._fresh_words(),
         )
-        return max(0.0, self._strategy.silence_ms(snapshot, self._params.silence_ms))
+
+    def _fresh_words(self) -> str | None:
+        if self._state is TurnState.PAUSED and self._heard_ms >= self._stopped_at and self._words:
+            return self._words
+        return None
 
     def _resize_window(self, at_ms: float) -> None:
         if self._state is TurnState.PAUSED:
@@ -361,8 +420,11 @@ class Endpointing:
         return []
 
     def _silence_reason(self) -> EndReason:
-        shortened = self._deadline - self._stopped_at < self._params.silence_ms
-        return EndReason.MODEL if self._probability is not None and shortened else EndReason.SILENCE
+        if self._deadline - self._stopped_at >= self._params.silence_ms:
+            return EndReason.SILENCE
+        if isinstance(self._strategy, ReasonedStrategy):
+            return self._strategy.shortened_by(self._snapshot())
+        return EndReason.SILENCE if self._probability is None else EndReason.MODEL
 
     def _end(self, at_ms: float, reason: EndReason, after: TurnState) -> TurnEnded:
         assert self._turn_id is not None

@@ -27,6 +27,15 @@ The node waits for the answer before it takes the next frame, so the decision ap
 at the audio time it was asked, exactly and reproducibly; the frames behind it queue
 for the inference time (tens of ms), only during pauses. A model that is missing or
 fails to load leaves silence-only endpointing with a logged warning, never a dead call.
+
+``end_of_turn: text`` judges the caller's WORDS instead (:mod:`processors.audio.text_turn`):
+the node listens to the STT's ``UserWords`` events of the open turn and hands each to the
+endpointing with its ``heard_ms``; a pause whose fresh words read complete ends
+``complete_ms`` after the speech stop, incomplete waits ``incomplete_ms``, unsure (or no
+words, or words older than the speech stop) keeps ``silence_ms``. Nothing waits: words
+that arrive later during the pause resize the window then (never into the past). With
+``turn_model: smart_turn`` too, a sure text verdict wins and an unsure one defers to the
+model (:class:`~processors.audio.text_turn.TextSilence`).
 """
 
 from __future__ import annotations
@@ -44,12 +53,14 @@ from pipeline.frames import (
     AudioFormat,
     ControlFrame,
     EndOfStream,
+    EventFrame,
     Frame,
     InputAudio,
     TurnEnd,
     TurnStart,
     UserStartedSpeaking,
     UserStoppedSpeaking,
+    UserWords,
 )
 from pipeline.processor import Processor
 from pipeline.settings import Doc, Range
@@ -60,11 +71,13 @@ from .endpointing import (
     EndpointingParams,
     FixedSilence,
     ModelSilence,
+    SilenceStrategy,
     TurnEnded,
     TurnStarted,
     TurnState,
 )
 from .silero import SILERO_RATES, load_silero, silero_classifier
+from .text_turn import TextSilence
 from .turn_model import MODEL_RATE, WINDOW_S, TurnModel, load_smart_turn
 from .vad import VAD_RATES, Classifier, SpeechStarted, SpeechStopped, Vad, VadEvent, VadParams
 
@@ -86,8 +99,10 @@ class VADSettings:
     max_turn_ms: Annotated[float, Range(gt=0), Doc("longest caller turn; it is ended after this")] = 30_000.0
     engine: Annotated[Literal["webrtc", "silero"], Doc("speech classifier: webrtcvad or Silero (8/16 kHz)")] = "webrtc"
     turn_model: Annotated[Literal["off", "smart_turn"], Doc("semantic end-of-turn model asked at each pause")] = "off"
-    complete_ms: Annotated[float, Range(gt=0), Doc("silence that ends a turn the model judges complete")] = 250.0
-    incomplete_ms: Annotated[float, Range(gt=0), Doc("silence that ends a turn the model judges incomplete")] = 1500.0
+    end_of_turn: Annotated[Literal["silence", "text"],
+                           Doc("text: judge the words (STT interims) to end a pause early or late")] = "silence"
+    complete_ms: Annotated[float, Range(gt=0), Doc("silence that ends a turn judged complete")] = 250.0
+    incomplete_ms: Annotated[float, Range(gt=0), Doc("silence that ends a turn judged incomplete")] = 1500.0
 
 
 class VADProcessor(Processor):
@@ -108,8 +123,11 @@ class VADProcessor(Processor):
         try:
             self._vad_params = VadParams(aggressiveness=s.aggressiveness, start_ms=s.start_ms, stop_ms=s.stop_ms,
                                          min_volume=s.min_volume)
-            strategy = (ModelSilence(complete_ms=s.complete_ms, incomplete_ms=s.incomplete_ms)
-                        if self._use_model else FixedSilence())
+            model = ModelSilence(complete_ms=s.complete_ms, incomplete_ms=s.incomplete_ms) if self._use_model else None
+            self._use_text = s.end_of_turn == "text"
+            strategy: SilenceStrategy = model if model is not None else FixedSilence()
+            if self._use_text:
+                strategy = TextSilence(complete_ms=s.complete_ms, incomplete_ms=s.incomplete_ms, model=model)
             self.endpointing = Endpointing(EndpointingParams(silence_ms=s.silence_ms, max_turn_ms=s.max_turn_ms),
                                            strategy=strategy, next_turn=self._next_turn)
         except ValueError as exc:
@@ -125,6 +143,7 @@ class VADProcessor(Processor):
         self._recent = bytearray()  # the last WINDOW_S of caller audio, for the turn model
         self._recent_max = 0
         self._pause_started = False  # a pause of the open turn began in this frame
+        self._held: list[EndpointingEvent] = []  # decided in on_event, pushed by process
 
     def _next_turn(self) -> int:
         return self.ctx.next_turn()
@@ -133,7 +152,7 @@ class VADProcessor(Processor):
         # Speech is confirmed one start window after its onset; the turn ends after the
         # stop window and the silence window.
         s = self.settings
-        longest = max(s.silence_ms, s.incomplete_ms) if self._use_model else s.silence_ms
+        longest = max(s.silence_ms, s.incomplete_ms) if self._use_model or self._use_text else s.silence_ms
         return (s.start_ms, s.stop_ms + longest)
 
     async def on_control(self, frame: ControlFrame) -> ControlFrame | None:
@@ -171,6 +190,9 @@ class VADProcessor(Processor):
             self._recent += pcm
             del self._recent[: max(0, len(self._recent) - self._recent_max)]
         self._pause_started = False
+        held, self._held = self._held, []
+        for control in [f for ep in held for f in self._turn_frames(ep)]:
+            await self.push(control)
         for control in self._on_vad(vad.feed(pcm, now_ms), start_ms):
             await self.push(control)  # TurnStart goes before the audio it starts with
         await self.push(frame)
@@ -182,6 +204,15 @@ class VADProcessor(Processor):
         for ep in events:
             for control in self._turn_frames(ep):
                 await self.push(control)  # TurnEnd goes after the audio that ended the turn
+
+    def on_event(self, event: EventFrame) -> None:
+        if type(event) is UserWords and self._use_text:
+            assert isinstance(event, UserWords)
+            if event.turn == self._turn and self._turn:
+                now_ms = self.ctx.audio_ms
+                # Events are synchronous: a turn the words end goes out with the next frame,
+                # stamped with its exact audio time.
+                self._held += self.endpointing.on_words(event.text, event.heard_ms, now_ms)
 
     async def _classifier(self, rate: int) -> Classifier | None:
         """The frame classifier for the configured engine (None: webrtcvad)."""

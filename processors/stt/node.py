@@ -184,6 +184,8 @@ class STTProcessor(Processor):
         self._dropped = False  # an utterance was dropped and the stream not reset yet
         self._decoding: Future[Hypothesis | None] | None = None  # the batch in the executor
         self._decoding_turn = 0
+        self._fed_bytes = 0  # bytes of the open turn fed to the stream (from _turn_start_ms)
+        self._decoding_heard_ms = 0.0  # call-audio time up to which the batch decoding hears
         self._last_interim = ""
         self.azure: AzureRecognizer | None = None
         self._turns: AzureTurns | None = None
@@ -282,6 +284,7 @@ class STTProcessor(Processor):
         if turns.turn:
             self._turn = turns.turn
             self._pending = bytearray(self._turn_audio)
+            self._fed_bytes = 0
             if turns.waiting:
                 await self._finish()
         self._turn_audio = bytearray()
@@ -384,6 +387,7 @@ class STTProcessor(Processor):
         self._preroll.clear()
         self._preroll_bytes = 0
         self._pending = bytearray(preroll)
+        self._fed_bytes = 0
 
     async def _reset(self) -> None:
         self._dropped = False
@@ -402,6 +406,8 @@ class STTProcessor(Processor):
 
     def _start_batch(self) -> None:
         chunk, self._pending = bytes(self._pending), bytearray()
+        self._fed_bytes += len(chunk)
+        self._decoding_heard_ms = self._turn_start_ms + self._fed_bytes / self._bytes_per_ms
         assert self.stream is not None
         self._decoding = blocking_executor().submit(self.ctx.call_id, self.stream.feed, chunk)
         self._decoding_turn = self._turn
@@ -415,9 +421,12 @@ class STTProcessor(Processor):
         turn = self._decoding_turn
         if hyp is not None and self.settings.interim and turn == self._turn and not self.is_stale(turn):
             text = hyp.text.strip()
+            if text:
+                # barge-in's proof of a real interruption; the VAD node's text end of turn (an
+                # unchanged text says it now covers the audio up to heard_ms)
+                self.emit(UserWords(text=text, turn=turn, heard_ms=self._decoding_heard_ms))
             if text and text != self._last_interim:
                 self._last_interim = text
-                self.emit(UserWords(text=text, turn=turn))  # barge-in's proof of a real interruption
                 await self.push(self._transcript(InterimTranscript, hyp, turn))
 
     async def _settle(self) -> None:

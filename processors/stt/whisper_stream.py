@@ -83,7 +83,8 @@ class WhisperStream:
     def feed(self, pcm: bytes) -> Hypothesis | None:
         """Add audio; decode when a step of speech or a pause came in.
 
-        Returns an interim hypothesis when the decoded text changed, else None.
+        Returns an interim hypothesis when the decoded text changed, or after a decode at
+        a pause (the text, changed or not, then covers all the speech fed), else None.
         """
         check_pcm16(pcm)
         self._audio += pcm
@@ -98,8 +99,8 @@ class WhisperStream:
         else:
             return None
         text = _join(self._done, self._engine.text(self._hyp))
-        if text == self._last_text:
-            return None
+        if text == self._last_text and self._quiet_ms < PAUSE_MS:
+            return None  # a pause decode answers even unchanged: its text now covers the pause
         self._last_text = text
         return Hypothesis(text, False, math.exp(self._logprob), 0, self._fed // _BYTES_PER_MS)
 

@@ -18,11 +18,11 @@ def test_the_replies_cover_first_sentences_of_5_to_30_words() -> None:
     assert min(lengths) == 5 and max(lengths) == 30 and len(set(lengths)) == len(lengths)
 
 
-def test_before_is_mains_rule_and_after_the_short_first_unit(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    for mode, max_words, trim in (("before", 0, False), ("after", 8, True)):
+def test_before_is_silence_only_and_after_the_text_end_of_turn(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for mode, end_of_turn in (("before", "silence"), ("after", "text")):
         graph = build_graph(load_pipeline(v2v.pipeline_file(tmp_path, mode), env={}))
-        assert graph.nodes["sentences"].settings.first_unit_max_words == max_words
-        assert graph.nodes["tts"].settings.trim_joins is trim
+        assert graph.nodes["vad"].settings.end_of_turn == end_of_turn
+        assert graph.nodes["sentences"].settings.first_unit_max_words == 8  # the shipped aggregator
         assert len(graph.nodes["brain"].settings.rules) == len(v2v.REPLIES)
 
 

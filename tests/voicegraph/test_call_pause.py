@@ -75,7 +75,8 @@ def test_a_bad_pause_is_refused_before_the_call(capsys: pytest.CaptureFixture[st
 
 
 async def test_a_long_pause_ends_the_turn_on_silence_and_a_short_one_does_not() -> None:
-    graph = build_graph(load_pipeline(LOCAL, env={"VOICEGRAPH__BRAIN__GREETING": ""}))
+    env = {"VOICEGRAPH__BRAIN__GREETING": "", "VOICEGRAPH__VAD__END_OF_TURN": "silence"}  # silence-only
+    graph = build_graph(load_pipeline(LOCAL, env=env))
     report = await run_call_report(graph, CallOptions(
         pipeline=LOCAL, timeout_s=60,
         say=("I would like to <pause 300> change my address", "my date of birth is <pause 1000> the fourth of July")))
