@@ -29,7 +29,8 @@ Rules (first match wins; text lower-cased, punctuation other than ``'`` dropped)
 5. The last word is an open question or relative word (``what which who where why how
    whose``) at the end of the turn ("I don't know what") -> INCOMPLETE.
 6. The turn is one word of acknowledgement or answer (``yes no yeah yep nope okay ok
-   sure right thanks correct exactly please hello hi bye goodbye``) -> COMPLETE.
+   sure right thanks correct exactly please bye goodbye``) -> COMPLETE. A greeting alone
+   ("hello", "hi") is not: callers go on ("Hello, this is Jane Doe"), so it is UNSURE.
 7. The turn has at least ``min_words`` words (default 3) and none of the above
    matched -> COMPLETE: it ends in a content word (a noun, verb, adjective, number not
    being dictated, or a pronoun object: "change my address", "it was stolen").
@@ -100,8 +101,7 @@ FUNCTION_WORDS: Final = frozenset(
 )
 QUESTION_WORDS: Final = frozenset("what which who where why how whose".split())
 ACKNOWLEDGEMENTS: Final = frozenset(
-    "yes no yeah yep nope okay ok sure right thanks correct exactly please hello hi bye "
-    "goodbye".split()
+    "yes no yeah yep nope okay ok sure right thanks correct exactly please bye goodbye".split()
 )
 _WORD = re.compile(r"[a-z0-9']+")
 

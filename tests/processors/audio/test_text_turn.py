@@ -141,3 +141,9 @@ def test_with_smart_turn_a_sure_text_wins_and_an_unsure_one_defers_to_the_model(
     assert machine.deadline_ms == 4600  # model not asked yet for this pause: silence window
     assert machine.on_end_of_turn_probability(0.9, at_ms=4200) == []
     assert machine.tick(4300) == [TurnEnded(turn_id=1, at_ms=4250, reason=EndReason.MODEL)]
+
+
+def test_a_greeting_alone_is_unsure_callers_go_on() -> None:
+    """'Hello, <pause> this is Jane Doe': the greeting must not end the turn early."""
+    assert judge_turn("Hello?").name == "UNSURE" and judge_turn("hi").name == "UNSURE"
+    assert judge_turn("Yes.").name == "COMPLETE"
