@@ -217,3 +217,4 @@ class SpeechPeer:
             "turns": c.turns, "faults": c.faults, "closed_bad_input": c.closed_bad_input,
             "phrases": self.phrases, "pending_faults": len(self.faults),
         })
+

@@ -42,7 +42,8 @@ from pipeline.errors import ProtocolError
 from processors.stt.engine import Hypothesis, RecognizerStream
 from processors.stt.node import stt_engine_for
 
-from .wire import Message, new_request_id, parse_binary, parse_text, text_message
+from .faults import act_out
+from .wire import Message, parse_binary, parse_text, text_message
 
 if TYPE_CHECKING:
     from .app import Fault, SpeechPeer
@@ -307,24 +308,10 @@ class _Connection:
         """Act out an injected mid-turn fault; the connection ends."""
         logger.info("speech peer: injecting '%s' after %d ms of audio", fault.kind, self.audio_ms)
         self.fault = None
-        if fault.kind == "garbage":
-            await self.ws.send_text("this is not a USP message")
-            await self.ws.send_bytes(b"\xff\xff\x00")
+        closing = await act_out(fault, self.ws, self.peer)
+        if closing is None:
             return
-        if fault.kind == "expire":
-            self._revoke()
-        code, reason = {
-            "disconnect": (1001, "Going away (injected disconnect)"),
-            "expire": (1008, "Unauthorized. The credential has expired (injected)"),
-            "error": (1011, "Internal service error (injected)"),
-        }[fault.kind]
+        code, reason = closing
         await self.ws.close(code=code, reason=reason)
         raise WebSocketDisconnect(code)
 
-    def _revoke(self) -> None:
-        """The connection's token expires, or its key is rotated: reconnecting with it is a 401."""
-        auth = self.ws.headers.get("authorization", "")
-        if auth.startswith("Bearer "):
-            self.peer.tokens.discard(auth[len("Bearer "):])
-        elif self.peer.key is not None:
-            self.peer.key = "rotated-" + new_request_id()

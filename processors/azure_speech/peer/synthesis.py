@@ -50,7 +50,8 @@ from pipeline.errors import ProtocolError
 from pipeline.offload import blocking_executor
 from processors.azure_speech.ssml import SsmlError, parse_ssml
 
-from .wire import Message, binary_message, new_request_id, parse_binary, parse_text, text_message
+from .faults import act_out
+from .wire import Message, binary_message, parse_binary, parse_text, text_message
 
 if TYPE_CHECKING:
     from .app import Fault, SpeechPeer
@@ -287,26 +288,9 @@ class _Session:
     async def _fault(self, fault: Fault, audio_ms: int) -> None:
         """Act out an injected mid-turn fault (as the peer's recognition does)."""
         logger.info("speech peer: injecting '%s' after %d ms of synthesis audio", fault.kind, audio_ms)
-        if fault.kind == "garbage":
-            await self.ws.send_text("this is not a USP message")
-            await self.ws.send_bytes(b"\xff\xff\x00")
-            return
-        if fault.kind == "expire":
-            self._revoke()
-        code, reason = {
-            "disconnect": (1001, "Going away (injected disconnect)"),
-            "expire": (1008, "Unauthorized. The credential has expired (injected)"),
-            "error": (1011, "Internal service error (injected)"),
-        }[fault.kind]
-        await self._close(code, reason)
-
-    def _revoke(self) -> None:
-        """The connection's token expires, or its key is rotated: reconnecting with it is a 401."""
-        auth = self.ws.headers.get("authorization", "")
-        if auth.startswith("Bearer "):
-            self.peer.tokens.discard(auth[len("Bearer "):])
-        elif self.peer.key is not None:
-            self.peer.key = "rotated-" + new_request_id()
+        closing = await act_out(fault, self.ws, self.peer)
+        if closing is not None:
+            await self._close(*closing)
 
     async def _send(self, frame: str | bytes) -> None:
         if isinstance(frame, str):
